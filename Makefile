@@ -1,0 +1,60 @@
+# otad — see README.md. Every target runs from a fresh clone on Debian 12.
+GO        ?= go
+BIN       := bin
+LDFLAGS   := -s -w
+GOFLAGS_B := -trimpath
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+export CGO_ENABLED ?= 0
+
+.PHONY: all build cross test unit fuzz lint bench bench-delta demo deps vmtest vmtest-quick powercut clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_B) -o $(BIN)/otad ./cmd/otad
+	ln -sf otad $(BIN)/otactl
+
+cross:
+	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_B) -ldflags '$(LDFLAGS)' -o $(BIN)/linux-armv7/otad ./cmd/otad
+	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/otad ./cmd/otad
+	@for f in $(BIN)/linux-armv7/otad $(BIN)/linux-arm64/otad; do \
+	  s=$$(stat -c %s $$f); printf '%-26s %9d bytes (%.2f MiB)\n' $$f $$s $$(echo "$$s/1048576" | bc -l); done
+
+# The README's test command: installs what the tests need, then the default suite.
+test: deps unit lint fuzz
+
+unit: build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	scripts/fuzz.sh 5s
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: build deps
+	scripts/bench.sh
+
+bench-delta: build deps
+	scripts/bench-delta.sh
+
+demo: build
+	scripts/demo.sh
+
+deps:
+	@scripts/deps.sh
+
+vmtest: build deps
+	test/vm/run.sh all
+
+vmtest-quick: build deps
+	test/vm/run.sh quick
+
+powercut: deps
+	CGO_ENABLED=1 OTAD_POWERCUT=full $(GO) test -count=1 -timeout 30m -run 'PowerCut' -v ./internal/update/ | tail -n 40
+
+clean:
+	rm -rf $(BIN)

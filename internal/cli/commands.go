@@ -1,0 +1,13 @@
+package cli
+
+// commands is the one table of subcommands; each lives in its own file.
+var commands = []command{
+	{"serve", "run the update daemon (systemd service)", cmdServe},
+	{"install", "install a bundle from a file, URL or - (stdin)", cmdInstall},
+	{"status", "show boot slot, operation and slot states", cmdStatus},
+	{"mark-good", "mark a slot good (commit the trial boot)", cmdMarkGood},
+	{"mark-bad", "mark a slot bad", cmdMarkBad},
+	{"env", "print or set U-Boot environment variables", cmdEnv},
+	{"bundle", "create, sign, verify and inspect bundles (build host)", cmdBundle},
+	{"demo", "run a full update and rollback on file-backed slots", cmdDemo},
+}
