@@ -1,0 +1,316 @@
+package bootenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockWait bounds how long a DeviceStore waits for fw_setenv to let go.
+const lockWait = 10 * time.Second
+
+// DeviceStore is the environment on the devices of an fw_env.config:
+// regular files, block devices (eMMC partitions, boot partitions) and MTD
+// character devices.
+type DeviceStore struct {
+	mu       sync.Mutex
+	cfg      Config
+	c        copies
+	files    []*os.File
+	roErr    error // why Save is impossible, if it is
+	lockPath string
+}
+
+// OpenStore opens the devices of cfg. The flag scheme follows the medium,
+// as libubootenv decides it: NOR flash uses the boolean scheme, everything
+// else the incrementing counter.
+func OpenStore(cfg *Config) (*DeviceStore, error) {
+	if cfg == nil || len(cfg.Devices) == 0 || len(cfg.Devices) > 2 {
+		return nil, fmt.Errorf("%w: need one or two devices", ErrConfig)
+	}
+	s := &DeviceStore{cfg: *cfg, lockPath: cfg.LockPath}
+	if s.lockPath == "" {
+		s.lockPath = DefaultLockPath
+	}
+	if s.cfg.SysfsRoot == "" {
+		s.cfg.SysfsRoot = "/sys"
+	}
+	size := cfg.Devices[0].EnvSize
+	s.c.size = int(size)
+	schemes := map[FlagScheme]bool{}
+	for i, d := range cfg.Devices {
+		a, scheme, err := s.openArea(i, d)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		schemes[scheme] = true
+		s.c.scheme = scheme
+		s.c.areas = append(s.c.areas, a)
+	}
+	if len(schemes) > 1 {
+		s.Close()
+		return nil, fmt.Errorf("%w: the two copies are on media with different flag schemes", ErrConfig)
+	}
+	return s, nil
+}
+
+func (s *DeviceStore) openArea(i int, d Device) (area, FlagScheme, error) {
+	f, err := os.OpenFile(d.Path, os.O_RDWR, 0)
+	if err != nil {
+		var rerr error
+		f, rerr = os.Open(d.Path)
+		if rerr != nil {
+			return nil, 0, fmt.Errorf("bootenv: open %s: %w", d.Path, rerr)
+		}
+		s.roErr = fmt.Errorf("%w: %s: %v", ErrReadOnly, d.Path, err)
+	}
+	s.files = append(s.files, f)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("bootenv: %w", err)
+	}
+	mode := st.Mode()
+	switch {
+	case mode&os.ModeCharDevice != 0 && strings.HasPrefix(d.Path, "/dev/mtd"):
+		m, err := openMTD(f)
+		if err != nil {
+			return nil, 0, fmt.Errorf("bootenv: %s: %w", d.Path, err)
+		}
+		if !m.writable() && s.roErr == nil {
+			s.roErr = fmt.Errorf("%w: %s is not writeable (MTD flags)", ErrReadOnly, d.Path)
+		}
+		sector := d.SectorSize
+		if sector == 0 {
+			sector = int64(m.info.Erasesize)
+		}
+		off := d.Offset
+		if off < 0 {
+			off += int64(m.info.Size)
+		}
+		if off < 0 || off+d.EnvSize > int64(m.info.Size) {
+			return nil, 0, fmt.Errorf("bootenv: %s: environment %#x+%#x outside the device (%#x)", d.Path, off, d.EnvSize, m.info.Size)
+		}
+		scheme := FlagsIncrement
+		if m.info.Type == unix.MTD_NORFLASH {
+			scheme = FlagsBoolean
+		}
+		return &mediumArea{m: m, off: off, size: d.EnvSize, sector: sector, label: d.Path}, scheme, nil
+	case mode.IsRegular() || mode&os.ModeDevice != 0:
+		block := mode&os.ModeDevice != 0
+		devSize := st.Size()
+		if block {
+			sz, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+			if err != nil {
+				return nil, 0, fmt.Errorf("bootenv: %s: size: %w", d.Path, err)
+			}
+			devSize = int64(sz)
+		}
+		off := d.Offset
+		if off < 0 {
+			off += devSize
+		}
+		if off < 0 || off+d.EnvSize > devSize {
+			return nil, 0, fmt.Errorf("%w: %s: environment %#x+%#x, device has %d bytes", ErrShortRead, d.Path, off, d.EnvSize, devSize)
+		}
+		a := &fileArea{f: f, off: off, size: d.EnvSize, label: d.Path}
+		if block {
+			a.guard = s.blockGuard(f, d.Path)
+		}
+		return a, FlagsIncrement, nil
+	}
+	return nil, 0, fmt.Errorf("bootenv: %s: not a file, block device or /dev/mtd character device", d.Path)
+}
+
+// Redundant reports whether the environment has two copies; a single copy
+// is not power-fail safe.
+func (s *DeviceStore) Redundant() bool { return s.c.redundant() }
+
+// Scheme is the flag scheme in use.
+func (s *DeviceStore) Scheme() FlagScheme { return s.c.scheme }
+
+// Size is the size of one copy.
+func (s *DeviceStore) Size() int { return s.c.size }
+
+// Load returns the current environment (ErrNoValidCopy if none).
+func (s *DeviceStore) Load() (*Env, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.c.load()
+}
+
+// Save writes e to the out-of-date copy (one write).
+func (s *DeviceStore) Save(e *Env) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.save(e)
+}
+
+// Init writes e to every copy, whatever they hold now: the factory step
+// behind "otad env init". Afterwards both copies of a redundant environment
+// are valid and the second is current.
+func (s *DeviceStore) Init(e *Env) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for range s.c.areas {
+		if err := s.save(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *DeviceStore) save(e *Env) error {
+	if s.roErr != nil {
+		return s.roErr
+	}
+	return s.c.save(e)
+}
+
+func (s *DeviceStore) update(fn func(*Env) error) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return updateWith(s.c.load, s.save, fn)
+}
+
+// Close releases the devices.
+func (s *DeviceStore) Close() error {
+	var first error
+	for _, f := range s.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	s.files = nil
+	return first
+}
+
+// lock takes the in-process mutex and libubootenv's flock.
+func (s *DeviceStore) lock() (func(), error) {
+	s.mu.Lock()
+	if s.lockPath == "-" {
+		return s.mu.Unlock, nil
+	}
+	f, err := os.OpenFile(s.lockPath, os.O_WRONLY|os.O_CREATE, 0o666)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("bootenv: lock file: %w", err)
+	}
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
+			f.Close()
+			s.mu.Unlock()
+			return nil, fmt.Errorf("bootenv: lock %s (held by fw_setenv/fw_printenv?): %w", s.lockPath, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return func() {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+		s.mu.Unlock()
+	}, nil
+}
+
+// fileArea is a copy in a regular file or block device.
+type fileArea struct {
+	f     *os.File
+	off   int64
+	size  int64
+	label string
+	guard func(write func() error) error // block devices: force_ro / BLKROGET
+}
+
+func (a *fileArea) name() string { return a.label }
+
+func (a *fileArea) read(p []byte, fresh bool) error {
+	if fresh {
+		// After fdatasync the pages are clean: dropping them makes the
+		// read-back come from the device, not from our own write.
+		_ = unix.Fadvise(int(a.f.Fd()), a.off, int64(len(p)), unix.FADV_DONTNEED)
+	}
+	n, err := a.f.ReadAt(p, a.off)
+	if n == len(p) {
+		return nil
+	}
+	return fmt.Errorf("%w: %d of %d bytes at %#x: %v", ErrShortRead, n, len(p), a.off, err)
+}
+
+func (a *fileArea) write(p []byte) error {
+	return a.guarded(func() error {
+		if _, err := a.f.WriteAt(p, a.off); err != nil {
+			return err
+		}
+		return unix.Fdatasync(int(a.f.Fd()))
+	})
+}
+
+func (a *fileArea) writeFlag(b byte) error {
+	return a.guarded(func() error {
+		if _, err := a.f.WriteAt([]byte{b}, a.off+4); err != nil {
+			return err
+		}
+		return unix.Fdatasync(int(a.f.Fd()))
+	})
+}
+
+func (a *fileArea) guarded(write func() error) error {
+	if a.guard == nil {
+		return write()
+	}
+	return a.guard(write)
+}
+
+// blockGuard honours the read-only switch of a block device. eMMC boot
+// partitions carry /sys/dev/block/M:m/force_ro (default 1): like
+// libubootenv, clear it for the write and set it back afterwards. Any other
+// read-only block device is an error, never a silent no-op.
+func (s *DeviceStore) blockGuard(f *os.File, path string) func(func() error) error {
+	return func(write func() error) error {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return err
+		}
+		ro := filepath.Join(s.cfg.SysfsRoot, "dev", "block",
+			fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), "force_ro")
+		old, err := os.ReadFile(ro)
+		if err == nil && strings.TrimSpace(string(old)) == "1" {
+			if err := os.WriteFile(ro, []byte("0"), 0); err != nil {
+				return fmt.Errorf("%w: %s: cannot clear %s: %v", ErrReadOnly, path, ro, err)
+			}
+			defer os.WriteFile(ro, []byte("1"), 0)
+			return write()
+		}
+		if v, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKROGET); err == nil && v != 0 {
+			return fmt.Errorf("%w: %s (BLKROGET)", ErrReadOnly, path)
+		}
+		err = write()
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EROFS) {
+			return fmt.Errorf("%w: %s: %v", ErrReadOnly, path, err)
+		}
+		return err
+	}
+}

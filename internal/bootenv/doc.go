@@ -1,0 +1,27 @@
+// Package bootenv reads and writes the U-Boot environment natively, in the
+// format U-Boot, u-boot-tools and libubootenv share, so otad never has to
+// start fw_setenv processes.
+//
+// Format: each copy is CRC32 (little endian) over the data area, then for a
+// redundant environment one flags byte, then the data: "name=value" strings
+// each ended by NUL, the list ended by an empty string. The data area fills
+// the rest of the copy; unused bytes are part of the CRC.
+//
+// Invariants:
+//   - A Save is one environment write: it goes to the copy that is NOT the
+//     one a reader (U-Boot or fw_printenv) would pick now, is read back and
+//     compared byte for byte (so its CRC is proven), and only then does the
+//     new copy become the one readers pick (incrementing counter: its flag is
+//     one higher, 255 wraps to 0; boolean scheme: the old copy's flag byte
+//     is then programmed to 0 "obsolete"). A power cut at any instant of a
+//     redundant Save leaves either the whole old or the whole new variable
+//     set readable; the torn copy fails its CRC.
+//   - A single-copy environment is rewritten in place and is NOT power-fail
+//     safe; Redundant() lets callers warn about it.
+//   - Nothing is guessed: a copy with a bad CRC is never used, no valid copy
+//     is ErrNoValidCopy, an environment that does not fit is ErrTooLarge,
+//     short reads and missing devices are errors.
+//   - DeviceStore takes libubootenv's lock file (flock on
+//     /var/lock/fw_printenv.lock) around every load and save and across a
+//     whole Update, so otad and fw_printenv/fw_setenv do not interleave.
+package bootenv
