@@ -17,10 +17,4 @@ func stub(name string) func(ctx context.Context, e *Env, args []string) error {
 	}
 }
 
-var (
-	cmdServe    = stub("serve")
-	cmdInstall  = stub("install")
-	cmdStatus   = stub("status")
-	cmdMarkGood = stub("mark-good")
-	cmdMarkBad  = stub("mark-bad")
-)
+var cmdServe = stub("serve")
