@@ -1,0 +1,209 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+)
+
+// header is the fixed 16-byte start of a bundle. Its lengths are framing
+// only: the manifest they delimit is signed, so a changed length fails
+// the signature check or the parse.
+type header struct {
+	ManifestLen  uint32
+	SignatureLen uint32
+}
+
+func (h header) marshal() []byte {
+	b := make([]byte, HeaderSize)
+	copy(b, Magic)
+	binary.BigEndian.PutUint16(b[4:], FormatVersion)
+	// b[6:8] flags: reserved, zero in version 1.
+	binary.BigEndian.PutUint32(b[8:], h.ManifestLen)
+	binary.BigEndian.PutUint32(b[12:], h.SignatureLen)
+	return b
+}
+
+func parseHeader(b []byte) (header, error) {
+	var h header
+	if string(b[:4]) != Magic {
+		return h, fmt.Errorf("%w: not a bundle (magic %q, want %q)", ErrMalformed, b[:4], Magic)
+	}
+	if v := binary.BigEndian.Uint16(b[4:]); v != FormatVersion {
+		return h, fmt.Errorf("%w: format version %d, this otad reads %d", ErrMalformed, v, FormatVersion)
+	}
+	if f := binary.BigEndian.Uint16(b[6:]); f != 0 {
+		return h, fmt.Errorf("%w: unknown header flags %#04x", ErrMalformed, f)
+	}
+	h.ManifestLen = binary.BigEndian.Uint32(b[8:])
+	h.SignatureLen = binary.BigEndian.Uint32(b[12:])
+	if h.ManifestLen == 0 {
+		return h, fmt.Errorf("%w: empty manifest", ErrMalformed)
+	}
+	if h.ManifestLen > MaxManifestSize {
+		return h, fmt.Errorf("%w: manifest length %d exceeds %d", ErrTooLarge, h.ManifestLen, MaxManifestSize)
+	}
+	if h.SignatureLen > MaxSignatureSize {
+		return h, fmt.Errorf("%w: signature block length %d exceeds %d", ErrTooLarge, h.SignatureLen, MaxSignatureSize)
+	}
+	return h, nil
+}
+
+// Signature is one entry of the signature block.
+type Signature struct {
+	KeyID     string
+	Algorithm string // AlgEd25519 or AlgP256
+	Sig       []byte // Ed25519: 64 bytes; P-256: r||s, 32 bytes each
+}
+
+const (
+	algCodeEd25519 = 1
+	algCodeP256    = 2
+	sigSize        = 64
+)
+
+var keyIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// marshalSignatures encodes entries as
+// alg(1) idlen(1) id siglen(2, big endian) sig, back to back.
+func marshalSignatures(sigs []Signature) ([]byte, error) {
+	var b bytes.Buffer
+	for _, s := range sigs {
+		var code byte
+		switch s.Algorithm {
+		case AlgEd25519:
+			code = algCodeEd25519
+		case AlgP256:
+			code = algCodeP256
+		default:
+			return nil, fmt.Errorf("%w: signature algorithm %q", ErrMalformed, s.Algorithm)
+		}
+		if !keyIDRe.MatchString(s.KeyID) {
+			return nil, fmt.Errorf("%w: key id %q", ErrMalformed, s.KeyID)
+		}
+		b.WriteByte(code)
+		b.WriteByte(byte(len(s.KeyID)))
+		b.WriteString(s.KeyID)
+		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Sig))))
+		b.Write(s.Sig)
+	}
+	if b.Len() > MaxSignatureSize {
+		return nil, fmt.Errorf("%w: %d signatures need %d bytes, limit %d", ErrTooLarge, len(sigs), b.Len(), MaxSignatureSize)
+	}
+	return b.Bytes(), nil
+}
+
+// parseSignatures decodes the block strictly: every byte belongs to an
+// entry, each signature has its algorithm's exact size and a key id appears
+// once (so one key, e.g. via a malleated ECDSA signature, is never counted
+// twice).
+func parseSignatures(b []byte) ([]Signature, error) {
+	var sigs []Signature
+	seen := map[string]bool{}
+	for i := 0; len(b) > 0; i++ {
+		if len(b) < 2 {
+			return nil, fmt.Errorf("%w: signature %d: truncated entry", ErrMalformed, i)
+		}
+		code, idLen := b[0], int(b[1])
+		b = b[2:]
+		if len(b) < idLen+2 {
+			return nil, fmt.Errorf("%w: signature %d: truncated key id", ErrMalformed, i)
+		}
+		id := string(b[:idLen])
+		if !keyIDRe.MatchString(id) {
+			return nil, fmt.Errorf("%w: signature %d: invalid key id %q", ErrMalformed, i, id)
+		}
+		n := int(binary.BigEndian.Uint16(b[idLen:]))
+		b = b[idLen+2:]
+		var alg string
+		switch code {
+		case algCodeEd25519:
+			alg = AlgEd25519
+		case algCodeP256:
+			alg = AlgP256
+		default:
+			return nil, fmt.Errorf("%w: signature %d (key %s): unknown algorithm code %d", ErrMalformed, i, id, code)
+		}
+		if n != sigSize {
+			return nil, fmt.Errorf("%w: signature %d (key %s): %d bytes, %s signatures are %d", ErrMalformed, i, id, n, alg, sigSize)
+		}
+		if len(b) < n {
+			return nil, fmt.Errorf("%w: signature %d (key %s): truncated", ErrMalformed, i, id)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: key id %s signs twice", ErrMalformed, id)
+		}
+		seen[id] = true
+		sigs = append(sigs, Signature{KeyID: id, Algorithm: alg, Sig: bytes.Clone(b[:n])})
+		b = b[n:]
+	}
+	if len(sigs) == 0 {
+		return nil, fmt.Errorf("%w: bundle carries no signatures", ErrUnknownKey)
+	}
+	return sigs, nil
+}
+
+// chunkEntry is one row of an image's chunk table: the stored (possibly
+// compressed) length of the chunk and the SHA-256 of those stored bytes.
+type chunkEntry struct {
+	Len  int64
+	Hash [32]byte
+}
+
+func marshalTable(t []chunkEntry) []byte {
+	b := make([]byte, 0, len(t)*tableEntrySize)
+	for _, e := range t {
+		b = binary.BigEndian.AppendUint64(b, uint64(e.Len))
+		b = append(b, e.Hash[:]...)
+	}
+	return b
+}
+
+// parseTable checks the table against its signed hash, then the stored
+// lengths against the image's encoding and payload size.
+func parseTable(b []byte, img *Image) ([]chunkEntry, error) {
+	sum := sha256.Sum256(b)
+	if hex.EncodeToString(sum[:]) != img.ChunkTableSHA256 {
+		return nil, fmt.Errorf("%w: chunk table of image %q: SHA-256 %x, manifest signs %s (table from another bundle?)", ErrChunkHash, img.Class, sum, img.ChunkTableSHA256)
+	}
+	t := make([]chunkEntry, img.Chunks)
+	var total int64
+	maxStored := zstdBound(img.ChunkSize)
+	for k := range t {
+		e := &t[k]
+		e.Len = int64(binary.BigEndian.Uint64(b[k*tableEntrySize:]))
+		copy(e.Hash[:], b[k*tableEntrySize+8:])
+		switch {
+		case img.Encoding == EncodingZstd && (e.Len <= 0 || e.Len > maxStored):
+			return nil, fmt.Errorf("%w: image %q chunk %d: stored length %d outside 1..%d", ErrMalformed, img.Class, k, e.Len, maxStored)
+		case img.Encoding != EncodingZstd && e.Len != img.chunkLen(k):
+			return nil, fmt.Errorf("%w: image %q chunk %d: stored length %d, want %d", ErrMalformed, img.Class, k, e.Len, img.chunkLen(k))
+		}
+		total += e.Len
+	}
+	if total != img.PayloadSize {
+		return nil, fmt.Errorf("%w: image %q: chunk lengths sum to %d, payload_size is %d", ErrMalformed, img.Class, total, img.PayloadSize)
+	}
+	return t, nil
+}
+
+// zstdBound is the largest stored size accepted for a compressed chunk of n
+// bytes: incompressible data grows by a few bytes per 128 KiB block.
+func zstdBound(n int64) int64 { return n + n/128 + 512 }
+
+// readFull reads exactly len(b) bytes; a short read is ErrTruncated.
+func readFull(r io.Reader, b []byte, what string) error {
+	n, err := io.ReadFull(r, b)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %s: got %d of %d bytes", ErrTruncated, what, n, len(b))
+	}
+	return fmt.Errorf("bundle: reading %s: %w", what, err)
+}

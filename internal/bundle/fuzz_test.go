@@ -1,0 +1,53 @@
+package bundle
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+)
+
+// FuzzReader feeds arbitrary bytes to the full read path. It must never
+// panic, every error must wrap a package sentinel, and whatever reaches the
+// writer must come from a verified chunk (the seeds are valid bundles, so
+// mutations mostly land in front matter, tables and chunks).
+func FuzzReader(f *testing.F) {
+	k := testKeys(f)
+	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 2*testChunk+9, false), EncodingRaw)}, k.ed))
+	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(2, 3*testChunk, true), EncodingZstd)}, k.p256, k.ed2))
+	f.Add([]byte(Magic))
+	o := testOptions(f)
+	sentinels := []error{ErrBadSignature, ErrUnknownKey, ErrThreshold, ErrIncompatible, ErrDowngrade, ErrExpired,
+		ErrMalformed, ErrTruncated, ErrChunkHash, ErrTooLarge}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := drain(bytes.NewReader(b), o, len(b)%2 == 0)
+		if err == nil || errors.Is(err, io.EOF) {
+			return
+		}
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				return
+			}
+		}
+		t.Fatalf("error wraps no sentinel: %v", err)
+	})
+}
+
+// FuzzParseManifest checks the strict parser: anything it accepts
+// re-encodes to exactly the same bytes.
+func FuzzParseManifest(f *testing.F) {
+	b := makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 100, false), EncodingRaw)}, testKeys(f).ed)
+	mb, _, _ := parts(f, b)
+	f.Add(mb)
+	f.Add([]byte(`{"type":"otad-bundle-v1","type":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		again, err := MarshalManifest(m)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted non-canonical manifest %q (re-encodes to %q, %v)", b, again, err)
+		}
+	})
+}
