@@ -4,7 +4,7 @@
 // (default 5 minutes) and returns nil or a *Failure naming the check, the
 // reason (failing unit, exit status, timeout) and the tail of its output.
 // Invariants:
-//   - Confirm returns within Window plus a small constant even if a checker
+//   - Confirm returns within Window plus one second even if a checker
 //     ignores its context: a hung check is a failed check, never a hung otad.
 //   - Cancellation of the caller's context (otad stopping) is NOT a verdict:
 //     Confirm then returns the context error, never a *Failure, so the caller
@@ -169,8 +169,12 @@ func (c *Confirmer) Confirm(ctx context.Context) error {
 
 var errWindow = errors.New("health: confirmation window expired")
 
-// runBounded runs fn and returns when it does or when ctx is done, whichever
-// is first, so a checker that ignores its context cannot hang the
+// abandonGrace is how long a checker gets to return after its context
+// ended, so a killed command can still hand over its output tail.
+const abandonGrace = time.Second
+
+// runBounded runs fn and returns when it does, or at most abandonGrace after
+// ctx is done, so a checker that ignores its context cannot hang the
 // confirmation. The goroutine of such a checker is leaked; it is already
 // stuck and the caller is about to reboot.
 func runBounded(ctx context.Context, fn func(context.Context) error) error {
@@ -180,17 +184,17 @@ func runBounded(ctx context.Context, fn func(context.Context) error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		// Prefer the checker's own error if it finished in the same instant:
-		// it may carry output for the report.
-		select {
-		case err := <-done:
-			if err != nil {
-				return err
-			}
-		default:
-		}
-		return context.Cause(ctx)
 	}
+	grace := time.NewTimer(abandonGrace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err // may carry output for the report
+		}
+	case <-grace.C:
+	}
+	return context.Cause(ctx)
 }
 
 // asFailure turns a checker's error into the report. The checker's Name()

@@ -106,12 +106,22 @@ func (n *Notifier) RunWatchdog(ctx context.Context, alive func(context.Context) 
 }
 
 func healthy(ctx context.Context, alive func(context.Context) error, limit time.Duration) bool {
+	if ctx.Err() != nil {
+		return false
+	}
 	if alive == nil {
 		return true
 	}
 	actx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	return runBounded(actx, alive) == nil
+	done := make(chan error, 1)
+	go func() { done <- alive(actx) }()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-actx.Done():
+		return false
+	}
 }
 
 // oneLine keeps STATUS= a single assignment: a newline would start a new one.

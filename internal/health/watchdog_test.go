@@ -20,12 +20,12 @@ type fakeDog struct {
 	t    *testing.T
 	path string
 
-	mu      sync.Mutex
-	secs    int
-	frozen  bool          // set by the test: any pet from now on is a bug
-	petted  chan struct{} // one token per pet, never blocks
-	setErr  error
-	closed  bool
+	mu     sync.Mutex
+	secs   int
+	frozen bool          // set by the test: any pet from now on is a bug
+	petted chan struct{} // one token per pet, never blocks
+	setErr error
+	closed bool
 }
 
 func newFakeDog(t *testing.T, secs int) *fakeDog {
