@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -148,7 +149,9 @@ func validator(h http.Header) string {
 }
 
 // permanentNetErr reports transport errors no retry can fix: the peer's
-// certificate is not trusted or does not match, or it does not speak TLS.
+// certificate is not trusted or does not match, the peer does not speak
+// TLS, or it rejected our handshake with an alert (e.g. our client
+// certificate is missing or unknown).
 func permanentNetErr(err error) bool {
 	var (
 		unknownCA *x509.UnknownAuthorityError
@@ -156,7 +159,11 @@ func permanentNetErr(err error) bool {
 		hostname  *x509.HostnameError
 		verify    *tls.CertificateVerificationError
 		record    *tls.RecordHeaderError
+		op        *net.OpError
 	)
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return true // crypto/tls reports a received alert this way
+	}
 	return errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname) ||
 		errors.As(err, &verify) || errors.As(err, &record)
 }
