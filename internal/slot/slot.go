@@ -1,0 +1,180 @@
+// Package slot models the A/B slots from the config file and writes images
+// into the inactive one: eMMC/SD partitions, raw NOR/NAND (via mtd), UBI
+// volumes, and plain files for the demo and tests.
+//
+// Invariants:
+//   - The active slot is never opened for writing. Open is the only way to get
+//     a writable Target, and it refuses any device that is, contains or sits
+//     inside the active one, however it is named (symlink, /dev/disk/by-*,
+//     another device node with the same number, partition of the same disk,
+//     the flash under an active UBI volume).
+//   - A Writer's Sync makes every byte written so far durable; Close syncs.
+//     Nothing else is promised across a power cut: a slot being written holds
+//     an undefined mix of old and new data. That is safe because a slot is only
+//     armed for boot after the whole image is written, synced and verified
+//     with VerifyReadBack, and the engine records progress only after Sync.
+//   - Writers resume: OpenWriter at any multiple of WriteAlign produces the
+//     same device contents as an uninterrupted write from zero (for NAND, the
+//     logical-to-physical block mapping is a pure function of the bad block
+//     table, so a resumed writer lands where a fresh one would).
+//   - A UBI volume update cannot be resumed: the kernel marks an interrupted
+//     update corrupted; WriteAlign is the volume size so a resume restarts at 0.
+package slot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Slot is one entry of the config file.
+type Slot struct {
+	Name     string // "A" | "B"
+	Class    string // e.g. "rootfs"
+	Device   string // path: /dev/mmcblk0p3, /dev/mtd4, /dev/ubi0_1, or a file
+	Type     string // "block" | "mtd" | "ubivol" | "file"
+	Bootname string // name the boot protocol uses, if not Name
+}
+
+// Slot types.
+const (
+	TypeBlock  = "block"
+	TypeMTD    = "mtd"
+	TypeUBIVol = "ubivol"
+	TypeFile   = "file"
+)
+
+// Target is an opened slot.
+type Target interface {
+	io.ReaderAt
+	Size() int64       // capacity in bytes
+	WriteAlign() int64 // resume offsets are multiples of this
+	// OpenWriter returns a sequential writer starting at off.
+	OpenWriter(ctx context.Context, off int64) (Writer, error)
+	Close() error
+}
+
+// Writer writes sequentially into a Target.
+type Writer interface {
+	io.Writer
+	Sync() error  // everything written so far is durable
+	Close() error // flushes and syncs; the Target stays open
+}
+
+// SizedTarget is implemented by targets that must know the image size before
+// the first byte (UBI volume update), and lets the others refuse an image
+// that cannot fit before anything is written. Use OpenWriter.
+type SizedTarget interface {
+	OpenSizedWriter(ctx context.Context, off, size int64) (Writer, error)
+}
+
+var (
+	// ErrActiveSlot: the slot to write is (an alias of, or overlaps) the active one.
+	ErrActiveSlot = errors.New("slot: refusing to write the active slot")
+	// ErrTooLarge: the image does not fit the slot.
+	ErrTooLarge = errors.New("slot: image does not fit the slot")
+	// ErrReadBackMismatch: what is on the device is not what was written.
+	ErrReadBackMismatch = errors.New("slot: read-back mismatch")
+	// ErrAlign: a resume offset that is not a multiple of WriteAlign.
+	ErrAlign = errors.New("slot: offset not a multiple of the write alignment")
+	// ErrVolumeCorrupted: a UBI volume whose update was interrupted.
+	ErrVolumeCorrupted = errors.New("slot: UBI volume marked corrupted (interrupted update)")
+	// ErrNeedSize: the target needs the image size up front; use OpenWriter.
+	ErrNeedSize = errors.New("slot: target needs the image size before writing")
+	// ErrClosed: use of a closed writer.
+	ErrClosed = errors.New("slot: writer closed")
+)
+
+// Options tune writers. The zero value is the production default.
+type Options struct {
+	// ChunkSize is the write unit for block devices and files (default 4 MiB).
+	ChunkSize int64
+	// SyncEvery syncs after this many bytes so progress reports are honest
+	// (default 64 MiB; negative: only on Sync and Close).
+	SyncEvery int64
+	// SkipUnchanged reads each chunk first and writes only if it differs:
+	// SD cards and flash read faster than they write, and erase cycles are
+	// saved when reinstalling a similar image.
+	SkipUnchanged bool
+	// Sysfs is the sysfs root, "/sys" unless a test fakes it.
+	Sysfs string
+}
+
+const (
+	defaultChunk     = 4 << 20
+	defaultSyncEvery = 64 << 20
+)
+
+func (o Options) withDefaults() Options {
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = defaultChunk
+	}
+	if o.SyncEvery == 0 {
+		o.SyncEvery = defaultSyncEvery
+	}
+	if o.Sysfs == "" {
+		o.Sysfs = "/sys"
+	}
+	return o
+}
+
+// Open opens s for writing, refusing the active slot. This is the one place
+// that check lives.
+func Open(s, active Slot) (Target, error) { return OpenWith(s, active, Options{}) }
+
+// OpenWith is Open with writer options.
+func OpenWith(s, active Slot, o Options) (Target, error) {
+	o = o.withDefaults()
+	if err := checkNotActive(o.Sysfs, s, active); err != nil {
+		return nil, err
+	}
+	return open(s, o, true)
+}
+
+// OpenReadOnly opens s for reading (delta sources, read-back). It does not
+// care whether s is active.
+func OpenReadOnly(s Slot) (Target, error) { return open(s, Options{}.withDefaults(), false) }
+
+func open(s Slot, o Options, rw bool) (Target, error) {
+	switch s.Type {
+	case TypeBlock, "":
+		return openBlock(s.Device, o, rw)
+	case TypeFile:
+		return openFile(s.Device, o, rw)
+	case TypeMTD:
+		return openMTD(s.Device, o, rw)
+	case TypeUBIVol:
+		return openUBIVol(s.Device, o, rw)
+	}
+	return nil, fmt.Errorf("slot %s: unknown type %q (want block, mtd, ubivol or file)", s.Name, s.Type)
+}
+
+// OpenWriter opens a writer for an image of size bytes, resuming at off. It
+// checks the image fits before anything is written and passes the size to
+// targets that need it. The engine should use this rather than
+// Target.OpenWriter.
+func OpenWriter(ctx context.Context, t Target, off, size int64) (Writer, error) {
+	if err := CheckFit(t, size); err != nil {
+		return nil, err
+	}
+	if st, ok := t.(SizedTarget); ok {
+		return st.OpenSizedWriter(ctx, off, size)
+	}
+	return t.OpenWriter(ctx, off)
+}
+
+// CheckFit returns ErrTooLarge if an image of size bytes cannot fit t.
+func CheckFit(t Target, size int64) error {
+	if size < 0 || size > t.Size() {
+		return fmt.Errorf("%w: image %d bytes, slot %d bytes", ErrTooLarge, size, t.Size())
+	}
+	return nil
+}
+
+func checkResume(t Target, off int64) error {
+	if off < 0 || off > t.Size() || off%t.WriteAlign() != 0 {
+		return fmt.Errorf("%w: offset %d, alignment %d, size %d", ErrAlign, off, t.WriteAlign(), t.Size())
+	}
+	return nil
+}
