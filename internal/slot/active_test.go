@@ -161,7 +161,7 @@ func TestRefusesOverlappingDevices(t *testing.T) {
 		target, active string
 		refused        bool
 	}{
-		{"mmcblk0", "mmcblk0p2", true},   // whole disk holding the active partition
+		{"mmcblk0", "mmcblk0p2", true},    // whole disk holding the active partition
 		{"mmcblk0p3", "mmcblk0p2", false}, // sibling partition: the normal A/B case
 		{"mmcblk0p2", "dm-0", true},       // active rootfs is dm-verity on p2
 		{"mmcblk0", "dm-0", true},         // ...and on the disk under it
