@@ -3,6 +3,7 @@ package bootenv
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,10 +148,14 @@ func newMemMedium(size int, nor bool) *memMedium {
 }
 
 func (m *memMedium) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m.data)) {
-		return 0, fmt.Errorf("memMedium: read %d+%d out of range", off, len(p))
+	if off < 0 || off > int64(len(m.data)) {
+		return 0, fmt.Errorf("memMedium: read at %d out of range", off)
 	}
-	return copy(p, m.data[off:]), nil
+	n := copy(p, m.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (m *memMedium) take(n int) int {

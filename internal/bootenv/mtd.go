@@ -37,9 +37,6 @@ func (m *mtdChar) ioctl(req uint, arg unsafe.Pointer) error {
 func (m *mtdChar) writable() bool { return m.info.Flags&unix.MTD_WRITEABLE != 0 }
 
 func (m *mtdChar) ReadAt(p []byte, off int64) (int, error) {
-	if err := m.checkBad(off, int64(len(p))); err != nil {
-		return 0, err
-	}
 	n, err := m.f.ReadAt(p, off)
 	if err == io.EOF && n == len(p) {
 		err = nil
@@ -51,12 +48,8 @@ func (m *mtdChar) WriteAt(p []byte, off int64) (int, error) {
 	return m.f.WriteAt(p, off)
 }
 
-// Erase erases [off, off+n) one erase block at a time; a bad block in the
-// range is an error, never skipped silently.
+// Erase erases [off, off+n) one erase block at a time.
 func (m *mtdChar) Erase(off, n int64) error {
-	if err := m.checkBad(off, n); err != nil {
-		return err
-	}
 	es := int64(m.info.Erasesize)
 	for o := off; o < off+n; o += es {
 		ei := unix.EraseInfo{Start: uint32(o), Length: uint32(es)}
@@ -69,22 +62,18 @@ func (m *mtdChar) Erase(off, n int64) error {
 	return nil
 }
 
-func (m *mtdChar) checkBad(off, n int64) error {
+// IsBad asks the kernel's bad block table (NAND only).
+func (m *mtdChar) IsBad(off int64) (bool, error) {
 	if m.info.Type != unix.MTD_NANDFLASH {
-		return nil
+		return false, nil
 	}
-	es := int64(m.info.Erasesize)
-	for o := off - off%es; o < off+n; o += es {
-		bo := o
-		r, _, e := unix.Syscall(unix.SYS_IOCTL, m.f.Fd(), uintptr(unix.MEMGETBADBLOCK), uintptr(unsafe.Pointer(&bo)))
-		switch {
-		case e == unix.EOPNOTSUPP || e == unix.EINVAL:
-			return nil // no bad block table
-		case e != 0:
-			return fmt.Errorf("MEMGETBADBLOCK %#x: %w", o, e)
-		case r != 0:
-			return fmt.Errorf("bootenv: bad erase block at %#x inside the environment", o)
-		}
+	bo := off
+	r, _, e := unix.Syscall(unix.SYS_IOCTL, m.f.Fd(), uintptr(unix.MEMGETBADBLOCK), uintptr(unsafe.Pointer(&bo)))
+	switch {
+	case e == unix.EOPNOTSUPP:
+		return false, nil // no bad block table
+	case e != 0:
+		return false, fmt.Errorf("MEMGETBADBLOCK %#x: %w", off, e)
 	}
-	return nil
+	return r != 0, nil
 }

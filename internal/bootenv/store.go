@@ -2,6 +2,7 @@ package bootenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -69,11 +70,23 @@ func (c *copies) redundant() bool { return len(c.areas) == 2 }
 func (c *copies) readStates() ([]copyState, error) {
 	states := make([]copyState, len(c.areas))
 	buf := make([]byte, c.size)
+	var errs []error
 	for i, a := range c.areas {
 		if err := a.read(buf, false); err != nil {
-			return nil, fmt.Errorf("bootenv: read copy %d (%s): %w", i, a.name(), err)
+			if errors.Is(err, ErrShortRead) {
+				// The copy lies outside the medium: a configuration error.
+				return nil, fmt.Errorf("bootenv: read copy %d (%s): %w", i, a.name(), err)
+			}
+			// An unreadable copy (NAND bad block, I/O error) is an invalid
+			// copy; the other one may still be good. Both failing is an
+			// error of its own, not "no valid copy".
+			errs = append(errs, fmt.Errorf("bootenv: read copy %d (%s): %w", i, a.name(), err))
+			continue
 		}
 		states[i] = decode(buf, c.redundant())
+	}
+	if len(errs) == len(c.areas) {
+		return nil, errs[0]
 	}
 	return states, nil
 }
@@ -170,6 +183,9 @@ type mediumArea struct {
 func (a *mediumArea) name() string { return a.label }
 
 func (a *mediumArea) read(p []byte, fresh bool) error {
+	if err := a.checkBad(); err != nil {
+		return err
+	}
 	n, err := a.m.ReadAt(p, a.off)
 	if n == len(p) {
 		return nil
@@ -180,7 +196,30 @@ func (a *mediumArea) read(p []byte, fresh bool) error {
 	return err
 }
 
+// checkBad refuses a copy that lies on a block in the bad block table,
+// when the medium has one: skipping it would move the copy where U-Boot
+// does not look.
+func (a *mediumArea) checkBad() error {
+	b, ok := a.m.(interface{ IsBad(off int64) (bool, error) })
+	if !ok {
+		return nil
+	}
+	for o := a.off - a.off%a.sector; o < a.off+a.size; o += a.sector {
+		bad, err := b.IsBad(o)
+		if err != nil {
+			return fmt.Errorf("bad block check at %#x: %w", o, err)
+		}
+		if bad {
+			return fmt.Errorf("bootenv: bad erase block at %#x inside the environment copy", o)
+		}
+	}
+	return nil
+}
+
 func (a *mediumArea) write(p []byte) error {
+	if err := a.checkBad(); err != nil {
+		return err
+	}
 	start := a.off - a.off%a.sector
 	end := a.off + a.size
 	if r := end % a.sector; r != 0 {
