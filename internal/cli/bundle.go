@@ -1,12 +1,426 @@
 package cli
 
-import "context"
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 
-// cmdBundle is replaced by the real implementation in this file.
+	"github.com/otadev/otad/internal/bundle"
+)
+
+// bundleSubs are the build-host subcommands of "otad bundle".
+var bundleSubs = []struct {
+	name, summary string
+	run           func(ctx context.Context, e *Env, args []string) error
+}{
+	{"keygen", "make a signing key pair (PREFIX.key, PREFIX.pub)", bundleKeygen},
+	{"create", "build and sign a bundle from slot images", bundleCreate},
+	{"sign", "add a signature to an existing bundle", bundleSign},
+	{"verify", "verify signatures, metadata and every payload byte", bundleVerify},
+	{"info", "print a bundle's manifest (signatures NOT checked)", bundleInfo},
+}
+
 func cmdBundle(ctx context.Context, e *Env, args []string) error {
-	fs := newFlags(e, "bundle", "", "(not built yet)")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		w := e.Stdout
+		if len(args) == 0 {
+			w = e.Stderr
+		}
+		fmt.Fprintf(w, "usage: %s bundle <subcommand> [flags] [args]\n\nsubcommands:\n", e.Prog)
+		for _, s := range bundleSubs {
+			fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
+		}
+		if len(args) == 0 {
+			return usagef("%s bundle: no subcommand given", e.Prog)
+		}
+		return errHelpShown
+	}
+	for _, s := range bundleSubs {
+		if s.name == args[0] {
+			return s.run(ctx, e, args[1:])
+		}
+	}
+	return usagef("%s bundle: unknown subcommand %q (keygen, create, sign, verify, info)", e.Prog, args[0])
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func bundleKeygen(ctx context.Context, e *Env, args []string) error {
+	fs := newFlags(e, "bundle keygen", "", "Writes PREFIX.key (private, mode 0600, keep it off devices) and PREFIX.pub\n(copy into the device keyring directory, e.g. /etc/otad/keys).")
+	alg := fs.String("alg", bundle.AlgEd25519, "key algorithm: ed25519 or p256")
+	id := fs.String("id", "", "key id recorded in signatures (required), e.g. release-2026")
+	role := fs.String("role", "release", "role the device policy requires")
+	out := fs.String("o", "", "output PREFIX (required)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	return errNotBuilt("bundle")
+	if *id == "" || *out == "" || fs.NArg() != 0 {
+		return usagef("bundle keygen: --id and -o are required, no arguments")
+	}
+	k, err := bundle.GenerateKey(*alg, *id, *role, rand.Reader)
+	if err != nil {
+		return err
+	}
+	priv, err := bundle.MarshalPrivateKey(k)
+	if err != nil {
+		return err
+	}
+	pub, err := bundle.MarshalPublicKey(k.Public())
+	if err != nil {
+		return err
+	}
+	// O_EXCL: never overwrite a signing key.
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{*out + ".key", priv, 0o600}, {*out + ".pub", pub, 0o644}} {
+		if err := writeNew(f.path, f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.Stdout, "wrote %s.key (private) and %s.pub (%s key %q, role %s)\n", *out, *out, *alg, *id, *role)
+	return nil
 }
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeAtomic creates path via a temporary file in the same directory,
+// renamed into place only after fn succeeded and the data is synced.
+func writeAtomic(path string, fn func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := fn(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func loadKeys(paths []string) ([]*bundle.PrivateKey, error) {
+	var keys []*bundle.PrivateKey
+	for _, p := range paths {
+		k, err := bundle.LoadPrivateKey(p)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// parseSize accepts bytes with an optional K, M or G (binary) suffix.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with optional K, M or G", s)
+	}
+	return n * mult, nil
+}
+
+// parseExpiry accepts RFC 3339 or a duration from now ("720h").
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--expires %q: want RFC 3339 (2027-01-01T00:00:00Z) or a duration (720h)", s)
+	}
+	return t, nil
+}
+
+func bundleCreate(ctx context.Context, e *Env, args []string) error {
+	fs := newFlags(e, "bundle create", "", "Builds a signed bundle. Each --image is CLASS=FILE (slot class, e.g. rootfs).")
+	compatible := fs.String("compatible", "", "device compatible string (required)")
+	version := fs.String("version", "", "release version (required)")
+	secver := fs.Uint64("security-version", 0, "anti-rollback security version")
+	expires := fs.String("expires", "", "expiry: RFC 3339 time or duration from now (default: never)")
+	compress := fs.String("compress", "zstd", "payload compression: zstd or none")
+	chunk := fs.String("chunk-size", "1M", "chunk size, power of two from 4K to 8M")
+	out := fs.String("o", "", "output bundle path (required)")
+	var images, keyPaths listFlag
+	fs.Var(&images, "image", "CLASS=FILE, repeatable")
+	fs.Var(&keyPaths, "key", "private key file, repeatable (each adds a signature)")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if *compatible == "" || *version == "" || *out == "" || len(images) == 0 || len(keyPaths) == 0 || fs.NArg() != 0 {
+		return usagef("bundle create: --compatible, --version, --image, --key and -o are required")
+	}
+	o := bundle.CreateOptions{Compatible: *compatible, Version: *version, SecurityVersion: *secver,
+		Created: time.Now(), TempDir: filepath.Dir(*out)}
+	var err error
+	if o.ChunkSize, err = parseSize(*chunk); err != nil {
+		return usagef("bundle create: --chunk-size: %v", err)
+	}
+	if *expires != "" {
+		if o.Expires, err = parseExpiry(*expires, o.Created); err != nil {
+			return usagef("bundle create: %v", err)
+		}
+	}
+	enc := map[string]string{"zstd": bundle.EncodingZstd, "none": bundle.EncodingRaw}[*compress]
+	if enc == "" {
+		return usagef("bundle create: --compress %q: want zstd or none", *compress)
+	}
+	keys, err := loadKeys(keyPaths)
+	if err != nil {
+		return err
+	}
+	var srcs []bundle.Source
+	for _, spec := range images {
+		class, path, ok := strings.Cut(spec, "=")
+		if !ok || class == "" || path == "" {
+			return usagef("bundle create: --image %q: want CLASS=FILE", spec)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()})
+	}
+	var m *bundle.Manifest
+	err = writeAtomic(*out, func(w io.Writer) error {
+		var err error
+		m, err = bundle.Create(ctx, w, o, srcs, keys)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "wrote %s: %s %s, security version %d, %d image(s), %d signature(s)\n",
+		*out, m.Compatible, m.Version, m.SecurityVersion, len(m.Images), len(keys))
+	return nil
+}
+
+func bundleSign(ctx context.Context, e *Env, args []string) error {
+	fs := newFlags(e, "bundle sign", "BUNDLE", "Adds (or replaces) a signature per --key; the bundle identity does not change.")
+	var keyPaths listFlag
+	fs.Var(&keyPaths, "key", "private key file, repeatable")
+	out := fs.String("o", "", "write the signed bundle here (default: replace BUNDLE atomically)")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if len(keyPaths) == 0 || fs.NArg() != 1 {
+		return usagef("bundle sign: need --key and one BUNDLE")
+	}
+	in := fs.Arg(0)
+	dst := *out
+	if dst == "" {
+		dst = in
+	}
+	keys, err := loadKeys(keyPaths)
+	if err != nil {
+		return err
+	}
+	// Each key is one pass through AddSignature; the first reads the input,
+	// later ones the previous result.
+	src := in
+	for i, k := range keys {
+		err := writeAtomic(dst, func(w io.Writer) error {
+			f, err := os.Open(src)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return bundle.AddSignature(w, f, k)
+		})
+		if err != nil {
+			return fmt.Errorf("bundle sign %s with %s: %w", in, keyPaths[i], err)
+		}
+		src = dst
+		fmt.Fprintf(e.Stdout, "%s: signed with %s (%s)\n", dst, k.ID, k.Alg)
+	}
+	return nil
+}
+
+// countingWriter counts verified bytes for the summary line.
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func bundleVerify(ctx context.Context, e *Env, args []string) error {
+	fs := newFlags(e, "bundle verify", "BUNDLE", "Verifies like a device would, reading every payload byte through the\nverifying reader. BUNDLE may be - for stdin.")
+	keyring := fs.String("keyring", "", "directory of *.pub keys and optional policy.json (required)")
+	compatible := fs.String("compatible", "", "device compatible string (default: accept any)")
+	floor := fs.Uint64("floor", 0, "device security version floor")
+	fullHash := fs.Bool("full-hash", false, "also hash uncompressed images end to end (second SHA-256 pass)")
+	var slots listFlag
+	fs.Var(&slots, "slot-size", "CLASS=SIZE of the device's slot, repeatable (refuse larger images)")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if *keyring == "" || fs.NArg() != 1 {
+		return usagef("bundle verify: need --keyring and one BUNDLE")
+	}
+	kr, err := bundle.LoadKeyring(*keyring)
+	if err != nil {
+		return err
+	}
+	o := bundle.Options{Keyring: kr, Compatible: *compatible, AnyCompatible: *compatible == "",
+		SecurityFloor: *floor, HashRawImages: *fullHash}
+	for _, s := range slots {
+		class, size, ok := strings.Cut(s, "=")
+		n, err := parseSize(size)
+		if !ok || err != nil {
+			return usagef("bundle verify: --slot-size %q: want CLASS=SIZE", s)
+		}
+		if o.SlotSizes == nil {
+			o.SlotSizes = map[string]int64{}
+		}
+		o.SlotSizes[class] = n
+	}
+	var src io.Reader = e.Stdin
+	if p := fs.Arg(0); p != "-" {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src = f
+	}
+	start := time.Now()
+	r, err := bundle.NewReader(src, o)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var total int64
+	for {
+		img, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cw := &countingWriter{}
+		if _, err := io.Copy(cw, r); err != nil {
+			return err
+		}
+		total += cw.n
+		fmt.Fprintf(e.Stdout, "image %-8s %s %12d bytes, %d chunks OK\n", img.Class, img.Encoding, cw.n, img.Chunks)
+	}
+	el := time.Since(start)
+	m := r.Manifest()
+	fmt.Fprintf(e.Stdout, "OK %s %s security_version %d identity %s signed by %s (%.1f MB/s)\n",
+		m.Compatible, m.Version, m.SecurityVersion, r.Identity(), strings.Join(r.Signers(), ","),
+		float64(total)/1e6/el.Seconds())
+	return nil
+}
+
+func bundleInfo(ctx context.Context, e *Env, args []string) error {
+	fs := newFlags(e, "bundle info", "BUNDLE", "Prints the manifest and who signed it. Signatures are NOT verified:\nuse 'bundle verify' for that.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("bundle info: need one BUNDLE")
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	front, err := bundle.Inspect(f)
+	if err != nil {
+		return err
+	}
+	type sigInfo struct {
+		KeyID     string `json:"key_id"`
+		Algorithm string `json:"algorithm"`
+	}
+	var sigs []sigInfo
+	for _, s := range front.Signatures {
+		sigs = append(sigs, sigInfo{s.KeyID, s.Algorithm})
+	}
+	sort.Slice(sigs, func(i, j int) bool { return sigs[i].KeyID < sigs[j].KeyID })
+	if *asJSON {
+		enc := json.NewEncoder(e.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Identity   string           `json:"identity"`
+			Verified   bool             `json:"verified"`
+			Manifest   *bundle.Manifest `json:"manifest"`
+			Signatures []sigInfo        `json:"signatures"`
+		}{front.Identity, false, front.Manifest, sigs})
+	}
+	m := front.Manifest
+	w := e.Stdout
+	fmt.Fprintf(w, "identity:         %s\n", front.Identity)
+	fmt.Fprintf(w, "compatible:       %s\nversion:          %s\nsecurity_version: %d\n", m.Compatible, m.Version, m.SecurityVersion)
+	fmt.Fprintf(w, "created:          %s\n", m.Created.Format(time.RFC3339))
+	if !m.Expires.IsZero() {
+		fmt.Fprintf(w, "expires:          %s\n", m.Expires.Format(time.RFC3339))
+	}
+	for _, img := range m.Images {
+		fmt.Fprintf(w, "image %s: %s, %d bytes (payload %d), %d chunks of %d, sha256 %s\n",
+			img.Class, img.Encoding, img.Size, img.PayloadSize, img.Chunks, img.ChunkSize, img.SHA256)
+		if img.Delta != nil {
+			fmt.Fprintf(w, "  delta from %s (%d bytes)\n", img.Delta.SourceSHA256, img.Delta.SourceSize)
+		}
+	}
+	for _, s := range sigs {
+		fmt.Fprintf(w, "signature:        %s (%s) — not verified\n", s.KeyID, s.Algorithm)
+	}
+	return nil
+}
+
