@@ -423,4 +423,3 @@ func bundleInfo(ctx context.Context, e *Env, args []string) error {
 	}
 	return nil
 }
-
