@@ -174,7 +174,9 @@ func (w *ubiWriter) Sync() error {
 	if w.err != nil {
 		return w.err
 	}
-	if err := w.t.f.Sync(); err != nil {
+	// EINVAL means the file has nothing to synchronise: writes reached the
+	// flash when write returned.
+	if err := w.t.f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("slot: UBI sync: %w", err)
 	}
 	return nil
@@ -186,10 +188,11 @@ func (w *ubiWriter) Close() error {
 	if w.closed {
 		return ErrClosed
 	}
+	if w.written != w.size {
+		w.closed = true
+		return fmt.Errorf("%w: update stopped after %d of %d bytes", ErrVolumeCorrupted, w.written, w.size)
+	}
 	err := w.Sync()
 	w.closed = true
-	if err == nil && w.written != w.size {
-		err = fmt.Errorf("%w: update stopped after %d of %d bytes", ErrVolumeCorrupted, w.written, w.size)
-	}
 	return err
 }
