@@ -1,0 +1,393 @@
+package delta
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Applier applies patches; the zero value is ready to use.
+type Applier struct {
+	// NewSize, when > 0, is the size the caller expects (the manifest's
+	// image size); a patch declaring another size is refused up front.
+	NewSize int64
+	// MaxOldSize, when > 0, refuses patches made from a larger source
+	// (e.g. the active slot's size).
+	MaxOldSize int64
+}
+
+// Apply reconstructs the new image from patch (read once, sequentially) and
+// the old image src (read with ReadAt), writing it sequentially to dst. It
+// verifies the whole source table before writing anything, then each
+// window's source bytes and output before writing that window. Memory use is
+// bounded by the patch header's limits (at most a few MiB), not by the image
+// size. The caller checks the whole new image hash (Header.NewSHA256 or the
+// bundle manifest) as for a full image.
+func Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer) error {
+	return (&Applier{}).Apply(ctx, patch, src, dst)
+}
+
+// VerifySource reads the header and source table from the start of patch and
+// checks every source extent the patch will read against src, writing
+// nothing. It returns an error matching ErrSourceMismatch if src is not the
+// image the patch was made for. Apply does the same check itself; this is for
+// callers that can read the patch start twice (e.g. to decide before
+// erasing anything, or to fall back to a full image).
+func VerifySource(ctx context.Context, patch io.Reader, src io.ReaderAt) error {
+	h, err := ReadHeader(patch)
+	if err != nil {
+		return err
+	}
+	s, err := newStream(patch, h)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return s.verifySourceTable(ctx, h, src)
+}
+
+// Apply is the configurable form of the package-level Apply.
+func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer) error {
+	h, err := ReadHeader(patch)
+	if err != nil {
+		return err
+	}
+	if a.NewSize > 0 && h.NewSize != a.NewSize {
+		return fmt.Errorf("%w: patch makes %d bytes, expected %d", ErrMalformed, h.NewSize, a.NewSize)
+	}
+	if a.MaxOldSize > 0 && h.OldSize > a.MaxOldSize {
+		return fmt.Errorf("%w: patch source is %d bytes, slot holds %d", ErrSourceMismatch, h.OldSize, a.MaxOldSize)
+	}
+	s, err := newStream(patch, h)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := s.verifySourceTable(ctx, h, src); err != nil {
+		return err
+	}
+	w := &windowApplier{
+		h:    h,
+		s:    s,
+		src:  src,
+		out:  make([]byte, h.WindowSize),
+		ctrl: make([]byte, h.MaxCtrl),
+		sh:   sha256.New(),
+	}
+	var written int64
+	for n := 0; written < h.NewSize; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		out, err := w.window(n, h.NewSize-written)
+		if err != nil {
+			return err
+		}
+		if _, err := dst.Write(out); err != nil {
+			return fmt.Errorf("delta: write window %d: %w", n, err)
+		}
+		written += int64(len(out))
+	}
+	// The stream must end here; reading to EOF also checks the zstd frame
+	// checksum.
+	var one [1]byte
+	if n, err := io.ReadFull(s.r, one[:]); n != 0 || err != io.EOF {
+		if err == nil || err == io.ErrUnexpectedEOF {
+			err = errors.New("trailing data")
+		}
+		return fmt.Errorf("%w: after last window: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// stream is the decompressed patch body.
+type stream struct {
+	d *zstd.Decoder
+	r *bufio.Reader
+}
+
+func newStream(patch io.Reader, h *Header) (*stream, error) {
+	d, err := zstd.NewReader(patch,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(uint64(h.ZstdWindow)),
+		zstd.WithDecoderMaxMemory(uint64(h.ZstdWindow)))
+	if err != nil {
+		return nil, fmt.Errorf("delta: zstd: %w", err)
+	}
+	return &stream{d: d, r: bufio.NewReaderSize(d, 16<<10)}, nil
+}
+
+func (s *stream) close() { s.d.Close() }
+
+func (s *stream) uvarint(what string) (uint64, error) {
+	v, err := binary.ReadUvarint(s.r)
+	if err != nil {
+		return 0, s.bodyErr(what, err)
+	}
+	return v, nil
+}
+
+func (s *stream) full(p []byte, what string) error {
+	if _, err := io.ReadFull(s.r, p); err != nil {
+		return s.bodyErr(what, err)
+	}
+	return nil
+}
+
+func (s *stream) bodyErr(what string, err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+}
+
+// verifySourceTable checks the source table: chunks of block runs (strictly
+// increasing, so the work is bounded by the source size) each with the
+// SHA-256 of the blocks' bytes.
+func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.ReaderAt) error {
+	oldBlocks := uint64((h.OldSize + SourceBlock - 1) / SourceBlock)
+	nChunks, err := s.uvarint("source table")
+	if err != nil {
+		return err
+	}
+	if nChunks > oldBlocks {
+		return fmt.Errorf("%w: %d source chunks for %d blocks", ErrMalformed, nChunks, oldBlocks)
+	}
+	buf := make([]byte, 32<<10)
+	sh := sha256.New()
+	var next uint64 // first block not yet covered
+	var want [32]byte
+	for c := uint64(0); c < nChunks; c++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		nRuns, err := s.uvarint("source chunk")
+		if err != nil {
+			return err
+		}
+		if nRuns == 0 || nRuns > oldBlocks-next {
+			return fmt.Errorf("%w: source chunk %d has %d runs", ErrMalformed, c, nRuns)
+		}
+		sh.Reset()
+		for i := uint64(0); i < nRuns; i++ {
+			gap, err := s.uvarint("source run")
+			if err != nil {
+				return err
+			}
+			count, err := s.uvarint("source run")
+			if err != nil {
+				return err
+			}
+			if gap > oldBlocks-next || count == 0 || count > oldBlocks-next-gap {
+				return fmt.Errorf("%w: source run outside the %d-block source", ErrMalformed, oldBlocks)
+			}
+			start := next + gap
+			next = start + count
+			off, end := int64(start)*SourceBlock, min(int64(next)*SourceBlock, h.OldSize)
+			if err := hashSource(src, off, end-off, buf, sh); err != nil {
+				return err
+			}
+		}
+		if err := s.full(want[:], "source chunk hash"); err != nil {
+			return err
+		}
+		if !bytes.Equal(sh.Sum(nil), want[:]) {
+			return &SourceMismatchError{Where: fmt.Sprintf("source table chunk %d (blocks up to %d)", c, next)}
+		}
+	}
+	return nil
+}
+
+// hashSource feeds src[off:off+n] to sh through buf.
+func hashSource(src io.ReaderAt, off, n int64, buf []byte, sh hash.Hash) error {
+	for n > 0 {
+		b := buf[:min(int64(len(buf)), n)]
+		if err := readOld(src, off, b); err != nil {
+			return err
+		}
+		sh.Write(b)
+		off += int64(len(b))
+		n -= int64(len(b))
+	}
+	return nil
+}
+
+// readOld fills p from src at off; a source shorter than the patch expects is
+// a mismatch, not a malformed patch.
+func readOld(src io.ReaderAt, off int64, p []byte) error {
+	n, err := src.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		return &SourceMismatchError{Where: fmt.Sprintf("source ends before offset %d", off+int64(len(p)))}
+	}
+	return fmt.Errorf("delta: read source at %d: %w", off, err)
+}
+
+type windowApplier struct {
+	h      *Header
+	s      *stream
+	src    io.ReaderAt
+	out    []byte
+	ctrl   []byte
+	sh     hash.Hash
+	oldPos int64 // end of the last old extent read; offsets are relative to it
+}
+
+// window decodes, builds and verifies window n (at most left bytes) and
+// returns its output, which the caller may write.
+func (w *windowApplier) window(n int, left int64) ([]byte, error) {
+	s, h := w.s, w.h
+	outLen, err := s.uvarint("window length")
+	if err != nil {
+		return nil, err
+	}
+	ctrlLen, err := s.uvarint("window control length")
+	if err != nil {
+		return nil, err
+	}
+	if outLen == 0 || outLen > uint64(h.WindowSize) || outLen > uint64(left) || ctrlLen == 0 || ctrlLen > uint64(h.MaxCtrl) {
+		return nil, fmt.Errorf("%w: window %d: sizes %d/%d", ErrMalformed, n, outLen, ctrlLen)
+	}
+	var hashes [64]byte
+	if err := s.full(hashes[:], "window hashes"); err != nil {
+		return nil, err
+	}
+	ctrl := w.ctrl[:ctrlLen]
+	if err := s.full(ctrl, "window control"); err != nil {
+		return nil, err
+	}
+	out := w.out[:outLen]
+	w.sh.Reset()
+	// Pass 1: old extents and diff bytes (the diff section comes first).
+	lits := false
+	base := w.oldPos
+	err = w.walk(n, base, ctrl, out, func(op byte, off int64, b []byte) error {
+		switch op {
+		case opCopy, opAdd:
+			if err := readOld(w.src, off, b); err != nil {
+				return err
+			}
+			w.sh.Write(b)
+			if op == opAdd {
+				return s.addDiff(b)
+			}
+		case opZero:
+			clear(b)
+		case opLit:
+			lits = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lits { // Pass 2: the literal section.
+		err = w.walk(n, base, ctrl, out, func(op byte, _ int64, b []byte) error {
+			if op == opLit {
+				return s.full(b, "literal bytes")
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !bytes.Equal(w.sh.Sum(nil), hashes[:32]) {
+		return nil, &SourceMismatchError{Where: fmt.Sprintf("window %d", n)}
+	}
+	sum := sha256.Sum256(out)
+	if !bytes.Equal(sum[:], hashes[32:]) {
+		return nil, fmt.Errorf("%w: window %d", ErrOutputHash, n)
+	}
+	return out, nil
+}
+
+// walk parses the control section, checking every operation against the
+// window and the source, and calls fn with each operation's output slice.
+// Old offsets are relative to the end of the previous extent, starting at
+// oldPos; w.oldPos is left at the end of the window's last extent.
+func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op byte, off int64, b []byte) error) error {
+	pos := 0
+	for p := 0; p < len(ctrl); {
+		op := ctrl[p]
+		p++
+		l, k := binary.Uvarint(ctrl[p:])
+		if k <= 0 || l == 0 || l > uint64(len(out)-pos) {
+			return fmt.Errorf("%w: window %d: bad operation length", ErrMalformed, n)
+		}
+		p += k
+		var off int64
+		switch op {
+		case opCopy, opAdd:
+			d, k := binary.Varint(ctrl[p:])
+			if k <= 0 {
+				return fmt.Errorf("%w: window %d: bad offset", ErrMalformed, n)
+			}
+			p += k
+			off = oldPos + d
+			if d < -w.h.OldSize || d > w.h.OldSize || off < 0 || off > w.h.OldSize-int64(l) {
+				return fmt.Errorf("%w: window %d: extent outside source", ErrMalformed, n)
+			}
+			oldPos = off + int64(l)
+		case opZero, opLit:
+		default:
+			return fmt.Errorf("%w: window %d: operation %d", ErrMalformed, n, op)
+		}
+		if err := fn(op, off, out[pos:pos+int(l)]); err != nil {
+			return err
+		}
+		pos += int(l)
+	}
+	if pos != len(out) {
+		return fmt.Errorf("%w: window %d: operations make %d of %d bytes", ErrMalformed, n, pos, len(out))
+	}
+	w.oldPos = oldPos
+	return nil
+}
+
+// addDiff adds the next len(b) diff bytes to b.
+func (s *stream) addDiff(b []byte) error {
+	for len(b) > 0 {
+		d, err := s.r.Peek(min(len(b), s.r.Size()))
+		if len(d) == 0 {
+			return s.bodyErr("diff bytes", err)
+		}
+		addBytes(b[:len(d)], d)
+		s.r.Discard(len(d))
+		b = b[len(d):]
+	}
+	return nil
+}
+
+// addBytes does dst[i] += d[i], eight bytes at a time where no byte carries
+// into its neighbour.
+func addBytes(dst, d []byte) {
+	i := 0
+	const lo7 = 0x7f7f7f7f7f7f7f7f
+	const hi = 0x8080808080808080
+	for ; i+8 <= len(d); i += 8 {
+		x := binary.LittleEndian.Uint64(dst[i:])
+		y := binary.LittleEndian.Uint64(d[i:])
+		if y == 0 {
+			continue
+		}
+		// SWAR byte-wise add: add the low 7 bits, then fix the top bits with xor.
+		sum := (x & lo7) + (y & lo7)
+		sum ^= (x ^ y) & hi
+		binary.LittleEndian.PutUint64(dst[i:], sum)
+	}
+	for ; i < len(d); i++ {
+		dst[i] += d[i]
+	}
+}

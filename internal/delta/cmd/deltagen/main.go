@@ -1,0 +1,71 @@
+// Command deltagen writes a delta patch from OLD to NEW (build host side of
+// otad's delta images; `otad bundle create --delta-from` does the same inside
+// a bundle). Used by scripts/bench-delta.sh.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/otadev/otad/internal/delta"
+)
+
+func main() {
+	window := flag.Int("window", 0, "output bytes per window (default 1 MiB)")
+	zwin := flag.Int("zstd-window", 0, "zstd window (default 8 MiB)")
+	full := flag.Int64("full-size", -1, "full-image zstd size for the fallback check (0: measure, -1: skip)")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: deltagen [flags] OLD NEW PATCH")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 3 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full}); err != nil {
+		fmt.Fprintln(os.Stderr, "deltagen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(oldPath, newPath, patchPath string, opts delta.GenOptions) error {
+	oldF, err := os.Open(oldPath)
+	if err != nil {
+		return err
+	}
+	defer oldF.Close()
+	newF, err := os.Open(newPath)
+	if err != nil {
+		return err
+	}
+	defer newF.Close()
+	oi, err := oldF.Stat()
+	if err != nil {
+		return err
+	}
+	ni, err := newF.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(patchPath)
+	if err != nil {
+		return err
+	}
+	st, err := delta.Generate(context.Background(), oldF, oi.Size(), newF, ni.Size(), out, opts)
+	fmt.Fprintf(os.Stderr, "deltagen: patch %d bytes (full zstd %d), %d windows; copy %d zero %d add %d literal %d; source read %d; %v\n",
+		st.PatchSize, st.FullSize, st.Windows, st.CopyBytes, st.ZeroBytes, st.AddBytes, st.LitBytes, st.SourceBytes, st.Duration.Round(1e6))
+	if errors.Is(err, delta.ErrDeltaNotSmaller) {
+		out.Close()
+		os.Remove(patchPath)
+		return err
+	}
+	if err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,32 @@
+// Package delta computes and applies binary delta patches between two
+// slot images: the old image installed in the active slot and the new image
+// for the inactive slot.
+//
+// A patch is a fixed header followed by one zstd stream that holds a source
+// table and a sequence of windows. A window produces at most
+// Header.WindowSize bytes of the new image from a few hashed operations:
+// COPY (an extent of the old image), ZERO, LIT (new bytes) and ADD (new =
+// old + diff over an approximate match, as bsdiff does). The format is laid
+// out for the device: the patch is read once from start to end, the old image
+// is read with ReadAt (pread on the active slot), the new image is written
+// strictly sequentially, and Apply needs memory bounded by the header's
+// declared limits (which are themselves capped), never by the image size.
+//
+// Invariants of Apply:
+//   - Nothing is written to dst before the whole source table has been
+//     verified against src, so a wrong source image fails with
+//     ErrSourceMismatch before the first byte is written.
+//   - A window's output is written only after the SHA-256 of the source bytes
+//     it read and of the output it built match the patch. A corrupt patch or a
+//     source that changed under us stops at the first bad window; everything
+//     written before belongs to the new image.
+//   - Only source bytes the patch actually needs are read and checked. The
+//     generator never reads all-zero 4 KiB blocks of the old image (it emits
+//     the equivalent literal bytes instead), so blocks discarded by fstrim on
+//     the active slot, which may read back as anything, cannot break an
+//     update.
+//
+// Apply is not atomic and keeps no state: after a power cut the caller starts
+// again from the beginning (the inactive slot is not booted until its
+// whole-image hash has been checked, which is the caller's job).
+package delta

@@ -1,0 +1,131 @@
+package delta
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Magic starts every patch; the last byte is the format version.
+const Magic = "OTADDLT1"
+
+// HeaderSize is the size of the fixed, uncompressed patch header.
+const HeaderSize = 112
+
+// Hard caps a header may declare. They bound what Apply allocates whatever
+// the patch says: WindowSize + MaxCtrl + zstd window + small fixed buffers.
+const (
+	MaxWindowSize = 4 << 20
+	MaxCtrlSize   = 1 << 20
+	MaxZstdWindow = 8 << 20
+	// SourceBlock is the granularity of the source table and of the
+	// generator's "never read an all-zero block" rule.
+	SourceBlock = 4096
+)
+
+// Operation codes inside a window's control section.
+const (
+	opCopy = 0 // len, old offset delta: out = old[off:off+len]
+	opZero = 1 // len: out = zeros
+	opLit  = 2 // len: out = next len bytes of the window's literal section
+	opAdd  = 3 // len, old offset delta: out = old[off:off+len] + next len diff bytes
+)
+
+var (
+	// ErrSourceMismatch means the image in the source slot is not the one the
+	// patch was made from (only the bytes the patch reads are compared).
+	// Errors returned by Apply and VerifySource match it with errors.Is.
+	ErrSourceMismatch = errors.New("delta source mismatch")
+	// ErrMalformed: the patch is not a well-formed delta patch.
+	ErrMalformed = errors.New("delta: malformed patch")
+	// ErrOutputHash: a window built from a verified source does not hash to
+	// the value in the patch (corrupt or tampered patch).
+	ErrOutputHash = errors.New("delta: output hash mismatch")
+	// ErrDeltaNotSmaller is returned by Generate when the patch would not be
+	// smaller than the full image compressed with zstd; nothing is written.
+	ErrDeltaNotSmaller = errors.New("delta: patch not smaller than full image")
+)
+
+// SourceMismatchError says where the source differs; it matches
+// ErrSourceMismatch with errors.Is.
+type SourceMismatchError struct {
+	Where string // "source table chunk 3", "window 17"
+}
+
+func (e *SourceMismatchError) Error() string {
+	return ErrSourceMismatch.Error() + ": " + e.Where
+}
+
+// Is makes errors.Is(err, ErrSourceMismatch) true.
+func (e *SourceMismatchError) Is(target error) bool { return target == ErrSourceMismatch }
+
+// Header is the fixed start of a patch.
+type Header struct {
+	WindowSize uint32 // max output bytes per window
+	MaxCtrl    uint32 // max control bytes per window
+	ZstdWindow uint32 // zstd window size the body was compressed with
+	OldSize    int64
+	NewSize    int64
+	OldSHA256  [32]byte // whole source image (informational: Apply checks extents)
+	NewSHA256  [32]byte // whole new image, for the caller's final check
+}
+
+func (h *Header) marshal() []byte {
+	b := make([]byte, HeaderSize)
+	copy(b, Magic)
+	binary.LittleEndian.PutUint16(b[8:], 1) // version
+	binary.LittleEndian.PutUint32(b[12:], SourceBlock)
+	binary.LittleEndian.PutUint32(b[16:], h.WindowSize)
+	binary.LittleEndian.PutUint32(b[20:], h.MaxCtrl)
+	binary.LittleEndian.PutUint32(b[24:], h.ZstdWindow)
+	binary.LittleEndian.PutUint64(b[32:], uint64(h.OldSize))
+	binary.LittleEndian.PutUint64(b[40:], uint64(h.NewSize))
+	copy(b[48:80], h.OldSHA256[:])
+	copy(b[80:112], h.NewSHA256[:])
+	return b
+}
+
+// ReadHeader reads and validates the fixed header from the start of a patch.
+func ReadHeader(r io.Reader) (*Header, error) {
+	b := make([]byte, HeaderSize)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	if string(b[:8]) != Magic {
+		return nil, fmt.Errorf("%w: bad magic", ErrMalformed)
+	}
+	if v := binary.LittleEndian.Uint16(b[8:]); v != 1 {
+		return nil, fmt.Errorf("%w: version %d", ErrMalformed, v)
+	}
+	if flags := binary.LittleEndian.Uint16(b[10:]); flags != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, flags)
+	}
+	if bs := binary.LittleEndian.Uint32(b[12:]); bs != SourceBlock {
+		return nil, fmt.Errorf("%w: source block size %d", ErrMalformed, bs)
+	}
+	h := &Header{
+		WindowSize: binary.LittleEndian.Uint32(b[16:]),
+		MaxCtrl:    binary.LittleEndian.Uint32(b[20:]),
+		ZstdWindow: binary.LittleEndian.Uint32(b[24:]),
+		OldSize:    int64(binary.LittleEndian.Uint64(b[32:])),
+		NewSize:    int64(binary.LittleEndian.Uint64(b[40:])),
+	}
+	copy(h.OldSHA256[:], b[48:80])
+	copy(h.NewSHA256[:], b[80:112])
+	switch {
+	case h.WindowSize < 1 || h.WindowSize > MaxWindowSize:
+		return nil, fmt.Errorf("%w: window size %d", ErrMalformed, h.WindowSize)
+	case h.MaxCtrl < 1 || h.MaxCtrl > MaxCtrlSize:
+		return nil, fmt.Errorf("%w: control size %d", ErrMalformed, h.MaxCtrl)
+	case h.ZstdWindow < 1<<10 || h.ZstdWindow > MaxZstdWindow:
+		return nil, fmt.Errorf("%w: zstd window %d", ErrMalformed, h.ZstdWindow)
+	case h.OldSize < 0 || h.NewSize < 0 || h.OldSize > 1<<50 || h.NewSize > 1<<50:
+		return nil, fmt.Errorf("%w: image sizes %d/%d", ErrMalformed, h.OldSize, h.NewSize)
+	}
+	return h, nil
+}
+
+func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
+
+func appendVarint(b []byte, v int64) []byte { return binary.AppendVarint(b, v) }

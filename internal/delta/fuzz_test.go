@@ -1,0 +1,84 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+func writeBody(t testing.TB, w io.Writer, body []byte, window int) {
+	t.Helper()
+	enc, err := zstd.NewWriter(w, zstd.WithWindowSize(window), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.Write(body)
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// limitWriter fails once more than n bytes are written, so a fuzzed header
+// declaring a huge image cannot make one run take long.
+type limitWriter struct{ n int }
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n -= len(p); l.n < 0 {
+		return 0, io.ErrShortWrite
+	}
+	return len(p), nil
+}
+
+// FuzzApply feeds arbitrary patches (and arbitrary bodies behind a valid
+// header) to Apply: it must return an error or the right output, never panic,
+// and never allocate beyond the header's capped limits.
+func FuzzApply(f *testing.F) {
+	old := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	nw := append(bytes.Clone(old[:30000]), old[20000:50000]...)
+	nw[100] = 'x'
+	var buf bytes.Buffer
+	if _, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(nw), int64(len(nw)), &buf, GenOptions{WindowSize: 8192, ZstdWindow: 1 << 16, FullSize: -1}); err != nil {
+		f.Fatal(err)
+	}
+	patch := buf.Bytes()
+	f.Add(patch, false)
+	f.Add(patch[:HeaderSize+10], false)
+	f.Add(decodeBodyF(f, patch), true)
+	f.Add([]byte{}, true)
+	h, _ := ReadHeader(bytes.NewReader(patch))
+	f.Fuzz(func(t *testing.T, data []byte, bodyOnly bool) {
+		p := data
+		if bodyOnly { // valid header, fuzzed (then compressed) body
+			var b bytes.Buffer
+			b.Write(h.marshal())
+			writeBody(t, &b, data, 1<<16)
+			p = b.Bytes()
+		}
+		lw := &limitWriter{n: len(nw)}
+		err := Apply(context.Background(), bytes.NewReader(p), bytes.NewReader(old), lw)
+		if err == nil && bodyOnly && lw.n != 0 {
+			t.Fatalf("Apply succeeded but wrote %d of %d bytes", len(nw)-lw.n, len(nw))
+		}
+		VerifySource(context.Background(), bytes.NewReader(p), bytes.NewReader(old))
+	})
+}
+
+func decodeBodyF(f *testing.F, patch []byte) []byte {
+	h, err := ReadHeader(bytes.NewReader(patch))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := newStream(bytes.NewReader(patch[HeaderSize:]), h)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.close()
+	b, err := io.ReadAll(s.r)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,301 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// GenOptions tunes Generate; the zero value gives the defaults.
+type GenOptions struct {
+	// WindowSize is the output per window (default 1 MiB, max MaxWindowSize).
+	WindowSize int
+	// ZstdWindow is the compression window (default 8 MiB, max MaxZstdWindow);
+	// the device's decoder keeps this much history.
+	ZstdWindow int
+	// FullSize is the size of the full image compressed with zstd, for the
+	// fallback decision. 0: Generate compresses the new image itself to find
+	// out; < 0: no comparison.
+	FullSize int64
+	// MaxSuffixArray is the largest old image indexed as a whole (default
+	// 256 MiB; the index needs 8 bytes per old byte while it is built).
+	// Larger images are indexed in SegmentSize pieces around each changed
+	// region.
+	MaxSuffixArray int
+	// SegmentSize is the old-image span indexed per changed region when the
+	// old image exceeds MaxSuffixArray (default 32 MiB).
+	SegmentSize int
+}
+
+// Stats describes a generated patch.
+type Stats struct {
+	PatchSize   int64
+	FullSize    int64 // full image zstd size compared against (0 if not compared)
+	Windows     int
+	CopyBytes   int64 // new bytes copied unchanged from the old image
+	ZeroBytes   int64
+	AddBytes    int64 // new bytes made from old bytes plus a diff
+	LitBytes    int64 // new bytes stored literally
+	SourceBytes int64 // old bytes the patch reads (and verifies)
+	Duration    time.Duration
+}
+
+func (o *GenOptions) defaults() error {
+	if o.WindowSize == 0 {
+		o.WindowSize = 1 << 20
+	}
+	if o.ZstdWindow == 0 {
+		o.ZstdWindow = 8 << 20
+	}
+	if o.MaxSuffixArray == 0 {
+		o.MaxSuffixArray = 256 << 20
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = 32 << 20
+	}
+	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize {
+		return fmt.Errorf("delta: window size %d out of range", o.WindowSize)
+	}
+	if o.ZstdWindow < 1<<10 || o.ZstdWindow > MaxZstdWindow || o.ZstdWindow&(o.ZstdWindow-1) != 0 {
+		return fmt.Errorf("delta: zstd window %d not a power of two up to %d", o.ZstdWindow, MaxZstdWindow)
+	}
+	return nil
+}
+
+// Generate writes a patch that turns the old image into the new one. It runs
+// on the build host and holds both images in memory. If the patch would not
+// be smaller than the full image compressed with zstd it writes nothing and
+// returns ErrDeltaNotSmaller (with Stats filled in), so the caller ships the
+// full image instead.
+func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.ReaderAt, newSize int64, w io.Writer, opts GenOptions) (Stats, error) {
+	start := time.Now()
+	var st Stats
+	if err := opts.defaults(); err != nil {
+		return st, err
+	}
+	if oldSize < 0 || newSize < 0 || oldSize > 1<<40 || newSize > 1<<40 {
+		return st, fmt.Errorf("delta: image sizes %d/%d out of range", oldSize, newSize)
+	}
+	old, err := readAll(oldImg, oldSize)
+	if err != nil {
+		return st, fmt.Errorf("delta: read old image: %w", err)
+	}
+	nw, err := readAll(newImg, newSize)
+	if err != nil {
+		return st, fmt.Errorf("delta: read new image: %w", err)
+	}
+	h := &Header{
+		WindowSize: uint32(opts.WindowSize),
+		MaxCtrl:    uint32(min(MaxCtrlSize, opts.WindowSize)),
+		ZstdWindow: uint32(opts.ZstdWindow),
+		OldSize:    oldSize,
+		NewSize:    newSize,
+		OldSHA256:  sha256.Sum256(old),
+		NewSHA256:  sha256.Sum256(nw),
+	}
+
+	m := newMatcher(old, nw, &opts)
+	pieces, err := m.plan(ctx)
+	if err != nil {
+		return st, err
+	}
+	pieces = avoidZeroBlocks(pieces, m.zeroBlock, old, nw)
+
+	var buf bytes.Buffer
+	buf.Write(h.marshal())
+	enc, err := zstd.NewWriter(&buf,
+		zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+		zstd.WithWindowSize(opts.ZstdWindow),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(true))
+	if err != nil {
+		return st, fmt.Errorf("delta: zstd: %w", err)
+	}
+	st.SourceBytes = writeSourceTable(enc, old, pieces)
+	if err := writeWindows(ctx, enc, h, old, nw, pieces, &st); err != nil {
+		return st, err
+	}
+	if err := enc.Close(); err != nil {
+		return st, fmt.Errorf("delta: zstd: %w", err)
+	}
+	st.PatchSize = int64(buf.Len())
+	st.Duration = time.Since(start)
+
+	switch {
+	case opts.FullSize > 0:
+		st.FullSize = opts.FullSize
+	case opts.FullSize == 0:
+		st.FullSize = zstdSize(nw)
+	}
+	if st.FullSize > 0 && st.PatchSize >= st.FullSize {
+		st.Duration = time.Since(start)
+		return st, ErrDeltaNotSmaller
+	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		return st, fmt.Errorf("delta: write patch: %w", err)
+	}
+	st.Duration = time.Since(start)
+	return st, nil
+}
+
+func readAll(r io.ReaderAt, n int64) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := r.ReadAt(b, 0); err != nil && !(err == io.EOF && n == 0) {
+		if rn, _ := r.ReadAt(b, 0); int64(rn) != n || err != io.EOF {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// zstdSize is the size of b compressed as a full image would be.
+func zstdSize(b []byte) int64 {
+	var cw countWriter
+	enc, err := zstd.NewWriter(&cw, zstd.WithEncoderLevel(zstd.SpeedBetterCompression),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+	if err != nil {
+		return 0
+	}
+	enc.Write(b)
+	enc.Close()
+	return cw.n
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// writeSourceTable writes the chunks of old blocks the pieces read, each with
+// its hash, and returns the number of source bytes covered.
+func writeSourceTable(w io.Writer, old []byte, pieces []piece) int64 {
+	nBlocks := (len(old) + SourceBlock - 1) / SourceBlock
+	used := make([]bool, nBlocks)
+	for _, p := range pieces {
+		if p.oldOff >= 0 {
+			for b := p.oldOff / SourceBlock; b <= (p.oldOff+p.n-1)/SourceBlock; b++ {
+				used[b] = true
+			}
+		}
+	}
+	const chunkBlocks = 1024 // 4 MiB of source per hash
+	type run struct{ start, count int }
+	var chunks [][]run
+	var cur []run
+	inChunk := 0
+	for b := 0; b < nBlocks; b++ {
+		if !used[b] {
+			continue
+		}
+		if len(cur) > 0 && cur[len(cur)-1].start+cur[len(cur)-1].count == b {
+			cur[len(cur)-1].count++
+		} else {
+			cur = append(cur, run{b, 1})
+		}
+		if inChunk++; inChunk == chunkBlocks {
+			chunks, cur, inChunk = append(chunks, cur), nil, 0
+		}
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
+	var out []byte
+	var total int64
+	out = appendUvarint(out, uint64(len(chunks)))
+	next := 0
+	for _, c := range chunks {
+		out = appendUvarint(out, uint64(len(c)))
+		sh := sha256.New()
+		for _, r := range c {
+			out = appendUvarint(out, uint64(r.start-next))
+			out = appendUvarint(out, uint64(r.count))
+			next = r.start + r.count
+			b := old[r.start*SourceBlock : min(len(old), next*SourceBlock)]
+			sh.Write(b)
+			total += int64(len(b))
+		}
+		out = sh.Sum(out)
+	}
+	w.Write(out)
+	return total
+}
+
+// writeWindows cuts the pieces into windows and writes each window's
+// header, control, diff and literal sections.
+func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, pieces []piece, st *Stats) error {
+	ws := int(h.WindowSize)
+	var ctrl, diff, lit []byte
+	srcHash := sha256.New()
+	oldPos := 0
+	winStart, pos := 0, 0
+	flush := func() error {
+		if pos == winStart {
+			return nil
+		}
+		var hdr []byte
+		hdr = appendUvarint(hdr, uint64(pos-winStart))
+		hdr = appendUvarint(hdr, uint64(len(ctrl)))
+		hdr = srcHash.Sum(hdr)
+		sum := sha256.Sum256(nw[winStart:pos])
+		hdr = append(hdr, sum[:]...)
+		for _, b := range [][]byte{hdr, ctrl, diff, lit} {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		st.Windows++
+		ctrl, diff, lit = ctrl[:0], diff[:0], lit[:0]
+		srcHash.Reset()
+		winStart = pos
+		return ctx.Err()
+	}
+	const maxOp = 1 + 2*10 // opcode and two varints
+	for _, p := range pieces {
+		for p.n > 0 {
+			if pos-winStart == ws || len(ctrl)+maxOp > int(h.MaxCtrl) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			n := min(p.n, ws-(pos-winStart))
+			nb := nw[p.newOff : p.newOff+n]
+			switch {
+			case p.oldOff == -2: // zero run
+				ctrl = append(ctrl, opZero)
+				ctrl = appendUvarint(ctrl, uint64(n))
+				st.ZeroBytes += int64(n)
+			case p.oldOff < 0:
+				ctrl = append(ctrl, opLit)
+				ctrl = appendUvarint(ctrl, uint64(n))
+				lit = append(lit, nb...)
+				st.LitBytes += int64(n)
+			default:
+				ob := old[p.oldOff : p.oldOff+n]
+				srcHash.Write(ob)
+				if bytes.Equal(ob, nb) {
+					ctrl = append(ctrl, opCopy)
+					st.CopyBytes += int64(n)
+				} else {
+					ctrl = append(ctrl, opAdd)
+					for i := range nb {
+						diff = append(diff, nb[i]-ob[i])
+					}
+					st.AddBytes += int64(n)
+				}
+				ctrl = appendUvarint(ctrl, uint64(n))
+				ctrl = appendVarint(ctrl, int64(p.oldOff-oldPos))
+				oldPos = p.oldOff + n
+				p.oldOff += n
+			}
+			p.newOff += n
+			p.n -= n
+			pos += n
+		}
+	}
+	return flush()
+}
