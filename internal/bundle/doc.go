@@ -21,13 +21,16 @@
 //   - Each chunk is self-contained, so an install interrupted by power loss
 //     resumes at chunk ChunksDone() via SeekChunk and loses at most one chunk.
 //
-// The package does no logging and holds no global state; all errors wrap one
-// of the sentinels below so callers can branch with errors.Is.
+// The package does no logging and holds no global state; refusals wrap one
+// of the sentinels below so callers can branch with errors.Is. The layout is
+// documented in docs/bundle-format.md.
 package bundle
 
 import "errors"
 
-// Sentinel errors. Every error returned by this package wraps exactly one.
+// Sentinel errors. Every refusal of bundle content wraps exactly one; I/O
+// errors of the source and API misuse (SeekChunk without an image) are
+// returned wrapped as they are.
 var (
 	ErrBadSignature = errors.New("bundle: bad signature")
 	ErrUnknownKey   = errors.New("bundle: no signature by a trusted key")

@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -311,9 +310,4 @@ func (img *Image) validate() error {
 		return bad("chunks %d, size %d at chunk_size %d needs %d", img.Chunks, img.DecodedSize(), img.ChunkSize, want)
 	}
 	return nil
-}
-
-func mustHex(s string) []byte {
-	b, _ := hex.DecodeString(s) // callers pass validated hex
-	return b
 }
