@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -16,7 +18,21 @@ func FuzzReader(f *testing.F) {
 	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 2*testChunk+9, false), EncodingRaw)}, k.ed))
 	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(2, 3*testChunk, true), EncodingZstd)}, k.p256, k.ed2))
 	f.Add([]byte(Magic))
+	seeds, _ := filepath.Glob("testdata/*.otab")
+	for _, p := range seeds {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	// Trust the test keys and the golden key so seeds reach the payload.
 	o := testOptions(f)
+	kr, err := NewKeyring(DefaultPolicy, append(o.Keyring.Keys(), goldenKeyring(f).Keys()...)...)
+	if err != nil {
+		f.Fatal(err)
+	}
+	o.Keyring = kr
 	sentinels := []error{ErrBadSignature, ErrUnknownKey, ErrThreshold, ErrIncompatible, ErrDowngrade, ErrExpired,
 		ErrMalformed, ErrTruncated, ErrChunkHash, ErrTooLarge}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -238,12 +238,15 @@ func (r *Reader) pos() int64 {
 	return off
 }
 
+// skipTo moves the source to payload offset target (ahead of pos). A seek
+// is only a shortcut: if the source refuses it (stdin behind an io.Seeker),
+// the bytes are read and dropped. Either way the next chunk is hashed, so a
+// misplaced source cannot go unnoticed.
 func (r *Reader) skipTo(target int64) error {
 	if s, ok := r.src.(io.Seeker); ok {
-		if _, err := s.Seek(r.base+target, io.SeekStart); err != nil {
-			return fmt.Errorf("bundle: seek: %w", err)
+		if _, err := s.Seek(r.base+target, io.SeekStart); err == nil {
+			return nil
 		}
-		return nil
 	}
 	n := target - r.pos()
 	if m, err := io.CopyN(io.Discard, r.src, n); err != nil {
@@ -292,7 +295,8 @@ func (r *Reader) SeekChunk(k int) error {
 	}
 	r.chunk = k
 	if _, err := s.Seek(r.base+r.pos(), io.SeekStart); err != nil {
-		return fmt.Errorf("bundle: seek to chunk %d: %w", k, err)
+		r.err = fmt.Errorf("%w: seek to chunk %d: %v", ErrNotSeekable, k, err)
+		return r.err
 	}
 	r.done, r.out, r.err = k, nil, nil
 	r.imgHash = nil
