@@ -22,6 +22,7 @@ package boot
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -248,4 +249,17 @@ func (p *Protocol) CheckCanary(booted string) error {
 		return fmt.Errorf("%w: trial boot of slot %s but bootcount=0: the environment otad reads is not the one U-Boot counted this boot in (check /etc/fw_env.config device, offset and size against U-Boot's CONFIG_ENV_OFFSET/SIZE) or the boot script did not run", ErrCanary, booted)
 	}
 	return nil
+}
+
+// ProcCmdline is where the running kernel's command line is read.
+const ProcCmdline = "/proc/cmdline"
+
+// ReadBootedSlot is BootedSlot of the command line in path (ProcCmdline on
+// a device; a file in tests).
+func ReadBootedSlot(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("boot: %w", err)
+	}
+	return BootedSlot(string(b))
 }

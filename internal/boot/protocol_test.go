@@ -218,6 +218,14 @@ func TestBootedSlot(t *testing.T) {
 	if _, err := boot.BootedSlot("xotad.slot=A"); !errors.Is(err, boot.ErrNoSlot) {
 		t.Errorf("prefix match: %v", err)
 	}
+	p := filepath.Join(t.TempDir(), "cmdline")
+	os.WriteFile(p, []byte("console=ttyAMA0 otad.slot=B root=/dev/vda3\n"), 0o644)
+	if s, err := boot.ReadBootedSlot(p); err != nil || s != "B" {
+		t.Errorf("ReadBootedSlot: %q %v", s, err)
+	}
+	if _, err := boot.ReadBootedSlot(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("ReadBootedSlot of a missing file succeeded")
+	}
 }
 
 // TestProtocolOnRealEnvFile: Arm and Commit on a redundant env file are one

@@ -3,6 +3,7 @@ package bootenv
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/otadev/otad/internal/mtd"
 )
 
 // lockWait bounds how long a DeviceStore waits for fw_setenv to let go.
@@ -23,7 +26,7 @@ type DeviceStore struct {
 	mu       sync.Mutex
 	cfg      Config
 	c        copies
-	files    []*os.File
+	closers  []io.Closer
 	roErr    error // why Save is impossible, if it is
 	lockPath string
 }
@@ -45,8 +48,8 @@ func OpenStore(cfg *Config) (*DeviceStore, error) {
 	size := cfg.Devices[0].EnvSize
 	s.c.size = int(size)
 	schemes := map[FlagScheme]bool{}
-	for i, d := range cfg.Devices {
-		a, scheme, err := s.openArea(i, d)
+	for _, d := range cfg.Devices {
+		a, scheme, err := s.openArea(d)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -62,71 +65,83 @@ func OpenStore(cfg *Config) (*DeviceStore, error) {
 	return s, nil
 }
 
-func (s *DeviceStore) openArea(i int, d Device) (area, FlagScheme, error) {
+func (s *DeviceStore) openArea(d Device) (area, FlagScheme, error) {
+	st, err := os.Stat(d.Path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bootenv: environment device: %w", err)
+	}
+	mode := st.Mode()
+	if mode&os.ModeCharDevice != 0 && strings.HasPrefix(d.Path, "/dev/mtd") {
+		return s.openMTD(d)
+	}
+	if !mode.IsRegular() && mode&os.ModeDevice == 0 {
+		return nil, 0, fmt.Errorf("bootenv: %s: not a file, block device or /dev/mtd character device", d.Path)
+	}
 	f, err := os.OpenFile(d.Path, os.O_RDWR, 0)
 	if err != nil {
 		var rerr error
-		f, rerr = os.Open(d.Path)
-		if rerr != nil {
+		if f, rerr = os.Open(d.Path); rerr != nil {
 			return nil, 0, fmt.Errorf("bootenv: open %s: %w", d.Path, rerr)
 		}
 		s.roErr = fmt.Errorf("%w: %s: %v", ErrReadOnly, d.Path, err)
 	}
-	s.files = append(s.files, f)
-	st, err := f.Stat()
-	if err != nil {
-		return nil, 0, fmt.Errorf("bootenv: %w", err)
-	}
-	mode := st.Mode()
-	switch {
-	case mode&os.ModeCharDevice != 0 && strings.HasPrefix(d.Path, "/dev/mtd"):
-		m, err := openMTD(f)
+	s.closers = append(s.closers, f)
+	block := mode&os.ModeDevice != 0
+	devSize := st.Size()
+	if block {
+		sz, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
 		if err != nil {
-			return nil, 0, fmt.Errorf("bootenv: %s: %w", d.Path, err)
+			return nil, 0, fmt.Errorf("bootenv: %s: size: %w", d.Path, err)
 		}
-		if !m.writable() && s.roErr == nil {
-			s.roErr = fmt.Errorf("%w: %s is not writeable (MTD flags)", ErrReadOnly, d.Path)
-		}
-		sector := d.SectorSize
-		if sector == 0 {
-			sector = int64(m.info.Erasesize)
-		}
-		off := d.Offset
-		if off < 0 {
-			off += int64(m.info.Size)
-		}
-		if off < 0 || off+d.EnvSize > int64(m.info.Size) {
-			return nil, 0, fmt.Errorf("bootenv: %s: environment %#x+%#x outside the device (%#x)", d.Path, off, d.EnvSize, m.info.Size)
-		}
-		scheme := FlagsIncrement
-		if m.info.Type == unix.MTD_NORFLASH {
-			scheme = FlagsBoolean
-		}
-		return &mediumArea{m: m, off: off, size: d.EnvSize, sector: sector, label: d.Path}, scheme, nil
-	case mode.IsRegular() || mode&os.ModeDevice != 0:
-		block := mode&os.ModeDevice != 0
-		devSize := st.Size()
-		if block {
-			sz, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
-			if err != nil {
-				return nil, 0, fmt.Errorf("bootenv: %s: size: %w", d.Path, err)
-			}
-			devSize = int64(sz)
-		}
-		off := d.Offset
-		if off < 0 {
-			off += devSize
-		}
-		if off < 0 || off+d.EnvSize > devSize {
-			return nil, 0, fmt.Errorf("%w: %s: environment %#x+%#x, device has %d bytes", ErrShortRead, d.Path, off, d.EnvSize, devSize)
-		}
-		a := &fileArea{f: f, off: off, size: d.EnvSize, label: d.Path}
-		if block {
-			a.guard = s.blockGuard(f, d.Path)
-		}
-		return a, FlagsIncrement, nil
+		devSize = int64(sz)
 	}
-	return nil, 0, fmt.Errorf("bootenv: %s: not a file, block device or /dev/mtd character device", d.Path)
+	off := d.Offset
+	if off < 0 {
+		off += devSize
+	}
+	if off < 0 || off+d.EnvSize > devSize {
+		return nil, 0, fmt.Errorf("%w: %s: environment %#x+%#x, device has %d bytes", ErrShortRead, d.Path, off, d.EnvSize, devSize)
+	}
+	a := &fileArea{f: f, off: off, size: d.EnvSize, label: d.Path}
+	if block {
+		a.guard = s.blockGuard(f, d.Path)
+	}
+	return a, FlagsIncrement, nil
+}
+
+// openMTD opens raw flash through package mtd. The scheme follows the
+// chip, as in libubootenv: NOR boolean, NAND counter.
+func (s *DeviceStore) openMTD(d Device) (area, FlagScheme, error) {
+	c, err := mtd.Open(d.Path)
+	if err != nil {
+		// A read-only MTD partition refuses O_RDWR: still readable.
+		var rerr error
+		if c, rerr = mtd.OpenReadOnly(d.Path); rerr != nil {
+			return nil, 0, fmt.Errorf("bootenv: %w", rerr)
+		}
+		s.roErr = fmt.Errorf("%w: %s: %v", ErrReadOnly, d.Path, err)
+	}
+	s.closers = append(s.closers, c)
+	info := c.Info()
+	sector := d.SectorSize
+	if sector == 0 {
+		sector = info.EraseSize
+	}
+	if sector%info.EraseSize != 0 {
+		return nil, 0, fmt.Errorf("%w: %s: sector size %#x is not a multiple of the erase size %#x", ErrConfig, d.Path, sector, info.EraseSize)
+	}
+	off := d.Offset
+	if off < 0 {
+		off += info.Size
+	}
+	if off < 0 || off+d.EnvSize > info.Size {
+		return nil, 0, fmt.Errorf("%w: %s: environment %#x+%#x outside the device (%#x)", ErrShortRead, d.Path, off, d.EnvSize, info.Size)
+	}
+	scheme := FlagsIncrement
+	if info.Kind == mtd.NOR {
+		scheme = FlagsBoolean
+	}
+	return &mediumArea{m: c, off: off, size: d.EnvSize, sector: sector, label: d.Path}, scheme, nil
 }
 
 // Redundant reports whether the environment has two copies; a single copy
@@ -195,12 +210,12 @@ func (s *DeviceStore) update(fn func(*Env) error) error {
 // Close releases the devices.
 func (s *DeviceStore) Close() error {
 	var first error
-	for _, f := range s.files {
-		if err := f.Close(); err != nil && first == nil {
+	for _, c := range s.closers {
+		if err := c.Close(); err != nil && first == nil {
 			first = err
 		}
 	}
-	s.files = nil
+	s.closers = nil
 	return first
 }
 
