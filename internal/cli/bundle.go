@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/delta"
 )
 
 // bundleSubs are the build-host subcommands of "otad bundle".
@@ -188,8 +191,9 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	compress := fs.String("compress", "zstd", "payload compression: zstd or none")
 	chunk := fs.String("chunk-size", "1M", "chunk size, power of two from 4K to 8M")
 	out := fs.String("o", "", "output bundle path (required)")
-	var images, keyPaths listFlag
+	var images, keyPaths, deltaFrom listFlag
 	fs.Var(&images, "image", "CLASS=FILE, repeatable")
+	fs.Var(&deltaFrom, "delta-from", "OLD.img (single image) or CLASS=OLD.img: ship a delta from the image\ninstalled on devices; falls back to the full image when not smaller")
 	fs.Var(&keyPaths, "key", "private key file, repeatable (each adds a signature)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
@@ -216,6 +220,17 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	olds := map[string]string{}
+	for _, spec := range deltaFrom {
+		class, path, ok := strings.Cut(spec, "=")
+		if !ok {
+			if len(images) != 1 {
+				return usagef("bundle create: --delta-from %q: with several images use CLASS=OLD.img", spec)
+			}
+			class, path = strings.SplitN(images[0], "=", 2)[0], spec
+		}
+		olds[class] = path
+	}
 	var srcs []bundle.Source
 	for _, spec := range images {
 		class, path, ok := strings.Cut(spec, "=")
@@ -231,7 +246,22 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		srcs = append(srcs, bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()})
+		src := bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()}
+		if old, ok := olds[class]; ok {
+			delete(olds, class)
+			ds, cleanup, err := deltaSource(ctx, e, class, old, f, st.Size(), filepath.Dir(*out))
+			defer cleanup()
+			if err != nil {
+				return err
+			}
+			if ds != nil {
+				src = *ds
+			}
+		}
+		srcs = append(srcs, src)
+	}
+	if len(olds) > 0 {
+		return usagef("bundle create: --delta-from names a class without an --image: %v", olds)
 	}
 	var m *bundle.Manifest
 	err = writeAtomic(*out, func(w io.Writer) error {
@@ -245,6 +275,59 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	fmt.Fprintf(e.Stdout, "wrote %s: %s %s, security version %d, %d image(s), %d signature(s)\n",
 		*out, m.Compatible, m.Version, m.SecurityVersion, len(m.Images), len(keys))
 	return nil
+}
+
+// deltaSource generates a patch from old to the new image into a temporary
+// file in dir. It returns nil (ship the full image) when the patch would not
+// be smaller than the full image compressed.
+func deltaSource(ctx context.Context, e *Env, class, oldPath string, newImg *os.File, newSize int64, dir string) (*bundle.Source, func(), error) {
+	cleanup := func() {}
+	old, err := os.Open(oldPath)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	defer old.Close()
+	ost, err := old.Stat()
+	if err != nil {
+		return nil, cleanup, err
+	}
+	patch, err := os.CreateTemp(dir, ".otab-delta-*")
+	if err != nil {
+		return nil, cleanup, err
+	}
+	cleanup = func() { patch.Close(); os.Remove(patch.Name()) }
+	st, err := delta.Generate(ctx, old, ost.Size(), newImg, newSize, patch, delta.GenOptions{})
+	if errors.Is(err, delta.ErrDeltaNotSmaller) {
+		fmt.Fprintf(e.Stdout, "%s: delta (%d bytes) not smaller than the full image (%d bytes compressed): shipping the full image\n", class, st.PatchSize, st.FullSize)
+		return nil, cleanup, nil
+	}
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("delta for %s: %w", class, err)
+	}
+	oldSum, err := fileSHA256(old, ost.Size())
+	if err != nil {
+		return nil, cleanup, err
+	}
+	newSum, err := fileSHA256(newImg, newSize)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	pst, err := patch.Stat()
+	if err != nil {
+		return nil, cleanup, err
+	}
+	fmt.Fprintf(e.Stdout, "%s: delta %d bytes from %s (%d bytes)\n", class, pst.Size(), oldPath, ost.Size())
+	return &bundle.Source{Class: class, Encoding: bundle.EncodingDelta, Data: patch, Size: pst.Size(),
+		TargetSize: newSize, TargetSHA256: newSum,
+		Delta: &bundle.DeltaSource{SourceSHA256: oldSum, SourceSize: ost.Size()}}, cleanup, nil
+}
+
+func fileSHA256(r io.ReaderAt, size int64) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func bundleSign(ctx context.Context, e *Env, args []string) error {

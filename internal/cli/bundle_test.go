@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/delta"
 )
 
 func runBundle(t *testing.T, args ...string) (string, error) {
@@ -76,5 +79,73 @@ func TestBundleCommands(t *testing.T) {
 	}
 	if _, err := runBundle(t, "frobnicate"); err == nil {
 		t.Error("unknown subcommand accepted")
+	}
+}
+
+// TestBundleCreateDelta: --delta-from ships a patch that, read through the
+// verifying reader and applied to the old image, rebuilds the new image;
+// an unrelated old image falls back to the full image.
+func TestBundleCreateDelta(t *testing.T) {
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	old := make([]byte, 1<<20)
+	rand.Read(old)
+	nw := bytes.Clone(old)
+	copy(nw[5000:], []byte("a security fix in the middle of the image"))
+	nw = append(nw, []byte("and a new file at the end")...)
+	os.WriteFile(p("old.img"), old, 0o644)
+	os.WriteFile(p("new.img"), nw, 0o644)
+	if out, err := runBundle(t, "keygen", "--id", "k", "-o", p("k")); err != nil {
+		t.Fatal(err, out)
+	}
+	os.Mkdir(p("keys"), 0o755)
+	pub, _ := os.ReadFile(p("k.pub"))
+	os.WriteFile(filepath.Join(p("keys"), "k.pub"), pub, 0o644)
+	out, err := runBundle(t, "create", "--compatible", "gw1", "--version", "2", "--image", "rootfs="+p("new.img"),
+		"--delta-from", p("old.img"), "--key", p("k.key"), "-o", p("d.otab"))
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	f, err := os.Open(p("d.otab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	kr, err := bundle.LoadKeyring(p("keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bundle.NewReader(f, bundle.Options{Keyring: kr, Compatible: "gw1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Encoding != bundle.EncodingDelta || img.Delta == nil || img.Delta.SourceSize != int64(len(old)) || img.Size != int64(len(nw)) {
+		t.Fatalf("image %+v", img)
+	}
+	if img.PayloadSize > int64(len(nw))/10 {
+		t.Errorf("patch is %d bytes for a %d-byte image", img.PayloadSize, len(nw))
+	}
+	var rebuilt bytes.Buffer
+	if err := delta.Apply(context.Background(), r, bytes.NewReader(old), &rebuilt); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rebuilt.Bytes(), nw) {
+		t.Fatal("applied delta differs from the new image")
+	}
+
+	unrelated := make([]byte, 1<<20)
+	rand.Read(unrelated)
+	os.WriteFile(p("unrelated.img"), unrelated, 0o644)
+	out, err = runBundle(t, "create", "--compatible", "gw1", "--version", "2", "--image", "rootfs="+p("new.img"),
+		"--delta-from", "rootfs="+p("unrelated.img"), "--key", p("k.key"), "-o", p("f.otab"))
+	if err != nil || !strings.Contains(out, "shipping the full image") {
+		t.Fatalf("fallback: %v\n%s", err, out)
+	}
+	if info, _ := runBundle(t, "info", p("f.otab")); !strings.Contains(info, "image rootfs: zstd") {
+		t.Errorf("fallback bundle:\n%s", info)
 	}
 }
