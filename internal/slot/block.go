@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,9 @@ type fdTarget struct {
 	block bool
 	rw    bool
 	o     Options
+
+	mu    sync.Mutex
+	trail *trail // read-back following the last writer, if enabled
 }
 
 const fdAlign = 4096
@@ -104,7 +108,60 @@ func NewFileTarget(path string, size int64) (Target, error) {
 
 func (t *fdTarget) Size() int64       { return t.size }
 func (t *fdTarget) WriteAlign() int64 { return fdAlign }
-func (t *fdTarget) Close() error      { return t.f.Close() }
+
+// Close stops a read-back still following a writer before closing the file
+// it reads.
+func (t *fdTarget) Close() error {
+	t.stopTrail()
+	return t.f.Close()
+}
+
+func (t *fdTarget) stopTrail() {
+	t.mu.Lock()
+	tr := t.trail
+	t.trail = nil
+	t.mu.Unlock()
+	if tr != nil {
+		tr.abort(ErrClosed)
+		<-tr.done
+	}
+}
+
+// hashMedium hashes [0, size) as stored on the medium: from the read-back
+// that followed the last writer if it covered exactly that (once), else with
+// O_DIRECT reads, else through a dropped page cache.
+func (t *fdTarget) hashMedium(ctx context.Context, size int64) ([]byte, error) {
+	t.mu.Lock()
+	tr := t.trail
+	t.trail = nil
+	t.mu.Unlock()
+	if tr != nil {
+		tr.mu.Lock()
+		final := tr.final
+		tr.mu.Unlock()
+		if final {
+			if sum, ok := tr.result(ctx, size); ok {
+				return sum, nil
+			}
+		} else {
+			tr.abort(errors.New("read-back requested before the writer closed"))
+			<-tr.done
+		}
+	}
+	if t.rw {
+		if err := unix.Fdatasync(int(t.f.Fd())); err != nil {
+			return nil, fmt.Errorf("slot: sync before read-back: %w", err)
+		}
+	}
+	if d, err := openDirect(t.f); err == nil {
+		defer d.Close()
+		return hashDirect(ctx, d, size)
+	}
+	if err := t.dropCache(); err != nil {
+		return nil, err
+	}
+	return Hash(ctx, t, size)
+}
 
 // ReadAt reads within the slot; the slot ends at Size even if the file is
 // longer.
@@ -148,7 +205,19 @@ func (t *fdTarget) OpenWriter(ctx context.Context, off int64) (Writer, error) {
 	if err := checkResume(t, off); err != nil {
 		return nil, err
 	}
-	return &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize)}, nil
+	t.stopTrail()
+	w := &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize), started: off, waited: off}
+	if t.o.ReadBackWhileWriting {
+		// Without O_DIRECT there is no cheap way to read behind the
+		// writer from the medium; VerifyReadBack then reads it all.
+		if d, err := openDirect(t.f); err == nil {
+			w.tr = startTrail(ctx, d, off)
+			t.mu.Lock()
+			t.trail = w.tr
+			t.mu.Unlock()
+		}
+	}
+	return w, nil
 }
 
 // fdWriter buffers into ChunkSize pieces and writes each with one pwrite.
@@ -161,6 +230,44 @@ type fdWriter struct {
 	sinceSync int64
 	err       error // sticky: after a failed write the device state is unknown
 	closed    bool
+	tr        *trail
+	// Writeback pacing: [waited, started) is being written back.
+	started, waited int64
+	noPacing        bool
+}
+
+// pace starts writeback of what was just written and waits for writeback
+// older than two chunks. The device works while the next chunk is filled,
+// dirty data never piles up (so progress is honest and the final fsync is
+// short), and no cache flush is forced: durability is Sync's job.
+func (w *fdWriter) pace() error {
+	if w.noPacing {
+		return nil
+	}
+	fd := int(w.t.f.Fd())
+	if err := unix.SyncFileRange(fd, w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ESPIPE) || errors.Is(err, unix.ENOSYS) {
+			w.noPacing = true // not supported here; Sync still makes data durable
+			return nil
+		}
+		return fmt.Errorf("slot: start writeback: %w", err)
+	}
+	w.started = w.off
+	if lim := w.started - 2*w.t.o.ChunkSize; lim > w.waited {
+		if err := unix.SyncFileRange(fd, w.waited, lim-w.waited, unix.SYNC_FILE_RANGE_WRITE_AND_WAIT); err != nil {
+			return fmt.Errorf("slot: writeback: %w", err)
+		}
+		w.waited = lim
+	}
+	return nil
+}
+
+func (w *fdWriter) fail(err error) error {
+	w.err = err
+	if w.tr != nil {
+		w.tr.abort(err)
+	}
+	return err
 }
 
 func (w *fdWriter) Write(p []byte) (int, error) {
@@ -202,13 +309,18 @@ func (w *fdWriter) writeChunk(b []byte) error {
 		return err
 	}
 	if err := w.pwrite(b); err != nil {
-		w.err = err
-		return err
+		return w.fail(err)
 	}
 	w.off += int64(len(b))
 	w.sinceSync += int64(len(b))
+	if w.tr != nil {
+		w.tr.publish(w.off)
+	}
 	if w.t.o.SyncEvery > 0 && w.sinceSync >= w.t.o.SyncEvery {
 		return w.sync()
+	}
+	if err := w.pace(); err != nil {
+		return w.fail(err)
 	}
 	return nil
 }
@@ -241,21 +353,23 @@ func (w *fdWriter) flush() error {
 		return nil
 	}
 	if err := w.pwrite(w.buf); err != nil {
-		w.err = err
-		return err
+		return w.fail(err)
 	}
 	w.off += int64(len(w.buf))
 	w.sinceSync += int64(len(w.buf))
 	w.buf = w.buf[:0]
+	if w.tr != nil {
+		w.tr.publish(w.off)
+	}
 	return nil
 }
 
 func (w *fdWriter) sync() error {
 	if err := unix.Fdatasync(int(w.t.f.Fd())); err != nil {
-		w.err = fmt.Errorf("slot: sync: %w", err)
-		return w.err
+		return w.fail(fmt.Errorf("slot: sync: %w", err))
 	}
 	w.sinceSync = 0
+	w.started, w.waited = w.off, w.off
 	return nil
 }
 
@@ -277,6 +391,13 @@ func (w *fdWriter) Close() error {
 	}
 	err := w.Sync()
 	w.closed = true
+	if w.tr != nil {
+		if err != nil {
+			w.tr.abort(err)
+		} else {
+			w.tr.finish(w.off)
+		}
+	}
 	return err
 }
 

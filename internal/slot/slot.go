@@ -90,28 +90,34 @@ var (
 type Options struct {
 	// ChunkSize is the write unit for block devices and files (default 4 MiB).
 	ChunkSize int64
-	// SyncEvery syncs after this many bytes so progress reports are honest
-	// (default 64 MiB; negative: only on Sync and Close).
+	// SyncEvery forces a full sync (with device cache flush) after this
+	// many bytes. Default: off (0 or negative) for block devices and files,
+	// because their writers pace writeback instead: at most two chunks are
+	// ever waiting to reach the device, so progress is honest without cache
+	// flushes, and durability comes from the caller's Sync at resume points.
 	SyncEvery int64
 	// SkipUnchanged reads each chunk first and writes only if it differs:
 	// SD cards and flash read faster than they write, and erase cycles are
 	// saved when reinstalling a similar image.
 	SkipUnchanged bool
+	// ReadBackWhileWriting (block devices and files) re-reads each written
+	// chunk from the medium with O_DIRECT while the writer carries on, so the
+	// VerifyReadBack that follows the writer's Close only waits for the last
+	// chunk instead of reading the whole image again. The trade: damage done
+	// to the slot after its chunk was re-read, by someone else, is not seen;
+	// a second VerifyReadBack always reads everything.
+	ReadBackWhileWriting bool
 	// Sysfs is the sysfs root, "/sys" unless a test fakes it.
 	Sysfs string
 }
 
 const (
-	defaultChunk     = 4 << 20
-	defaultSyncEvery = 64 << 20
+	defaultChunk = 4 << 20
 )
 
 func (o Options) withDefaults() Options {
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = defaultChunk
-	}
-	if o.SyncEvery == 0 {
-		o.SyncEvery = defaultSyncEvery
 	}
 	if o.Sysfs == "" {
 		o.Sysfs = "/sys"

@@ -14,6 +14,12 @@ const verifyChunk = 4 << 20
 // page cache.
 type cacheDropper interface{ dropCache() error }
 
+// mediumHasher is implemented by targets with a faster or more direct way
+// to hash what is on the medium than ReadAt through the page cache.
+type mediumHasher interface {
+	hashMedium(ctx context.Context, size int64) ([]byte, error)
+}
+
 // healthReporter is implemented by targets that know an update was
 // interrupted (UBI's corrupted flag).
 type healthReporter interface{ health() error }
@@ -33,12 +39,18 @@ func VerifyReadBack(ctx context.Context, t Target, size int64, sha256sum []byte)
 			return err
 		}
 	}
-	if d, ok := t.(cacheDropper); ok {
-		if err := d.dropCache(); err != nil {
-			return err
+	var got []byte
+	var err error
+	if m, ok := t.(mediumHasher); ok {
+		got, err = m.hashMedium(ctx, size)
+	} else {
+		if d, ok := t.(cacheDropper); ok {
+			if err := d.dropCache(); err != nil {
+				return err
+			}
 		}
+		got, err = Hash(ctx, t, size)
 	}
-	got, err := Hash(ctx, t, size)
 	if err != nil {
 		return err
 	}
@@ -48,64 +60,29 @@ func VerifyReadBack(ctx context.Context, t Target, size int64, sha256sum []byte)
 	return nil
 }
 
-// Hash returns the SHA-256 of the first size bytes of t. Reading and hashing
-// overlap: one goroutine reads the next chunk while the caller hashes.
+// Hash returns the SHA-256 of the first size bytes of t, as ReadAt sees
+// them. Reading and hashing overlap.
 func Hash(ctx context.Context, t Target, size int64) ([]byte, error) {
 	if err := CheckFit(t, size); err != nil {
 		return nil, err
 	}
-	type chunk struct {
-		b   []byte
-		err error
-	}
-	full := make(chan chunk, 1)
-	free := make(chan []byte, 2)
-	for range 2 {
-		free <- make([]byte, min(verifyChunk, max(size, 1)))
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		defer close(full)
-		for off := int64(0); off < size; {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-stop:
-				return
-			}
-			if err := ctx.Err(); err != nil {
-				full <- chunk{err: err}
-				return
-			}
-			b = b[:min(int64(cap(b)), size-off)]
-			n, err := t.ReadAt(b, off)
-			if n == len(b) {
-				err = nil // io.EOF with a full read is fine
-			} else if err == nil || err == io.EOF {
-				err = fmt.Errorf("slot: read-back: short read at %d: %w", off+int64(n), io.ErrUnexpectedEOF)
-			}
-			select {
-			case full <- chunk{b: b, err: err}:
-			case <-stop:
-				return
-			}
-			if err != nil {
-				return
-			}
-			off += int64(n)
+	n := int(min(verifyChunk, max(size, 1)))
+	sum, got, err := hashPipe(ctx, [2][]byte{make([]byte, n), make([]byte, n)}, func(b []byte, off int64) (int, error) {
+		want := min(int64(len(b)), size-off)
+		if want <= 0 {
+			return 0, io.EOF
 		}
-	}()
-	h := sha256.New()
-	for c := range full {
-		if c.err != nil {
-			return nil, c.err
+		m, err := t.ReadAt(b[:want], off)
+		if int64(m) == want {
+			return m, nil // io.EOF with a full read is fine
 		}
-		h.Write(c.b)
-		free <- c.b[:cap(c.b)]
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return m, fmt.Errorf("slot: read-back at %d: %w", off+int64(m), err)
+	})
+	if err == nil && got != size {
+		err = fmt.Errorf("slot: read-back hashed %d of %d bytes", got, size)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
+	return sum, err
 }
