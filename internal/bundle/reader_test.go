@@ -355,3 +355,51 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		t.Errorf("no key: %v", err)
 	}
 }
+
+// TestRawImageHashOption shows what the optional second pass buys: a raw
+// image whose signed sha256 disagrees with its own (signed) chunks — a
+// broken signer, not an attacker — passes chunk verification and is caught
+// only with HashRawImages (on a device: by the slot read-back).
+func TestRawImageHashOption(t *testing.T) {
+	data := content(90, 2*testChunk+1, false)
+	b := signedRaw(t, Image{Class: "rootfs", Size: int64(len(data)), SHA256: hex.EncodeToString(make([]byte, 32)), Encoding: EncodingRaw,
+		ChunkSize: testChunk, Chunks: 3}, [][]byte{data[:testChunk], data[testChunk : 2*testChunk], data[2*testChunk:]})
+	o := testOptions(t)
+	o.HashRawImages = false
+	if rec, err := drain(bytes.NewReader(b), o, true); err != nil || !bytes.Equal(rec.Bytes(), data) {
+		t.Fatalf("chunk-verified raw image refused without the whole-image pass: %v", err)
+	}
+	o.HashRawImages = true
+	rec, err := drain(bytes.NewReader(b), o, true)
+	if !errors.Is(err, ErrChunkHash) || rec.Len() != 2*testChunk {
+		t.Fatalf("whole-image pass: %v after %d bytes, want ErrChunkHash before the last chunk", err, rec.Len())
+	}
+}
+
+func BenchmarkReader(b *testing.B) {
+	k := testKeys(b)
+	for _, enc := range []string{EncodingRaw, EncodingZstd} {
+		img := content(95, 32<<20, enc == EncodingZstd)
+		o := createOpts()
+		o.ChunkSize = DefaultChunkSize
+		bb := makeBundle(b, o, []Source{rawSource("rootfs", img, enc)}, k.ed)
+		for _, full := range []bool{false, true} {
+			b.Run(enc+map[bool]string{false: "", true: "+fullhash"}[full], func(b *testing.B) {
+				opts := testOptions(b)
+				opts.HashRawImages = full
+				b.SetBytes(int64(len(img)))
+				for b.Loop() {
+					r, err := NewReader(bytes.NewReader(bb), opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Next()
+					if n, err := io.Copy(io.Discard, r); err != nil || n != int64(len(img)) {
+						b.Fatal(n, err)
+					}
+					r.Close()
+				}
+			})
+		}
+	}
+}

@@ -85,7 +85,12 @@ func bundleKeygen(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	// O_EXCL: never overwrite a signing key.
+	// Never overwrite a signing key, and never leave half a pair behind.
+	for _, ext := range []string{".key", ".pub"} {
+		if _, err := os.Lstat(*out + ext); err == nil {
+			return fmt.Errorf("bundle keygen: %s exists, not overwriting", *out+ext)
+		}
+	}
 	for _, f := range []struct {
 		path string
 		data []byte

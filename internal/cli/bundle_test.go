@@ -72,6 +72,13 @@ func TestBundleCommands(t *testing.T) {
 		if o, err := runBundle(t, "verify", "--keyring", p("keys"), p("bad.otab")); err == nil || !strings.Contains(err.Error(), "hash mismatch") {
 			t.Errorf("tampered payload: %v\n%s", err, o)
 		}
+		var stdout, stderr bytes.Buffer
+		f, _ := os.Open(out)
+		err := Run(context.Background(), []string{"otad", "bundle", "verify", "--keyring", p("keys"), "-"}, f, &stdout, &stderr)
+		f.Close()
+		if err != nil || !strings.Contains(stdout.String(), "OK gw1") {
+			t.Errorf("verify from stdin: %v\n%s%s", err, stdout.String(), stderr.String())
+		}
 		info := must("info", "--json", out)
 		if !strings.Contains(info, `"verified": false`) || !strings.Contains(info, `"security_version": 7`) {
 			t.Errorf("info --json:\n%s", info)
