@@ -86,3 +86,54 @@ func TestFlashSimulatorBadBlock(t *testing.T) {
 		t.Fatal("Save onto a bad block succeeded")
 	}
 }
+
+// TestFlashSimulatorTornBytes cuts the power at byte granularity (stepping
+// through the whole Save, plus the last bytes one by one) on the simulator,
+// whose torn NOR writes clear a random subset of bits and torn erases leave
+// part of a block.
+func TestFlashSimulatorTornBytes(t *testing.T) {
+	info := mtd.Info{Kind: mtd.NOR, Size: 4 << 16, EraseSize: 1 << 16, WriteSize: 1}
+	const envSize, sector = 0x2000, 1 << 16
+	offs := []int64{0, sector}
+	old, next := env("otad_slot", "A"), env("otad_slot", "B", "upgrade_available", "1")
+	total := int64(2*sector + 1) // erase + rewrite of the sector, then the obsolete mark
+	var cuts []int64
+	for n := int64(0); n < total-64; n += 251 {
+		cuts = append(cuts, n)
+	}
+	for n := total - 64; n <= total; n++ {
+		cuts = append(cuts, n)
+	}
+	outcomes := map[string]int{}
+	for _, cut := range cuts {
+		sim := mtdtest.New(info, mtdtest.WithSeed(uint64(cut)))
+		s := bootenv.NewSectorMediumStore([]bootenv.Medium{sim, sim}, offs, envSize, sector, bootenv.FlagsBoolean)
+		for _, e := range []*bootenv.Env{old, old} {
+			if err := s.Save(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sim.CutAfterBytes(cut)
+		saveErr := s.Save(next)
+		sim.PowerOn()
+		got, err := bootenv.NewSectorMediumStore([]bootenv.Medium{sim, sim}, offs, envSize, sector, bootenv.FlagsBoolean).Load()
+		if err != nil {
+			t.Fatalf("cut at byte %d: %v", cut, err)
+		}
+		switch {
+		case got.Equal(next):
+			outcomes["new"]++
+		case got.Equal(old):
+			outcomes["old"]++
+			if saveErr == nil {
+				t.Fatalf("cut at byte %d: Save succeeded but reader sees old", cut)
+			}
+		default:
+			t.Fatalf("cut at byte %d: mixed environment %s", cut, got)
+		}
+	}
+	if outcomes["old"] == 0 || outcomes["new"] == 0 {
+		t.Fatalf("outcomes %v: the cut points missed one side", outcomes)
+	}
+	t.Logf("%d cut points: %v", len(cuts), outcomes)
+}
