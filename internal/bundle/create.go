@@ -112,14 +112,36 @@ func Create(ctx context.Context, w io.Writer, o CreateOptions, srcs []Source, ke
 		}
 	}
 	for _, p := range preps {
-		if err := ctx.Err(); err != nil {
+		if err := writePayload(ctx, w, p); err != nil {
 			return nil, err
-		}
-		if _, err := io.Copy(w, io.NewSectionReader(p.stored, 0, p.img.PayloadSize)); err != nil {
-			return nil, fmt.Errorf("bundle: write payload of %q: %w", p.img.Class, err)
 		}
 	}
 	return ParseManifest(mb)
+}
+
+// writePayload copies the stored chunks, re-hashing each against the table
+// built in pass one: an input file changed between the passes fails here
+// instead of producing a bundle every device would refuse.
+func writePayload(ctx context.Context, w io.Writer, p *prepared) error {
+	buf := make([]byte, zstdBound(p.img.ChunkSize))
+	var off int64
+	for k, e := range p.table {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		chunk := buf[:e.Len]
+		if n, err := p.stored.ReadAt(chunk, off); int64(n) != e.Len {
+			return fmt.Errorf("bundle: read payload of %q chunk %d: %w", p.img.Class, k, err)
+		}
+		if sha256.Sum256(chunk) != e.Hash {
+			return fmt.Errorf("%w: image %q chunk %d changed while the bundle was being created", ErrChunkHash, p.img.Class, k)
+		}
+		if _, err := w.Write(chunk); err != nil {
+			return fmt.Errorf("bundle: write payload of %q: %w", p.img.Class, err)
+		}
+		off += e.Len
+	}
+	return nil
 }
 
 func prepare(ctx context.Context, s Source, o *CreateOptions) (*prepared, error) {

@@ -403,3 +403,28 @@ func BenchmarkReader(b *testing.B) {
 		}
 	}
 }
+
+// changingReaderAt returns different bytes on its second pass over chunk 1,
+// like an image file rewritten while `bundle create` runs.
+type changingReaderAt struct {
+	data  []byte
+	reads map[int64]int
+}
+
+func (c *changingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	c.reads[off]++
+	n := copy(p, c.data[off:])
+	if off == testChunk && c.reads[off] > 1 {
+		p[0] ^= 0xff
+	}
+	return n, nil
+}
+
+func TestCreateNoticesInputChange(t *testing.T) {
+	data := content(97, 3*testChunk, false)
+	src := Source{Class: "rootfs", Encoding: EncodingRaw, Data: &changingReaderAt{data: data, reads: map[int64]int{}}, Size: int64(len(data))}
+	_, err := Create(context.Background(), io.Discard, createOpts(), []Source{src}, []*PrivateKey{testKeys(t).ed})
+	if !errors.Is(err, ErrChunkHash) {
+		t.Fatalf("input changed between passes: %v, want ErrChunkHash", err)
+	}
+}
