@@ -27,12 +27,15 @@ func main() {
 	flag.Int64Var(&o.ChunkSize, "chunk", 0, "writer chunk size (0: default)")
 	flag.Int64Var(&o.SyncEvery, "sync-every", 0, "periodic sync interval in bytes (0: default, <0: off)")
 	flag.BoolVar(&o.ReadBackWhileWriting, "readback-while-writing", false, "re-read written chunks with O_DIRECT while writing")
+	flag.BoolVar(&verbose, "v", false, "print write and read-back phase times to stderr")
 	flag.Parse()
 	if err := run(*dev, *image, *sum, *readBack, *piece, o); err != nil {
 		fmt.Fprintln(os.Stderr, "slotbench:", err)
 		os.Exit(1)
 	}
 }
+
+var verbose bool
 
 // onlyReader hides WriterTo/ReaderFrom so the copy goes through Write.
 type onlyReader struct{ io.Reader }
@@ -70,11 +73,15 @@ func run(dev, image, sumHex string, readBack bool, piece int, o slot.Options) er
 	if err := w.Close(); err != nil {
 		return err
 	}
+	closed := time.Now()
 	if readBack {
 		if err := slot.VerifyReadBack(ctx, t, st.Size(), want); err != nil {
 			return err
 		}
 	}
 	fmt.Printf("%.4f\n", time.Since(start).Seconds())
+	if verbose {
+		fmt.Fprintf(os.Stderr, "write+close %.3fs, read-back %.3fs\n", closed.Sub(start).Seconds(), time.Since(closed).Seconds())
+	}
 	return nil
 }
