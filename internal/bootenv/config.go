@@ -32,7 +32,9 @@ type Device struct {
 // special boards redirect side paths.
 type Config struct {
 	Devices []Device
-	// LockPath defaults to DefaultLockPath; "-" disables locking.
+	// LockPath defaults to DefaultLockPath; "-" disables locking. If its
+	// directory does not exist or is read-only, the store runs unlocked,
+	// as libubootenv does.
 	LockPath string
 	// SysfsRoot defaults to "/sys" (for force_ro of eMMC boot partitions).
 	SysfsRoot string

@@ -23,5 +23,10 @@
 //     short reads and missing devices are errors.
 //   - DeviceStore takes libubootenv's lock file (flock on
 //     /var/lock/fw_printenv.lock) around every load and save and across a
-//     whole Update, so otad and fw_printenv/fw_setenv do not interleave.
+//     whole Update, so no fw_printenv/fw_setenv reads while otad writes.
+//     (libubootenv 0.3.x itself holds the lock only while reading: a
+//     fw_setenv running during an otad Save can still overwrite it; the
+//     environment stays whole because each side writes whole copies, but
+//     one of the two changes is lost.)
+//   - A copy on a NAND bad block is an error, never silently skipped.
 package bootenv
