@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/otadev/otad/internal/mtd"
@@ -224,5 +225,53 @@ func TestMTDPowerCutThenResume(t *testing.T) {
 		if cuts := installWithCuts(t, sim, img, func(s *mtdtest.Sim) { s.CutAfterBytes(b) }); cuts != 1 {
 			t.Fatalf("cut at byte %d: %d cuts", b, cuts)
 		}
+	}
+}
+
+func TestMTDScanFailureIsReported(t *testing.T) {
+	sim := mtdtest.New(simNAND)
+	sim.CutAfter(0)
+	sim.Erase(0, simNAND.EraseSize) // cut: every later call fails
+	if _, err := NewMTDTargetWith(sim, Options{}); !errors.Is(err, mtdtest.ErrPowerCut) {
+		t.Fatalf("NewMTDTargetWith: %v", err)
+	}
+	tg := NewMTDTarget(sim)
+	if _, err := OpenWriter(context.Background(), tg, 0, 1); !errors.Is(err, mtdtest.ErrPowerCut) {
+		t.Fatalf("OpenWriter on a target whose scan failed: %v", err)
+	}
+	if _, err := tg.ReadAt(make([]byte, 1), 0); err == nil {
+		t.Fatal("ReadAt on a target whose scan failed succeeded")
+	}
+}
+
+// TestRealMTD writes a kernel MTD device (mtdram or nandsim in the VM):
+// OTAD_TEST_MTD=/dev/mtdN names a scratch device this test may destroy.
+func TestRealMTD(t *testing.T) {
+	dev := os.Getenv("OTAD_TEST_MTD")
+	if dev == "" {
+		t.Skip("set OTAD_TEST_MTD=/dev/mtdN (a scratch device) to run")
+	}
+	ctx := context.Background()
+	tg, err := Open(Slot{Name: "B", Device: dev, Type: TypeMTD}, Slot{Name: "A", Device: "/nonexistent-active"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	img := randomImage(12, int(tg.Size()/2)+3333)
+	writeMTD(t, tg, img, 10000)
+	if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); err != nil {
+		t.Fatal(err)
+	}
+	// Resume at the second erase block gives the same contents.
+	w, err := OpenWriter(ctx, tg, tg.WriteAlign(), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeIn(t, w, img[tg.WriteAlign():], 7000)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -81,6 +81,14 @@ func (t *mtdTarget) Size() int64 {
 	return int64(len(t.good)) * t.info.EraseSize
 }
 
+// usable reports a failed bad block scan, which otherwise looks like an
+// empty device.
+func (t *mtdTarget) usable() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
 func (t *mtdTarget) WriteAlign() int64 { return t.info.EraseSize }
 
 func (t *mtdTarget) Close() error {
@@ -143,10 +151,7 @@ func (t *mtdTarget) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (t *mtdTarget) OpenWriter(ctx context.Context, off int64) (Writer, error) {
-	t.mu.Lock()
-	err := t.err
-	t.mu.Unlock()
-	if err != nil {
+	if err := t.usable(); err != nil {
 		return nil, err
 	}
 	if !t.rw {

@@ -172,6 +172,11 @@ func OpenWriter(ctx context.Context, t Target, off, size int64) (Writer, error) 
 
 // CheckFit returns ErrTooLarge if an image of size bytes cannot fit t.
 func CheckFit(t Target, size int64) error {
+	if u, ok := t.(interface{ usable() error }); ok {
+		if err := u.usable(); err != nil {
+			return err
+		}
+	}
 	if size < 0 || size > t.Size() {
 		return fmt.Errorf("%w: image %d bytes, slot %d bytes", ErrTooLarge, size, t.Size())
 	}

@@ -7,10 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"unsafe"
 
+	"github.com/otadev/otad/internal/mtd"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,11 +72,7 @@ func sysfsInt(path string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return n, nil
+	return mtd.ParseSysfsInt(string(b))
 }
 
 func (t *ubiTarget) Size() int64 { return t.size }
