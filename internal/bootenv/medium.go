@@ -1,0 +1,148 @@
+package bootenv
+
+import (
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Medium is byte-addressed storage with an erase operation: flash, the
+// flash simulator, or a real /dev/mtdN. mtd.Device satisfies it.
+type Medium interface {
+	io.ReaderAt
+	io.WriterAt
+	Erase(off, n int64) error
+}
+
+// mediumArea is one copy on a Medium. The erase covers whole sectors; bytes
+// of those sectors outside the copy are read first and written back.
+type mediumArea struct {
+	m      Medium
+	off    int64
+	size   int64
+	sector int64
+	label  string
+}
+
+func (a *mediumArea) name() string { return a.label }
+
+func (a *mediumArea) read(p []byte, fresh bool) error {
+	if err := a.checkBad(); err != nil {
+		return err
+	}
+	n, err := a.m.ReadAt(p, a.off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = fmt.Errorf("%w: %d of %d bytes at %#x", ErrShortRead, n, len(p), a.off)
+	}
+	return err
+}
+
+// checkBad refuses a copy that lies on a block in the bad block table,
+// when the medium has one: skipping it would move the copy where U-Boot
+// does not look.
+func (a *mediumArea) checkBad() error {
+	b, ok := a.m.(interface{ IsBad(off int64) (bool, error) })
+	if !ok {
+		return nil
+	}
+	for o := a.off - a.off%a.sector; o < a.off+a.size; o += a.sector {
+		bad, err := b.IsBad(o)
+		if err != nil {
+			return fmt.Errorf("bad block check at %#x: %w", o, err)
+		}
+		if bad {
+			return fmt.Errorf("bootenv: bad erase block at %#x inside the environment copy", o)
+		}
+	}
+	return nil
+}
+
+func (a *mediumArea) write(p []byte) error {
+	if err := a.checkBad(); err != nil {
+		return err
+	}
+	start := a.off - a.off%a.sector
+	end := a.off + a.size
+	if r := end % a.sector; r != 0 {
+		end += a.sector - r
+	}
+	block := p
+	if start != a.off || end != a.off+a.size {
+		block = make([]byte, end-start)
+		if n, err := a.m.ReadAt(block, start); n != len(block) {
+			return fmt.Errorf("save rest of sector: %w", err)
+		}
+		copy(block[a.off-start:], p)
+	}
+	if err := a.m.Erase(start, end-start); err != nil {
+		return fmt.Errorf("erase %#x+%#x: %w", start, end-start, err)
+	}
+	if _, err := a.m.WriteAt(block, start); err != nil {
+		return err
+	}
+	return syncMedium(a.m)
+}
+
+func (a *mediumArea) writeFlag(b byte) error {
+	if _, err := a.m.WriteAt([]byte{b}, a.off+4); err != nil {
+		return err
+	}
+	return syncMedium(a.m)
+}
+
+func syncMedium(m Medium) error {
+	if s, ok := m.(interface{ Sync() error }); ok {
+		return s.Sync()
+	}
+	return nil
+}
+
+// MediumStore is an environment on one or two Medium copies.
+type MediumStore struct {
+	mu sync.Mutex
+	c  copies
+}
+
+// NewMediumStore keeps the environment at offsets[i] of copies[i] (one entry
+// = single copy, two = redundant), each copy envSize bytes and erased as
+// one unit. Use NewSectorMediumStore when the erase sector is larger.
+func NewMediumStore(copies []Medium, offsets []int64, envSize int64, scheme FlagScheme) Store {
+	return NewSectorMediumStore(copies, offsets, envSize, envSize, scheme)
+}
+
+// NewSectorMediumStore is NewMediumStore with an erase sector size that may
+// be larger than the environment (the rest of the sector is preserved).
+func NewSectorMediumStore(media []Medium, offsets []int64, envSize, sectorSize int64, scheme FlagScheme) *MediumStore {
+	if sectorSize <= 0 {
+		sectorSize = envSize
+	}
+	s := &MediumStore{c: copies{size: int(envSize), scheme: scheme}}
+	for i, m := range media {
+		s.c.areas = append(s.c.areas, &mediumArea{m: m, off: offsets[i], size: envSize, sector: sectorSize,
+			label: fmt.Sprintf("medium %d @%#x", i, offsets[i])})
+	}
+	return s
+}
+
+// Load returns the current environment.
+func (s *MediumStore) Load() (*Env, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.load()
+}
+
+// Save writes e to the out-of-date copy.
+func (s *MediumStore) Save(e *Env) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.save(e)
+}
+
+func (s *MediumStore) update(fn func(*Env) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return updateWith(s.c.load, s.c.save, fn)
+}
