@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -190,5 +191,45 @@ func TestWriterCancel(t *testing.T) {
 	}
 	if _, err := Hash(ctx, tg, 1<<20); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Hash with cancelled ctx: %v", err)
+	}
+}
+
+func TestMountedDeviceIsRefused(t *testing.T) {
+	dev, _ := loopDevice(t, 8<<20)
+	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "ro", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount here: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v: %s", err, out)
+		}
+	})
+	// Even if the config got the active slot wrong, a mounted device is not
+	// opened for writing (O_EXCL).
+	if tg, err := Open(Slot{Name: "B", Device: dev}, Slot{Name: "A", Device: "/nonexistent-active"}); err == nil {
+		tg.Close()
+		t.Fatal("mounted block device opened for writing")
+	}
+	// Reading it (a delta source is the mounted active slot) is fine.
+	tg, err := OpenReadOnly(Slot{Name: "A", Device: dev, Type: TypeBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if _, err := tg.OpenWriter(context.Background(), 0); err == nil {
+		t.Fatal("read-only target handed out a writer")
+	}
+	sb := make([]byte, 2)
+	if _, err := tg.ReadAt(sb, 1024+0x38); err != nil || sb[0] != 0x53 || sb[1] != 0xef {
+		t.Fatalf("ext4 magic not read through OpenReadOnly: %x %v", sb, err)
 	}
 }
