@@ -45,20 +45,22 @@ run_otad() {
 best() { printf '%s\n' "$@" | sort -g | head -n1; }
 
 cat "$tmp/image" >/dev/null
-dd_t=() ot_t=() rb_t=() tr_t=()
+dd_t=() ot_t=() rb_t=() tr_t=() h_t=()
 for _ in $(seq "$ROUNDS"); do
   dd_t+=("$(run_dd)")
   ot_t+=("$(run_otad)")
   rb_t+=("$(run_otad -readback)")
   tr_t+=("$(run_otad -readback -readback-while-writing)")
+  h_t+=("$("$tmp/slotbench" -hash-only -image "$tmp/image")")
 done
-d=$(best "${dd_t[@]}"); o=$(best "${ot_t[@]}"); r=$(best "${rb_t[@]}"); w=$(best "${tr_t[@]}")
+d=$(best "${dd_t[@]}"); o=$(best "${ot_t[@]}"); r=$(best "${rb_t[@]}"); w=$(best "${tr_t[@]}"); h=$(best "${h_t[@]}")
 mbs() { echo "scale=1; $MIB * 1.048576 / $1" | bc -l; }
 printf 'slotwrite: %d MiB image -> %s, best of %d rounds (load %s)\n' "$MIB" "$dev" "$ROUNDS" "$(cut -d' ' -f1 /proc/loadavg)"
 printf '  dd bs=4M conv=fsync      %7s MB/s  (%.3f s)\n' "$(mbs "$d")" "$d"
 printf '  otad block writer        %7s MB/s  (%.3f s)\n' "$(mbs "$o")" "$o"
 printf '  otad + read-back         %7s MB/s  (%.3f s)\n' "$(mbs "$r")" "$r"
 printf '  otad + read-back during  %7s MB/s  (%.3f s)  (ReadBackWhileWriting)\n' "$(mbs "$w")" "$w"
+printf '  sha256 of the cached image alone (CPU floor of any read-back): %.3f s = %.2f x dd\n' "$h" "$(echo "$h / $d" | bc -l)"
 printf '  ratio otad/dd            %7.3f  (goal <= 1.05)\n' "$(echo "$o / $d" | bc -l)"
 printf '  ratio otad+read-back/dd  %7.3f  (goal <= 1.15)\n' "$(echo "$r / $d" | bc -l)"
 printf '  ratio read-back during   %7.3f  (goal <= 1.15)\n' "$(echo "$w / $d" | bc -l)"
