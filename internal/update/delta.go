@@ -1,0 +1,48 @@
+package update
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/otadev/otad/internal/delta"
+	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/slot"
+)
+
+// writeDelta rebuilds the new image from the active slot and the verified
+// patch stream. A delta write cannot resume mid-way (the patch is one
+// stream), so it is journaled only at its start; an interrupted delta
+// install rewrites from the start.
+func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *journal.Record) error {
+	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[rec.Active])
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	cw := &countingWriter{w: w, progress: func(n int64) { e.progress(n, b.img.Size, "writing slot "+rec.Target+" (delta)") }}
+	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size()}
+	if err := a.Apply(ctx, b.br, io.NewSectionReader(src, 0, src.Size()), cw); err != nil {
+		return err
+	}
+	if cw.n != b.img.Size {
+		return fmt.Errorf("update: delta produced %d bytes, manifest says %d", cw.n, b.img.Size)
+	}
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+type countingWriter struct {
+	w        io.Writer
+	n        int64
+	progress func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.progress(c.n)
+	return n, err
+}

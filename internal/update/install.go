@@ -1,0 +1,440 @@
+package update
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/otadev/otad/internal/boot"
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/slot"
+)
+
+// RootfsClass is the only image class the engine installs.
+const RootfsClass = "rootfs"
+
+// errUnchanged ends an install with skip-unchanged set whose image is
+// already the booted slot's.
+var errUnchanged = errors.New("update: image already installed in the booted slot")
+
+type installReq struct {
+	tx            string
+	source        string
+	reboot        bool
+	skipUnchanged bool
+	resume        *journal.Record // non-nil: continue this interrupted install
+}
+
+// Install starts an install in the background and returns its transaction
+// id. The ctx of the call only bounds this call; the install itself runs
+// until it ends, Cancel is called or the engine's Start context ends.
+// Options: "reboot" (bool, overrides the configured policy),
+// "skip-unchanged" (bool).
+func (e *Engine) Install(ctx context.Context, source string, opts map[string]any) (string, error) {
+	req, err := e.parseOpts(source, opts)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	jctx, err := e.begin(req.tx)
+	if err != nil {
+		return "", err
+	}
+	e.spawn(func() {
+		defer e.end()
+		_ = e.runInstall(jctx, req) // logged and reported inside
+	})
+	return req.tx, nil
+}
+
+// installNow is the synchronous form of Install for tests.
+func (e *Engine) installNow(source string, opts map[string]any) (string, error) {
+	req, err := e.parseOpts(source, opts)
+	if err != nil {
+		return "", err
+	}
+	jctx, err := e.begin(req.tx)
+	if err != nil {
+		return "", err
+	}
+	defer e.end()
+	return req.tx, e.runInstall(jctx, req)
+}
+
+func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, error) {
+	if source == "" {
+		return nil, errors.New("update: empty source")
+	}
+	req := &installReq{source: source, reboot: e.cfg.AutoReboot}
+	for k, v := range opts {
+		b, ok := v.(bool)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("update: option %q must be a boolean", k)
+		case k == "reboot":
+			req.reboot = b
+		case k == "skip-unchanged":
+			req.skipUnchanged = b
+		default:
+			return nil, fmt.Errorf("update: unknown install option %q", k)
+		}
+	}
+	req.tx = e.newTx()
+	return req, nil
+}
+
+// runInstall runs one install to its end and handles its outcome: the error
+// is logged here, once, and reported as a completed event.
+func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
+	log := e.log.WithField("tx", req.tx)
+	err := e.install(ctx, req)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errUnchanged):
+		log.Info("image already installed in the booted slot; nothing to do")
+		e.setOp(OpIdle, "")
+		e.emit(Event{Kind: "completed", Tx: req.tx, Message: "unchanged: image already installed"})
+		return nil
+	case ctx.Err() != nil && !e.canceledByUser():
+		// Shutdown, not a failure: the journal still says "writing" and the
+		// next start resumes from the last synced chunk.
+		log.WithError(err).Warn("install interrupted by shutdown; it resumes on the next start")
+		return err
+	}
+	if e.canceledByUser() {
+		err = fmt.Errorf("%w: %v", ErrCanceled, err)
+		log.Info("install canceled")
+	} else {
+		log.WithError(err).Error("install failed")
+	}
+	e.failInstall(req.tx, err)
+	e.setLastError(err.Error())
+	e.setOp(OpIdle, "")
+	e.emit(Event{Kind: "completed", Tx: req.tx, Result: 1, Message: err.Error()})
+	return err
+}
+
+// failInstall leaves the target slot bad and disarmed after a failed or
+// canceled install that had reached the slot; the active slot is untouched.
+func (e *Engine) failInstall(tx string, cause error) {
+	rec, err := e.cfg.Journal.Load()
+	if err != nil || rec.Tx != tx || (rec.State != journal.StateWriting && rec.State != journal.StateWritten) {
+		return // never got to the slot: nothing on the device changed
+	}
+	log := e.log.WithField("tx", tx)
+	p := e.protocol()
+	if err := p.Disarm(e.bootname(rec.Active)); err != nil {
+		log.WithError(err).Error("disarming the failed target")
+	}
+	if err := e.cfg.Journal.UpdateSlot(rec.Target, func(s *journal.SlotRecord) {
+		*s = journal.SlotRecord{Name: rec.Target, State: journal.SlotBad, Reason: cause.Error()}
+	}); err != nil {
+		log.WithError(err).Error("recording the target slot bad")
+	}
+	rec.State, rec.LastError, rec.Updated = journal.StateFailed, cause.Error(), e.cfg.Clock.Now()
+	if err := e.cfg.Journal.Save(rec); err != nil {
+		log.WithError(err).Error("recording the failed install")
+	}
+}
+
+func (e *Engine) protocol() *boot.Protocol {
+	return &boot.Protocol{Store: e.cfg.Env, BootLimit: e.cfg.BootLimit}
+}
+
+// bootname maps a slot name to the otad_slot value that boots it.
+func (e *Engine) bootname(name string) string {
+	if s, ok := e.cfg.Slots[name]; ok && s.Bootname != "" {
+		return s.Bootname
+	}
+	return name
+}
+
+// slotName maps an otad_slot / otad.slot= value back to a slot name.
+func (e *Engine) slotName(bootname string) string {
+	for name, s := range e.cfg.Slots {
+		if s.Bootname == bootname {
+			return name
+		}
+	}
+	if _, ok := e.cfg.Slots[bootname]; ok {
+		return bootname
+	}
+	return ""
+}
+
+// opened is one verified bundle, positioned at its rootfs image.
+type opened struct {
+	src Source
+	br  *bundle.Reader
+	img *bundle.Image
+}
+
+func (o *opened) Close() error {
+	o.br.Close()
+	return o.src.Close()
+}
+
+// openBundle opens the source and verifies everything up to the first
+// payload byte: signatures, compatible, floor, expiry, chunk tables.
+func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error) {
+	e.setOp(OpDownloading, "opening "+source)
+	src, err := e.cfg.OpenSource(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	e.setOp(OpVerifying, "checking signatures and manifest")
+	fl, err := e.cfg.Floor.Get()
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	br, err := bundle.NewReader(src, bundle.Options{
+		Keyring: e.cfg.Keyring, Compatible: e.cfg.Compatible, SecurityFloor: fl, Now: e.cfg.Clock.Now(),
+	})
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	m := br.Manifest()
+	if len(m.Images) != 1 || m.Images[0].Class != RootfsClass {
+		src.Close()
+		return nil, fmt.Errorf("update: bundle must hold exactly one %q image, has %d images", RootfsClass, len(m.Images))
+	}
+	img, err := br.Next()
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return &opened{src: src, br: br, img: img}, nil
+}
+
+// install is the synchronous core of one install (fresh or resumed).
+func (e *Engine) install(ctx context.Context, req *installReq) error {
+	e.runMu.Lock()
+	defer e.runMu.Unlock()
+	log := e.log.WithField("tx", req.tx)
+
+	active := e.bootedSlot()
+	if active == "" {
+		return errors.New("update: booted slot unknown (engine not started)")
+	}
+	targetName := other(active)
+	if req.resume != nil && req.resume.Target != targetName {
+		return fmt.Errorf("update: interrupted install targeted slot %s, which is the booted slot now", req.resume.Target)
+	}
+	if st := e.Status(); st.TrialBoot {
+		return errors.New("update: the booted slot is still in its trial boot; confirm it first")
+	}
+	b, err := e.openBundle(ctx, req.source)
+	if err != nil {
+		return err
+	}
+	defer func() { b.Close() }()
+	m, img := b.br.Manifest(), b.img
+	sum, err := hex.DecodeString(img.SHA256)
+	if err != nil || len(sum) != 32 {
+		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
+	}
+	if req.skipUnchanged {
+		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
+			return errUnchanged
+		}
+	}
+
+	target := e.cfg.Slots[targetName]
+	t, err := e.cfg.OpenSlot(target, e.cfg.Slots[active])
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if err := slot.CheckFit(t, img.Size); err != nil {
+		return fmt.Errorf("slot %s: %w", targetName, err)
+	}
+
+	// Where to start: a resume continues at its last synced chunk when the
+	// bundle is the same, the encoding allows it, the offset is aligned and
+	// the source can seek; otherwise the slot is rewritten from the start.
+	start := journal.Resume{}
+	rec := &journal.Record{}
+	if r := req.resume; r != nil {
+		rec.Resumes = r.Resumes
+		if r.Bundle.Identity == b.br.Identity() && e.canResume(r.Resume, img, t) {
+			if err := b.br.SeekChunk(r.Resume.Chunks); err == nil {
+				start = r.Resume
+				log.WithField("chunk", start.Chunks).Info("resuming the slot write")
+			} else {
+				log.WithError(err).Info("cannot seek the source; rewriting the slot from the start")
+				b.Close()
+				if b, err = e.openBundle(ctx, req.source); err != nil {
+					return err
+				}
+				if b.br.Identity() != r.Bundle.Identity {
+					return errors.New("update: bundle changed while reopening it")
+				}
+				img = b.img
+			}
+		} else if r.Resume.Chunks > 0 {
+			log.Info("cannot continue the interrupted write at its chunk; rewriting the slot from the start")
+		}
+	}
+	*rec = journal.Record{
+		State: journal.StateWriting, Tx: req.tx, Target: targetName, Active: active,
+		Bundle: journal.Bundle{Identity: b.br.Identity(), Version: m.Version, SecurityVersion: m.SecurityVersion,
+			Compatible: m.Compatible, Source: req.source, ImageSHA256: img.SHA256, ImageSize: img.Size},
+		Resume: start, Resumes: rec.Resumes, Updated: e.cfg.Clock.Now(),
+	}
+	// From here the target's old content is lost: journal first, then make
+	// sure the boot env cannot point at it.
+	if err := e.cfg.Journal.Save(rec); err != nil {
+		return err
+	}
+	if err := e.cfg.Journal.UpdateSlot(targetName, func(s *journal.SlotRecord) {
+		*s = journal.SlotRecord{Name: targetName, State: journal.SlotBad, Reason: "being written by " + req.tx}
+	}); err != nil {
+		return err
+	}
+	if err := e.protocol().Disarm(e.bootname(active)); err != nil {
+		return err
+	}
+
+	if err := e.writeImage(ctx, b, t, rec, start); err != nil {
+		return err
+	}
+
+	e.setOp(OpWriting, "reading back slot "+targetName)
+	if err := e.cfg.VerifyReadBack(ctx, t, img.Size, sum); err != nil {
+		return err
+	}
+	rec.State, rec.Resume, rec.Updated = journal.StateWritten, journal.Resume{Chunks: img.Chunks, Bytes: img.Size}, e.cfg.Clock.Now()
+	if err := e.cfg.Journal.Save(rec); err != nil {
+		return err
+	}
+	return e.armAndFinish(ctx, rec, req.reboot)
+}
+
+// canResume reports whether the write may continue at r.
+func (e *Engine) canResume(r journal.Resume, img *bundle.Image, t slot.Target) bool {
+	if r.Chunks <= 0 || r.Chunks >= img.Chunks || img.Encoding == bundle.EncodingDelta {
+		return false
+	}
+	if r.Bytes != int64(r.Chunks)*img.ChunkSize {
+		return false
+	}
+	if a := t.WriteAlign(); a > 1 && r.Bytes%a != 0 {
+		return false
+	}
+	return true
+}
+
+// writeImage streams verified bytes into the slot, syncing and journaling
+// the resume point at least every SyncBytes.
+func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume) error {
+	img := b.img
+	e.setOp(OpWriting, "writing slot "+rec.Target)
+	w, err := slot.OpenWriter(ctx, t, start.Bytes, img.Size)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if img.Encoding == bundle.EncodingDelta {
+		return e.writeDelta(ctx, b, w, rec)
+	}
+	syncEvery := int(max(1, e.cfg.SyncBytes/img.ChunkSize))
+	lastSync := start.Chunks
+	done := start.Bytes
+	buf := make([]byte, min(img.ChunkSize, 1<<20))
+	e.progress(done, img.Size, "writing slot "+rec.Target)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, rerr := b.br.Read(buf)
+		if n > 0 {
+			if done+int64(n) > img.Size {
+				return fmt.Errorf("update: image longer than its declared %d bytes", img.Size)
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			done += int64(n)
+			e.progress(done, img.Size, "writing slot "+rec.Target)
+		}
+		if k := b.br.ChunksDone(); k-lastSync >= syncEvery && rerr == nil {
+			// Everything written so far becomes durable; chunk k ends at or
+			// before that, so resuming at k never skips unwritten bytes.
+			if err := w.Sync(); err != nil {
+				return err
+			}
+			rec.Resume = journal.Resume{Chunks: k, Bytes: int64(k) * img.ChunkSize}
+			rec.Updated = e.cfg.Clock.Now()
+			if err := e.cfg.Journal.Save(rec); err != nil {
+				return err
+			}
+			lastSync = k
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if done != img.Size {
+		return fmt.Errorf("update: image ended after %d of %d bytes", done, img.Size)
+	}
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// armAndFinish arms the written target (ONE env write) and records it
+// pending; then reboots if asked. rec must be in state written.
+func (e *Engine) armAndFinish(ctx context.Context, rec *journal.Record, reboot bool) error {
+	if rec.State != journal.StateWritten {
+		return ErrNotArmable
+	}
+	if err := e.protocol().Arm(e.bootname(rec.Target), e.bootname(rec.Active)); err != nil {
+		return err
+	}
+	now := e.cfg.Clock.Now()
+	rec.State, rec.Updated = journal.StatePendingReboot, now
+	if err := e.cfg.Journal.Save(rec); err != nil {
+		return err
+	}
+	if err := e.cfg.Journal.UpdateSlot(rec.Target, func(s *journal.SlotRecord) {
+		*s = journal.SlotRecord{Name: rec.Target, State: journal.SlotPending, Version: rec.Bundle.Version,
+			SHA256: rec.Bundle.ImageSHA256, Bundle: rec.Bundle.Identity, Installed: now}
+	}); err != nil {
+		return err
+	}
+	e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": rec.Target, "version": rec.Bundle.Version}).
+		Info("slot written, verified and armed for the next boot")
+	e.setOp(OpPendingReboot, "reboot to activate slot "+rec.Target)
+	e.emit(Event{Kind: "completed", Tx: rec.Tx, Slot: rec.Target,
+		Message: fmt.Sprintf("installed %s into slot %s; reboot to activate", rec.Bundle.Version, rec.Target)})
+	if reboot {
+		e.doReboot(ctx, "activate slot "+rec.Target)
+	}
+	return nil
+}
+
+// doReboot asks the Rebooter to restart the device; failure is logged,
+// the armed env stays and a later Reboot request or power cycle finishes.
+func (e *Engine) doReboot(ctx context.Context, why string) {
+	if e.cfg.Rebooter == nil {
+		e.log.Warn("no rebooter configured; reboot the device to " + why)
+		return
+	}
+	e.log.Info("rebooting to " + why)
+	if err := e.cfg.Rebooter.Reboot(context.WithoutCancel(ctx)); err != nil {
+		e.log.WithError(err).Error("reboot request failed")
+		e.setLastError("reboot: " + err.Error())
+	}
+}
