@@ -3,6 +3,7 @@ package delta
 import (
 	"bufio"
 	"bytes"
+	"compress/bzip2"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -80,14 +81,13 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		src:  src,
 		out:  make([]byte, h.WindowSize),
 		ctrl: make([]byte, h.MaxCtrl),
-		sh:   sha256.New(),
 	}
 	var written int64
 	for n := 0; written < h.NewSize; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		out, err := w.window(n, h.NewSize-written)
+		out, err := w.window(n, written, h.NewSize-written)
 		if err != nil {
 			return err
 		}
@@ -240,13 +240,14 @@ type windowApplier struct {
 	src    io.ReaderAt
 	out    []byte
 	ctrl   []byte
-	sh     hash.Hash
+	bz     *bufio.Reader
+	lim    io.LimitedReader
 	oldPos int64 // end of the last old extent read; offsets are relative to it
 }
 
 // window decodes, builds and verifies window n (at most left bytes) and
 // returns its output, which the caller may write.
-func (w *windowApplier) window(n int, left int64) ([]byte, error) {
+func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 	s, h := w.s, w.h
 	outLen, err := s.uvarint("window length")
 	if err != nil {
@@ -259,8 +260,8 @@ func (w *windowApplier) window(n int, left int64) ([]byte, error) {
 	if outLen == 0 || outLen > uint64(h.WindowSize) || outLen > uint64(left) || ctrlLen == 0 || ctrlLen > uint64(h.MaxCtrl) {
 		return nil, fmt.Errorf("%w: window %d: sizes %d/%d", ErrMalformed, n, outLen, ctrlLen)
 	}
-	var hashes [64]byte
-	if err := s.full(hashes[:], "window hashes"); err != nil {
+	var want [32]byte
+	if err := s.full(want[:], "window hash"); err != nil {
 		return nil, err
 	}
 	ctrl := w.ctrl[:ctrlLen]
@@ -268,19 +269,23 @@ func (w *windowApplier) window(n int, left int64) ([]byte, error) {
 		return nil, err
 	}
 	out := w.out[:outLen]
-	w.sh.Reset()
 	// Pass 1: old extents and diff bytes (the diff section comes first).
 	lits := false
 	base := w.oldPos
-	err = w.walk(n, base, ctrl, out, func(op byte, off int64, b []byte) error {
+	var diff *bufio.Reader // the diff section, opened at the first ADD
+	err = w.walk(n, base, ctrl, out, func(op byte, off int64, at int, b []byte) error {
 		switch op {
 		case opCopy, opAdd:
 			if err := readOld(w.src, off, b); err != nil {
 				return err
 			}
-			w.sh.Write(b)
 			if op == opAdd {
-				return s.addDiff(b)
+				if diff == nil {
+					if diff, err = w.openDiff(); err != nil {
+						return err
+					}
+				}
+				return s.addDiff(diff, b, newOff+int64(at))
 			}
 		case opZero:
 			clear(b)
@@ -292,8 +297,17 @@ func (w *windowApplier) window(n int, left int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if diff != nil && diff != s.r {
+		// The bzip2 stream must end exactly here (this checks its CRCs).
+		if _, err := diff.Peek(1); err != io.EOF {
+			return nil, fmt.Errorf("%w: window %d: diff section too long or corrupt: %v", ErrMalformed, n, err)
+		}
+		if _, err := io.Copy(io.Discard, &w.lim); err != nil {
+			return nil, s.bodyErr("diff section", err)
+		}
+	}
 	if lits { // Pass 2: the literal section.
-		err = w.walk(n, base, ctrl, out, func(op byte, _ int64, b []byte) error {
+		err = w.walk(n, base, ctrl, out, func(op byte, _ int64, _ int, b []byte) error {
 			if op == opLit {
 				return s.full(b, "literal bytes")
 			}
@@ -303,11 +317,9 @@ func (w *windowApplier) window(n int, left int64) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if !bytes.Equal(w.sh.Sum(nil), hashes[:32]) {
-		return nil, &SourceMismatchError{Where: fmt.Sprintf("window %d", n)}
-	}
-	sum := sha256.Sum256(out)
-	if !bytes.Equal(sum[:], hashes[32:]) {
+	// The source bytes read were verified by the source table; a mismatch
+	// here means a corrupt patch or a source that changed since.
+	if sha256.Sum256(out) != want {
 		return nil, fmt.Errorf("%w: window %d", ErrOutputHash, n)
 	}
 	return out, nil
@@ -317,7 +329,7 @@ func (w *windowApplier) window(n int, left int64) ([]byte, error) {
 // window and the source, and calls fn with each operation's output slice.
 // Old offsets are relative to the end of the previous extent, starting at
 // oldPos; w.oldPos is left at the end of the window's last extent.
-func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op byte, off int64, b []byte) error) error {
+func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op byte, off int64, at int, b []byte) error) error {
 	pos := 0
 	for p := 0; p < len(ctrl); {
 		op := ctrl[p]
@@ -344,7 +356,7 @@ func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op b
 		default:
 			return fmt.Errorf("%w: window %d: operation %d", ErrMalformed, n, op)
 		}
-		if err := fn(op, off, out[pos:pos+int(l)]); err != nil {
+		if err := fn(op, off, pos, out[pos:pos+int(l)]); err != nil {
 			return err
 		}
 		pos += int(l)
@@ -356,38 +368,65 @@ func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op b
 	return nil
 }
 
-// addDiff adds the next len(b) diff bytes to b.
-func (s *stream) addDiff(b []byte) error {
-	for len(b) > 0 {
-		d, err := s.r.Peek(min(len(b), s.r.Size()))
-		if len(d) == 0 {
-			return s.bodyErr("diff bytes", err)
-		}
-		addBytes(b[:len(d)], d)
-		s.r.Discard(len(d))
-		b = b[len(d):]
+// Diff section encodings.
+const (
+	diffRaw   = 0 // the diff bytes themselves
+	diffBzip2 = 1 // uvarint length, then a bzip2 stream of the diff bytes
+)
+
+// openDiff reads the diff section header and returns the reader of the
+// window's diff bytes.
+func (w *windowApplier) openDiff() (*bufio.Reader, error) {
+	s := w.s
+	enc, err := s.uvarint("diff encoding")
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	switch enc {
+	case diffRaw:
+		return s.r, nil
+	case diffBzip2:
+		n, err := s.uvarint("diff length")
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 || n > 2*uint64(w.h.WindowSize)+1<<16 {
+			return nil, fmt.Errorf("%w: diff section of %d bytes", ErrMalformed, n)
+		}
+		w.lim = io.LimitedReader{R: s.r, N: int64(n)}
+		// compress/bzip2 allocates at most 900,000 × 4 bytes of block
+		// state, as the stream header (level 1-9) declares.
+		if w.bz == nil {
+			w.bz = bufio.NewReaderSize(nil, 16<<10)
+		}
+		w.bz.Reset(bzip2.NewReader(&w.lim))
+		return w.bz, nil
+	}
+	return nil, fmt.Errorf("%w: diff encoding %d", ErrMalformed, enc)
 }
 
-// addBytes does dst[i] += d[i], eight bytes at a time where no byte carries
-// into its neighbour.
-func addBytes(dst, d []byte) {
-	i := 0
-	const lo7 = 0x7f7f7f7f7f7f7f7f
-	const hi = 0x8080808080808080
-	for ; i+8 <= len(d); i += 8 {
-		x := binary.LittleEndian.Uint64(dst[i:])
-		y := binary.LittleEndian.Uint64(d[i:])
-		if y == 0 {
-			continue
+// addDiff adds the next len(b) diff bytes from r to b, which starts at new
+// image offset pos. Chunks read from the buffer end on word boundaries.
+func (s *stream) addDiff(r *bufio.Reader, b []byte, pos int64) error {
+	for len(b) > 0 {
+		n := len(b)
+		if n > r.Size() {
+			n = r.Size() - int((pos+int64(r.Size()))&3)
 		}
-		// SWAR byte-wise add: add the low 7 bits, then fix the top bits with xor.
-		sum := (x & lo7) + (y & lo7)
-		sum ^= (x ^ y) & hi
-		binary.LittleEndian.PutUint64(dst[i:], sum)
+		d, err := r.Peek(n)
+		if len(d) < n {
+			if r != s.r {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+			}
+			return s.bodyErr("diff bytes", err)
+		}
+		addDiffWords(b[:n], d, pos)
+		r.Discard(n)
+		b = b[n:]
+		pos += int64(n)
 	}
-	for ; i < len(d); i++ {
-		dst[i] += d[i]
-	}
+	return nil
 }

@@ -9,6 +9,7 @@ const (
 	hashBlock = 4096 // old blocks indexed for exact (COPY) matches
 	zeroRun   = 4096 // shortest run of zeros in the new image made a ZERO op
 	hashMul   = 0x100000001b3
+	smallGap  = 256 // changed regions up to this size are diffed in place
 )
 
 const (
@@ -67,6 +68,12 @@ func (m *matcher) plan(ctx context.Context) ([]piece, error) {
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		// A short gap between exact matches is an in-place edit: diff it
+		// against the old bytes at the same alignment, no index needed.
+		if o := a + lastOffset; b-a <= smallGap && o >= 0 && o+(b-a) <= len(m.old) {
+			emit(piece{a, o, b - a})
+			return nil
 		}
 		sa, base, span, err := m.index(a + lastOffset)
 		if err != nil {
@@ -264,6 +271,37 @@ func avoidZeroBlocks(in []piece, zeroBlock []bool, old, nw []byte) []piece {
 			p.newOff += n
 			p.oldOff += n
 			p.n -= n
+		}
+	}
+	return out
+}
+
+// splitEqualRuns cuts approximate-match pieces around runs of at least
+// minRun unchanged bytes, so those runs become COPY operations.
+func splitEqualRuns(in []piece, old, nw []byte, minRun int) []piece {
+	out := make([]piece, 0, len(in))
+	for _, p := range in {
+		if p.oldOff < 0 {
+			out = append(out, p)
+			continue
+		}
+		ob, nb := old[p.oldOff:p.oldOff+p.n], nw[p.newOff:p.newOff+p.n]
+		start := 0 // start of the pending (not yet emitted) part
+		for i := 0; i < p.n; {
+			l := matchLen(ob[i:], nb[i:])
+			if l < minRun {
+				i += l + 1
+				continue
+			}
+			if i > start {
+				out = append(out, piece{p.newOff + start, p.oldOff + start, i - start})
+			}
+			out = append(out, piece{p.newOff + i, p.oldOff + i, l})
+			i += l
+			start = i
+		}
+		if start < p.n {
+			out = append(out, piece{p.newOff + start, p.oldOff + start, p.n - start})
 		}
 	}
 	return out

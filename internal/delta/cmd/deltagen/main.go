@@ -15,7 +15,8 @@ import (
 
 func main() {
 	window := flag.Int("window", 0, "output bytes per window (default 1 MiB)")
-	zwin := flag.Int("zstd-window", 0, "zstd window (default 8 MiB)")
+	zwin := flag.Int("zstd-window", 0, "zstd window (default 2 MiB)")
+	copyRun := flag.Int("copy-run", 0, "unchanged run inside a match made a COPY (default 1024, -1 never)")
 	full := flag.Int64("full-size", -1, "full-image zstd size for the fallback check (0: measure, -1: skip)")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: deltagen [flags] OLD NEW PATCH")
@@ -26,7 +27,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full}); err != nil {
+	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full, CopyRun: *copyRun}); err != nil {
 		fmt.Fprintln(os.Stderr, "deltagen:", err)
 		os.Exit(1)
 	}
