@@ -92,3 +92,45 @@ func TestUBIWriterCountsBytes(t *testing.T) {
 		t.Fatalf("complete update: %v", err)
 	}
 }
+
+// TestRealUBIVolume updates a kernel UBI volume (nandsim + ubiattach in the
+// VM): OTAD_TEST_UBIVOL=/dev/ubiX_Y names a scratch volume this test may
+// destroy.
+func TestRealUBIVolume(t *testing.T) {
+	dev := os.Getenv("OTAD_TEST_UBIVOL")
+	if dev == "" {
+		t.Skip("set OTAD_TEST_UBIVOL=/dev/ubiX_Y (a scratch volume) to run")
+	}
+	ctx := context.Background()
+	tg, err := Open(Slot{Name: "B", Device: dev, Type: TypeUBIVol}, Slot{Name: "A", Device: "/nonexistent-active"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	img := randomImage(13, int(tg.Size()/2)+999)
+	update := func(n int) error {
+		w, err := OpenWriter(ctx, tg, 0, int64(len(img)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeIn(t, w, img[:n], 10000)
+		return w.Close()
+	}
+	// Interrupted: the kernel flags the volume and read-back refuses it.
+	if err := update(len(img) / 3); !errors.Is(err, ErrVolumeCorrupted) {
+		t.Fatalf("short update: %v", err)
+	}
+	if bad, err := tg.(*ubiTarget).Corrupted(); err != nil || !bad {
+		t.Fatalf("kernel did not flag the interrupted update: %v %v", bad, err)
+	}
+	if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); !errors.Is(err, ErrVolumeCorrupted) {
+		t.Fatalf("read-back of an interrupted update: %v", err)
+	}
+	// Complete: clean flag, image reads back.
+	if err := update(len(img)); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); err != nil {
+		t.Fatal(err)
+	}
+}
