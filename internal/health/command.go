@@ -106,8 +106,10 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	defer t.mu.Unlock()
 	n := len(p)
 	if len(p) >= t.max {
+		if len(p) > t.max || len(t.buf) > 0 {
+			t.dropped = true
+		}
 		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		t.dropped = true
 		return n, nil
 	}
 	if over := len(t.buf) + len(p) - t.max; over > 0 {

@@ -229,7 +229,7 @@ func TestConfirmHangingCheckEndsAtWindow(t *testing.T) {
 		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
 	}
 	f := tr.failure
-	if f.Check != "window" || !strings.Contains(f.Reason, "300ms") || !strings.Contains(f.Reason, "command /bin/sh") {
+	if !f.WindowExpired || !strings.HasPrefix(f.Check, "command /bin/sh") || !strings.Contains(f.Reason, "window of 300ms expired") {
 		t.Fatalf("failure %+v", f)
 	}
 	if !strings.Contains(f.Output, "probing") {
@@ -250,7 +250,7 @@ func TestConfirmCheckIgnoringContext(t *testing.T) {
 	}
 	var tr trial
 	err := tr.run(t, c, context.Background())
-	if tr.rollbacks != 1 || tr.commits != 0 || !strings.Contains(tr.failure.Reason, "app socket") {
+	if tr.rollbacks != 1 || tr.commits != 0 || tr.failure.Check != "app socket" || !tr.failure.WindowExpired {
 		t.Fatalf("got %v (commits=%d)", err, tr.commits)
 	}
 }
@@ -272,7 +272,7 @@ func TestConfirmTargetNeverConfirms(t *testing.T) {
 	if tr.commits != 0 || tr.rollbacks != 1 {
 		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
 	}
-	if f := tr.failure; f.Check != "window" || !strings.Contains(f.Reason, "target boot-complete.target") {
+	if f := tr.failure; f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 400ms expired") {
 		t.Fatalf("failure %+v", f)
 	}
 	if got := fake.startedUnits(); len(got) != 1 {
@@ -311,5 +311,17 @@ func TestConfirmPlainErrorAndDefaults(t *testing.T) {
 	// No checkers, no watchdog, no commit hook: trivially healthy.
 	if err := (&Confirmer{}).Confirm(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A failed magic close after a good commit is reported apart from both a
+// verdict and an interruption: the slot is committed either way.
+func TestConfirmReleaseFailureIsNotARollback(t *testing.T) {
+	w, dog := testWatchdog(t)
+	dog.closeErr = syscall.EIO
+	var tr trial
+	err := tr.run(t, &Confirmer{Watchdog: w, PetInterval: 2 * time.Millisecond}, context.Background())
+	if !errors.Is(err, ErrRelease) || !errors.Is(err, syscall.EIO) || tr.rollbacks != 0 || tr.commits != 1 {
+		t.Fatalf("err=%v commits=%d rollbacks=%d", err, tr.commits, tr.rollbacks)
 	}
 }

@@ -72,10 +72,13 @@ func checkName(c Checker, i int) string {
 // Failure is the verdict "this slot is bad" with what the journal and
 // `otad status` show.
 type Failure struct {
-	Check  string   // which check failed, e.g. "target boot-complete.target", "command /usr/bin/probe", "window"
+	Check  string   // which check failed, e.g. "target boot-complete.target", "command /usr/bin/probe", "commit"
 	Reason string   // one line: failing unit, exit status, timeout
 	Output string   // tail of the check's output, may be empty
 	Units  []string // units found in failed state, if the check looked
+	// WindowExpired: the check did not finish inside the confirmation
+	// window (a hang, or a target that never became active).
+	WindowExpired bool
 }
 
 func (f *Failure) Error() string {
@@ -108,9 +111,14 @@ type Confirmer struct {
 	Commit func(ctx context.Context) error
 }
 
-// Confirm runs every checker in order within the window. It returns nil when
-// all passed (and Commit, if set, succeeded), a *Failure for a bad slot, or
-// the context's error if ctx was cancelled (not a verdict).
+// Confirm runs every checker in order within the window. It returns
+//   - nil when all passed (and Commit, if set, succeeded);
+//   - a *Failure for a bad slot: mark it bad and reboot;
+//   - an error wrapping ErrRelease: healthy and committed, only the magic
+//     close failed (the board may reset once, into the committed slot);
+//   - otherwise an error wrapping ctx's error: interrupted, not a verdict.
+//     If it was interrupted during Commit, the env may or may not have been
+//     written: re-read the boot state.
 func (c *Confirmer) Confirm(ctx context.Context) error {
 	window := c.Window
 	if window <= 0 {
@@ -139,9 +147,10 @@ func (c *Confirmer) Confirm(ctx context.Context) error {
 		}
 		if wctx.Err() != nil {
 			return fail(&Failure{
-				Check:  "window",
-				Reason: fmt.Sprintf("confirmation window of %v expired while %s was running", window, name),
-				Output: outputOf(err),
+				Check:         name,
+				Reason:        fmt.Sprintf("still running when the confirmation window of %v expired", window),
+				Output:        outputOf(err),
+				WindowExpired: true,
 			})
 		}
 		return fail(asFailure(name, hasName(chk), err))
@@ -161,13 +170,17 @@ func (c *Confirmer) Confirm(ctx context.Context) error {
 	stopPetting()
 	if c.Watchdog != nil {
 		if err := c.Watchdog.Release(ctx); err != nil {
-			return fmt.Errorf("health: healthy, but releasing the watchdog: %w", err)
+			return fmt.Errorf("%w: %w", ErrRelease, err)
 		}
 	}
 	return nil
 }
 
 var errWindow = errors.New("health: confirmation window expired")
+
+// ErrRelease: the trial boot is healthy and committed, but the hardware
+// watchdog could not be magic-closed.
+var ErrRelease = errors.New("health: healthy and committed, but releasing the watchdog failed")
 
 // abandonGrace is how long a checker gets to return after its context
 // ended, so a killed command can still hand over its output tail.

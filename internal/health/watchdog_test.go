@@ -20,12 +20,13 @@ type fakeDog struct {
 	t    *testing.T
 	path string
 
-	mu     sync.Mutex
-	secs   int
-	frozen bool          // set by the test: any pet from now on is a bug
-	petted chan struct{} // one token per pet, never blocks
-	setErr error
-	closed bool
+	mu       sync.Mutex
+	secs     int
+	frozen   bool          // set by the test: any pet from now on is a bug
+	petted   chan struct{} // one token per pet, never blocks
+	setErr   error
+	closeErr error // returned by magicClose
+	closed   bool
 }
 
 func newFakeDog(t *testing.T, secs int) *fakeDog {
@@ -82,7 +83,7 @@ func (d *fakeDog) magicClose() error {
 	d.closed = true
 	d.record("V")
 	d.record("close")
-	return nil
+	return d.closeErr
 }
 
 func (d *fakeDog) close() error {
