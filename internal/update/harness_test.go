@@ -268,7 +268,7 @@ func (c *cutter) op() error {
 func (c *cutter) restore() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.dead, c.cutAt, c.ops = false, 0, 0
+	c.dead, c.cutAt = false, 0
 }
 
 type cutStore struct {
