@@ -50,20 +50,24 @@ func newClient(o Options) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// watchdog abandons a request when fewer than need bytes arrived in the
-// last window. It runs on its own timer because a stalled Read never
-// returns to let the reader check anything.
+// watchdog abandons a request when, over RateWindow of time spent waiting
+// on the network, fewer than need bytes arrived. Only time inside Do and
+// body Reads counts: a consumer that pauses between Reads (the engine
+// syncing flash or reading a slot back) is not mistaken for a slow server.
+// A timer covers the Read that never returns.
 type watchdog struct {
 	window time.Duration
 	need   int64
 	cancel func()
-	n      atomic.Int64 // bytes received, added by the reader
 	slow   atomic.Bool
 
 	mu      sync.Mutex
 	t       *time.Timer
-	last    int64
 	stopped bool
+	waiting bool      // inside Do or a body Read
+	since   time.Time // start of the current wait
+	waited  time.Duration
+	got     int64 // bytes arrived during waited
 }
 
 func startWatchdog(minRate int64, window time.Duration, cancel func()) *watchdog {
@@ -73,25 +77,53 @@ func startWatchdog(minRate int64, window time.Duration, cancel func()) *watchdog
 	}
 	w.need = max(1, int64(float64(minRate)*window.Seconds()))
 	w.mu.Lock()
-	w.t = time.AfterFunc(window, w.check)
+	w.t = time.AfterFunc(window/2, w.tick)
 	w.mu.Unlock()
 	return w
 }
 
-func (w *watchdog) check() {
+// begin and end bracket one blocking network call that delivered n bytes.
+func (w *watchdog) begin() {
+	w.mu.Lock()
+	w.waiting, w.since = true, time.Now()
+	w.mu.Unlock()
+}
+
+func (w *watchdog) end(n int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	w.waiting = false
+	w.waited += time.Since(w.since)
+	w.got += int64(n)
+	w.judgeLocked(w.waited)
+}
+
+func (w *watchdog) tick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.slow.Load() {
 		return
 	}
-	cur := w.n.Load()
-	if cur-w.last < w.need {
+	if w.waiting {
+		w.judgeLocked(w.waited + time.Since(w.since))
+	}
+	w.t.Reset(w.window / 2)
+}
+
+// judgeLocked closes a window once enough waiting time has accumulated.
+func (w *watchdog) judgeLocked(waited time.Duration) {
+	if w.need == 0 || waited < w.window {
+		return
+	}
+	if w.got < w.need {
 		w.slow.Store(true)
 		w.cancel()
 		return
 	}
-	w.last = cur
-	w.t.Reset(w.window)
+	w.waited, w.got = 0, 0
+	if w.waiting {
+		w.since = time.Now()
+	}
 }
 
 func (w *watchdog) stop() {

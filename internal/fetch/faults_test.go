@@ -343,3 +343,54 @@ func TestCancelStopsEverything(t *testing.T) {
 		t.Fatalf("cancel took %v to take effect", el)
 	}
 }
+
+// The engine pauses between Reads (flash sync, slot read-back); that idle
+// time is the consumer's, not the server's, and must not trip the watchdog.
+func TestConsumerPauseIsNotSlowness(t *testing.T) {
+	want := payload(3<<20, 25)
+	ts := httptest.NewServer(serve(want, `"p"`))
+	defer ts.Close()
+	s := &sleeper{}
+	src, err := Open(context.Background(), ts.URL, Options{MinRate: 1 << 20, RateWindow: 100 * time.Millisecond, Sleep: s.Sleep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	head := make([]byte, 100_000)
+	if _, err := io.ReadFull(src, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	rest, err := readAll(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, append(head, rest...), want)
+	if len(s.got()) != 0 {
+		t.Fatalf("%d retries after a consumer pause; want none", len(s.got()))
+	}
+}
+
+// Without ETag or Last-Modified nothing proves a resumed range belongs to
+// the same object, so resuming is refused rather than risked.
+func TestNoValidatorCannotResume(t *testing.T) {
+	want := payload(200_000, 26)
+	var n atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w = &dropWriter{ResponseWriter: w, left: 50_000}
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(want)) // zero time: no Last-Modified
+	}))
+	defer ts.Close()
+	src, err := Open(context.Background(), ts.URL, fastOpts(&sleeper{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	got, err := readAll(t, src)
+	if !errors.Is(err, ErrObjectChanged) || !strings.Contains(err.Error(), "no ETag or Last-Modified") {
+		t.Fatalf("err = %v, want ErrObjectChanged naming the missing validator", err)
+	}
+	mustEqual(t, got, want[:50_000])
+}

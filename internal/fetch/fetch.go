@@ -11,7 +11,8 @@
 //     first response's validator (strong ETag, else Last-Modified) and every
 //     partial response is checked (status, Content-Range start and total,
 //     validator). Anything that cannot be proved to be the same object ends
-//     the Source with ErrObjectChanged; the caller restarts from zero.
+//     the Source with ErrObjectChanged; the caller restarts from zero. A
+//     server that sends no validator at all cannot be resumed mid-object.
 //   - A Source never hands out more than Options.MaxSize bytes (a hard
 //     default cap applies when it is zero); a source offering more ends with
 //     ErrTooLarge, and so does a body longer than its declared length.

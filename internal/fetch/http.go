@@ -50,16 +50,17 @@ func (c *conn) close() {
 	c.cancel()
 }
 
-// countingBody feeds the watchdog every byte that arrives, including bytes
-// skipped rather than returned.
+// countingBody reports every body Read to the watchdog, including reads
+// of bytes skipped rather than returned.
 type countingBody struct {
 	io.ReadCloser
 	wd *watchdog
 }
 
 func (b countingBody) Read(p []byte) (int, error) {
+	b.wd.begin()
 	n, err := b.ReadCloser.Read(p)
-	b.wd.n.Add(int64(n))
+	b.wd.end(n)
 	return n, err
 }
 
@@ -251,13 +252,16 @@ func (s *httpSource) connect() error {
 // It returns nil to retry or the error to give up with.
 func (s *httpSource) backOff(err error) error {
 	if s.ctx.Err() != nil {
+		if errors.Is(err, context.Cause(s.ctx)) {
+			return err // already says so
+		}
 		return s.ctxErr(err)
 	}
 	if !retryable(err) {
 		return err
 	}
 	if s.failures >= s.opts.MaxRetries {
-		return fmt.Errorf("fetch: giving up after %d failed attempts at offset %d: %w", s.failures+1, s.off, err)
+		return fmt.Errorf("fetch: giving up after %d failed attempts: %w", s.failures+1, err)
 	}
 	delay := s.opts.backoff(s.failures)
 	var se *StatusError
@@ -294,8 +298,11 @@ func retryable(err error) bool {
 func (s *httpSource) ctxErr(last error) error {
 	cerr := context.Cause(s.ctx)
 	if errors.Is(cerr, context.DeadlineExceeded) && s.opts.Deadline > 0 {
-		return fmt.Errorf("fetch: deadline of %v reached at offset %d of %s: %w (last error: %v)",
-			s.opts.Deadline, s.off, s.name, cerr, last)
+		err := fmt.Errorf("fetch: deadline of %v reached at offset %d of %s: %w", s.opts.Deadline, s.off, s.name, cerr)
+		if last != nil && !errors.Is(last, cerr) {
+			err = fmt.Errorf("%w (last error: %v)", err, last)
+		}
+		return err
 	}
 	return fmt.Errorf("fetch: %s at offset %d: %w", s.name, s.off, cerr)
 }
@@ -336,7 +343,12 @@ func (s *httpSource) attempt() (*conn, error) {
 			req.Header.Set("If-Range", s.validator)
 		}
 	}
+	c.wd.begin()
 	resp, err := s.client.Do(req)
+	c.wd.end(0)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		err = ue.Err // its text repeats the URL, unredacted query included
+	}
 	if err != nil {
 		return fail(s.connErr(c, err))
 	}
@@ -412,6 +424,9 @@ func (s *httpSource) accept206(c *conn, resp *http.Response) error {
 	switch {
 	case !s.opened:
 		s.validator, s.size = v, cr.total
+	case s.validator == "" && s.off > 0:
+		return fmt.Errorf("%w: %s sends no ETag or Last-Modified, so a resumed range cannot be proved to be the same object; restart from zero",
+			ErrObjectChanged, s.name)
 	case s.validator != "" && v != "" && v != s.validator:
 		return fmt.Errorf("%w: %s now has validator %s (was %s); restart from zero", ErrObjectChanged, s.name, v, s.validator)
 	case s.size >= 0 && cr.total >= 0 && cr.total != s.size:
