@@ -170,9 +170,9 @@ func TestCommandTimeoutKillsProcessGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	// The shell forks a grandchild that would outlive a plain kill of sh.
 	script := fmt.Sprintf(`sleep 300 & echo $! > %s; echo started; wait`, pidFile)
-	err := (&CommandChecker{Argv: []string{"/bin/sh", "-c", script}, Timeout: 300 * time.Millisecond}).Check(context.Background())
+	err := (&CommandChecker{Argv: []string{"/bin/sh", "-c", script}, Timeout: time.Second}).Check(context.Background())
 	var f *Failure
-	if !errors.As(err, &f) || !strings.Contains(f.Reason, "timed out after 300ms") || !strings.Contains(f.Output, "started") {
+	if !errors.As(err, &f) || !strings.Contains(f.Reason, "timed out after 1s") || !strings.Contains(f.Output, "started") {
 		t.Fatalf("got %#v", err)
 	}
 	assertGone(t, pidFile)
@@ -222,14 +222,14 @@ func TestConfirmHangingCheckEndsAtWindow(t *testing.T) {
 	w, dog := testWatchdog(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	hang := &CommandChecker{Argv: []string{"/bin/sh", "-c", fmt.Sprintf(`echo $$ > %s; echo probing; sleep 300`, pidFile)}}
-	c := &Confirmer{Checkers: []Checker{hang}, Window: 300 * time.Millisecond, Watchdog: w, PetInterval: 2 * time.Millisecond}
+	c := &Confirmer{Checkers: []Checker{hang}, Window: time.Second, Watchdog: w, PetInterval: 2 * time.Millisecond}
 	var tr trial
 	err := tr.run(t, c, context.Background())
 	if tr.commits != 0 || tr.rollbacks != 1 {
 		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
 	}
 	f := tr.failure
-	if !f.WindowExpired || !strings.HasPrefix(f.Check, "command /bin/sh") || !strings.Contains(f.Reason, "window of 300ms expired") {
+	if !f.WindowExpired || !strings.HasPrefix(f.Check, "command /bin/sh") || !strings.Contains(f.Reason, "window of 1s expired") {
 		t.Fatalf("failure %+v", f)
 	}
 	if !strings.Contains(f.Output, "probing") {
@@ -263,7 +263,7 @@ func TestConfirmTargetNeverConfirms(t *testing.T) {
 	w, dog := testWatchdog(t)
 	c := &Confirmer{
 		Checkers:    []Checker{&TargetChecker{Dial: dialer(addr)}},
-		Window:      400 * time.Millisecond,
+		Window:      time.Second,
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
 	}
@@ -272,7 +272,7 @@ func TestConfirmTargetNeverConfirms(t *testing.T) {
 	if tr.commits != 0 || tr.rollbacks != 1 {
 		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
 	}
-	if f := tr.failure; f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 400ms expired") {
+	if f := tr.failure; f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 1s expired") {
 		t.Fatalf("failure %+v", f)
 	}
 	if got := fake.startedUnits(); len(got) != 1 {

@@ -128,8 +128,10 @@ func TestNotifierWatchdogLoopFollowsLiveness(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hung atomic.Bool
+	var refused atomic.Int32 // liveness probes answered "hung"
 	alive := func(ctx context.Context) error {
 		if hung.Load() {
+			refused.Add(1)
 			<-ctx.Done() // the main loop does not answer
 			return ctx.Err()
 		}
@@ -145,10 +147,22 @@ func TestNotifierWatchdogLoopFollowsLiveness(t *testing.T) {
 		}
 	}
 	hung.Store(true)
-	// Drain a ping that may have been in flight, then expect silence for
-	// five intervals.
-	_, _ = recv(t, l, 30*time.Millisecond)
-	if got, err := recv(t, l, 200*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+	waitFor := func(n int32) {
+		for refused.Load() < n {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Once a probe was refused, any ping decided before the hang has been
+	// written (pings are sent synchronously in the same loop): drain them.
+	waitFor(1)
+	for {
+		if _, err := recv(t, l, time.Millisecond); err != nil {
+			break
+		}
+	}
+	// Three more ticks with a hung main loop: not a single ping.
+	waitFor(4)
+	if got, err := recv(t, l, time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("pinged while the main loop hung: %q %v", got, err)
 	}
 	hung.Store(false)
