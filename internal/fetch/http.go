@@ -353,6 +353,7 @@ func (s *httpSource) attempt() (*conn, error) {
 		return fail(s.connErr(c, err))
 	}
 	c.body = countingBody{resp.Body, c.wd}
+	resp.Body = c.body // error bodies are read under the watchdog too
 	switch resp.StatusCode {
 	case http.StatusOK:
 		err = s.accept200(c, resp)

@@ -426,3 +426,19 @@ func TestBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryAfterBeyondDeadlineFailsNow(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "600")
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	}))
+	defer ts.Close()
+	s := &sleeper{}
+	opts := fastOpts(s)
+	opts.Deadline = 10 * time.Second
+	_, err := Open(context.Background(), ts.URL, opts)
+	var se *StatusError
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &se) || len(s.got()) != 0 {
+		t.Fatalf("err = %v after %d sleeps; want deadline + 503 at once", err, len(s.got()))
+	}
+}
