@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/otadev/otad/internal/bootenv"
+)
+
+const compatible = "otad-vm-arm64"
+
+// guestConf is /etc/otad/system.conf inside every slot image.
+const guestConf = `[system]
+compatible = ` + compatible + `
+data-dir = /data/otad
+env-config = /etc/fw_env.config
+bootlimit = 3
+reboot = auto
+reboot-command = /sbin/reboot
+
+[keyring]
+directory = /etc/otad/keys
+
+[slot.rootfs.0]
+name = A
+device = /dev/vda2
+type = block
+
+[slot.rootfs.1]
+name = B
+device = /dev/vda3
+type = block
+
+[health]
+target =
+check = /bin/sh -c 'test -e /etc/otad-image'
+watchdog = none
+`
+
+// prepare builds what all scenarios share: keys, boot partition, data
+// partition, the slot images v1 (good), v2 (good, newer) and v2-broken.
+func (a *artifacts) prepare() error {
+	var err error
+	if a.defEnv, err = loadDefaultEnv(filepath.Join(a.cache, "uboot-default-env.txt")); err != nil {
+		return err
+	}
+	a.keys = filepath.Join(a.work, "keys")
+	if err := os.MkdirAll(a.keys, 0o755); err != nil {
+		return err
+	}
+	a.signKey = filepath.Join(a.work, "vmtest.key")
+	if err := run(a.otadHst, "bundle", "keygen", "-id", "vmtest", "-o", filepath.Join(a.work, "vmtest")); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(a.keys, "vmtest.pub"), filepath.Join(a.work, "vmtest.pub"), 0o644); err != nil {
+		return err
+	}
+	if err := a.buildBoot(); err != nil {
+		return err
+	}
+	if err := a.buildData(); err != nil {
+		return err
+	}
+	for _, s := range []slotSpec{{name: "v1"}, {name: "v2"}, {name: "v2-broken", broken: true}} {
+		img, err := a.buildSlot(s, guestConf)
+		if err != nil {
+			return fmt.Errorf("slot image %s: %w", s.name, err)
+		}
+		a.slots[s.name] = img
+	}
+	return nil
+}
+
+// boardEnv is what the board's default environment adds to U-Boot's own: no
+// autoboot delay and the console for Linux.
+func boardEnv(kv ...string) *bootenv.Env {
+	e := bootenv.NewEnv()
+	e.Set("bootdelay", "0")
+	e.Set("otad_bootargs", "console=ttyAMA0 loglevel=5")
+	for i := 0; i+1 < len(kv); i += 2 {
+		e.Set(kv[i], kv[i+1])
+	}
+	return e
+}
+
+// expectEnv checks variables of env; an empty want means "unset or empty".
+func expectEnv(where string, e *bootenv.Env, kv ...string) error {
+	var bad []string
+	for i := 0; i+1 < len(kv); i += 2 {
+		got, _ := e.Get(kv[i])
+		if got != kv[i+1] {
+			bad = append(bad, fmt.Sprintf("%s=%q (want %q)", kv[i], got, kv[i+1]))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%s env: %s", where, strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func isBoot(slot, image string) func(event) bool {
+	return func(ev event) bool {
+		return ev.kind == "boot" && ev.fields["slot"] == slot && ev.fields["image"] == image
+	}
+}
+
+var scenarios = []scenario{
+	{name: "boot-a", run: scenBootA},
+	{name: "uboot-fallback", run: scenUbootFallback},
+}
+
+// scenBootA: a plain boot of slot A from a seeded env; nothing may be
+// written to the env (a normal boot writes nothing).
+func scenBootA(ctx context.Context, a *artifacts, r *result) error {
+	m, err := a.newMachine("boot-a", a.slots["v1"], a.slots["v2"], boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
+	if err != nil {
+		return err
+	}
+	before, err := os.ReadFile(m.envFlash())
+	if err != nil {
+		return err
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	defer m.cut()
+	if _, _, err := m.waitEvent(ctx, 0, 90*time.Second, isBoot("A", "v1")); err != nil {
+		return fmt.Errorf("slot A did not boot: %w\n%s", err, tail(m.console(), 15))
+	}
+	ge, err := m.guestEnv()
+	if err != nil {
+		return fmt.Errorf("guest env dump: %w", err)
+	}
+	if err := expectEnv("guest /dev/mtd0", ge, "otad_slot", "A", "upgrade_available", "0"); err != nil {
+		return err
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	after, err := os.ReadFile(m.envFlash())
+	if err != nil {
+		return err
+	}
+	if string(before[:0x40000]) != string(after[:0x40000]) {
+		return fmt.Errorf("a normal boot changed the environment")
+	}
+	return nil
+}
+
+// scenUbootFallback: env armed on the host (otad_slot=B on trial), slot B
+// cannot boot (its rootfs has no init: kernel panic → reset). Real U-Boot
+// running THE boot script must count bootlimit trials and fall back to A.
+func scenUbootFallback(ctx context.Context, a *artifacts, r *result) error {
+	m, err := a.newMachine("uboot-fallback", a.slots["v1"], a.slots["v2-broken"],
+		boardEnv("otad_slot", "B", "otad_prev", "A", "upgrade_available", "1", "bootcount", "0", "bootlimit", "3"))
+	if err != nil {
+		return err
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	defer m.cut()
+	if _, _, err := m.waitEvent(ctx, 0, 4*time.Minute, isBoot("A", "v1")); err != nil {
+		return fmt.Errorf("no fallback boot of A: %w\n%s", err, tail(m.console(), 20))
+	}
+	for _, ev := range m.events() {
+		if ev.kind == "boot" && ev.fields["slot"] == "B" {
+			return fmt.Errorf("broken slot B reached userspace: %s", ev.raw)
+		}
+	}
+	ge, err := m.guestEnv()
+	if err != nil {
+		return fmt.Errorf("guest env dump: %w", err)
+	}
+	if err := expectEnv("guest /dev/mtd0", ge, "otad_slot", "A", "upgrade_available", "0", "bootcount", "0", "otad_failed", "B"); err != nil {
+		return err
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	if r.boots != 4 {
+		return fmt.Errorf("U-Boot started %d times, want 4 (3 trials of B + fallback to A)", r.boots)
+	}
+	he, err := m.readEnv()
+	if err != nil {
+		return err
+	}
+	return expectEnv("host flash1.img", he, "otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "otad_failed", "B")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
