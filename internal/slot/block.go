@@ -23,7 +23,8 @@ type fdTarget struct {
 	o     Options
 
 	mu    sync.Mutex
-	trail *trail // read-back following the last writer, if enabled
+	trail *trail        // read-back following the last writer, if enabled
+	live  *directWriter // last direct writer, to end it if abandoned
 }
 
 const fdAlign = 4096
@@ -112,6 +113,7 @@ func (t *fdTarget) WriteAlign() int64 { return fdAlign }
 // Close stops a read-back still following a writer before closing the file
 // it reads.
 func (t *fdTarget) Close() error {
+	t.stopWriter()
 	t.stopTrail()
 	return t.f.Close()
 }
@@ -206,18 +208,40 @@ func (t *fdTarget) OpenWriter(ctx context.Context, off int64) (Writer, error) {
 		return nil, err
 	}
 	t.stopTrail()
-	w := &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize), started: off, waited: off}
+	t.stopWriter()
+	var tr *trail
 	if t.o.ReadBackWhileWriting {
 		// Without O_DIRECT there is no cheap way to read behind the
 		// writer from the medium; VerifyReadBack then reads it all.
 		if d, err := openDirect(t.f); err == nil {
-			w.tr = startTrail(ctx, d, off)
+			tr = startTrail(ctx, d, off)
 			t.mu.Lock()
-			t.trail = w.tr
+			t.trail = tr
 			t.mu.Unlock()
 		}
 	}
-	return w, nil
+	if t.block && !t.o.Buffered {
+		if dw, err := newDirectWriter(ctx, t, off); err == nil {
+			dw.tr = tr
+			t.mu.Lock()
+			t.live = dw
+			t.mu.Unlock()
+			return dw, nil
+		}
+	}
+	return &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize), started: off, waited: off, tr: tr}, nil
+}
+
+// stopWriter ends a direct writer that was never closed (its caller gave
+// up), so its goroutine and descriptor do not outlive it.
+func (t *fdTarget) stopWriter() {
+	t.mu.Lock()
+	dw := t.live
+	t.live = nil
+	t.mu.Unlock()
+	if dw != nil {
+		dw.abandon()
+	}
 }
 
 // fdWriter buffers into ChunkSize pieces and writes each with one pwrite.

@@ -11,13 +11,26 @@ import (
 	"time"
 )
 
-func TestBlockWriteVerifyAndCorruption(t *testing.T) {
+// bothModes runs f for the O_DIRECT writer and the buffered one.
+func bothModes(t *testing.T, f func(t *testing.T, buffered bool)) {
+	for _, buffered := range []bool{false, true} {
+		name := "direct"
+		if buffered {
+			name = "buffered"
+		}
+		t.Run(name, func(t *testing.T) { f(t, buffered) })
+	}
+}
+
+func TestBlockWriteVerifyAndCorruption(t *testing.T) { bothModes(t, testBlockWriteVerifyAndCorruption) }
+
+func testBlockWriteVerifyAndCorruption(t *testing.T, buffered bool) {
 	dev, backing := loopDevice(t, 16<<20)
 	other, _ := loopDevice(t, 1<<20)
 	ctx := context.Background()
 	tg, err := OpenWith(Slot{Name: "B", Device: dev, Type: TypeBlock},
 		Slot{Name: "A", Device: other, Type: TypeBlock},
-		Options{ChunkSize: 1 << 20, SyncEvery: 3 << 20})
+		Options{ChunkSize: 1 << 20, SyncEvery: 3 << 20, Buffered: buffered})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +42,9 @@ func TestBlockWriteVerifyAndCorruption(t *testing.T) {
 	w, err := OpenWriter(ctx, tg, 0, int64(len(img)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, direct := w.(*directWriter); direct == buffered {
+		t.Fatalf("writer %T with Buffered=%v", w, buffered)
 	}
 	writeIn(t, w, img, 300<<10)
 	if err := w.Close(); err != nil {
@@ -62,10 +78,13 @@ func TestBlockWriteVerifyAndCorruption(t *testing.T) {
 	}
 }
 
-func TestBlockResumeAtAlignment(t *testing.T) {
+func TestBlockResumeAtAlignment(t *testing.T) { bothModes(t, testBlockResumeAtAlignment) }
+
+func testBlockResumeAtAlignment(t *testing.T, buffered bool) {
 	dev, _ := loopDevice(t, 8<<20)
 	ctx := context.Background()
-	tg, err := OpenWith(Slot{Name: "B", Device: dev}, Slot{Name: "A", Device: "/nonexistent-active"}, Options{ChunkSize: 256 << 10})
+	tg, err := OpenWith(Slot{Name: "B", Device: dev}, Slot{Name: "A", Device: "/nonexistent-active"},
+		Options{ChunkSize: 256 << 10, Buffered: buffered})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +99,15 @@ func TestBlockResumeAtAlignment(t *testing.T) {
 	if _, err := tg.OpenWriter(ctx, 1000); !errors.Is(err, ErrAlign) {
 		t.Fatalf("unaligned resume: %v", err)
 	}
+	// The first writer is abandoned, not closed: the next one ends it.
 	resume := int64(2400<<10) / tg.WriteAlign() * tg.WriteAlign()
+	if dw, ok := w.(*directWriter); ok {
+		defer func() {
+			if !dw.closed {
+				t.Error("abandoned direct writer still running")
+			}
+		}()
+	}
 	w2, err := tg.OpenWriter(ctx, resume)
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +219,56 @@ func TestWriterCancel(t *testing.T) {
 	if _, err := Hash(ctx, tg, 1<<20); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Hash with cancelled ctx: %v", err)
 	}
+}
+
+// Syncs at odd offsets (mid-sector) and skip-unchanged on a block device:
+// the direct writer rewrites unaligned remainders and must still end with
+// exactly the image.
+func TestBlockSyncAnywhereAndSkipUnchanged(t *testing.T) {
+	bothModes(t, func(t *testing.T, buffered bool) {
+		dev, backing := loopDevice(t, 8<<20)
+		ctx := context.Background()
+		img := randomImage(21, 5<<20+77)
+		for _, skip := range []bool{false, true, true} {
+			tg, err := OpenWith(Slot{Name: "B", Device: dev}, Slot{Name: "A", Device: "/nonexistent-active"},
+				Options{ChunkSize: 512 << 10, Buffered: buffered, SkipUnchanged: skip})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := OpenWriter(ctx, tg, 0, int64(len(img)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, k := 0, 0; i < len(img); k++ {
+				n := min(1000+k*4099, len(img)-i)
+				if _, err := w.Write(img[i : i+n]); err != nil {
+					t.Fatal(err)
+				}
+				i += n
+				if k%3 == 0 {
+					if err := w.Sync(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); err != nil {
+				t.Fatalf("skip=%v: %v", skip, err)
+			}
+			tg.Close()
+			img[len(img)/2] ^= 1 // the next round has one changed chunk
+		}
+		raw, err := os.ReadFile(backing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img[len(img)/2] ^= 1 // undo the last flip: the image written last
+		if !bytes.Equal(raw[:len(img)], img) {
+			t.Fatal("device does not hold the last image")
+		}
+	})
 }
 
 func TestMountedDeviceIsRefused(t *testing.T) {

@@ -100,6 +100,10 @@ type Options struct {
 	// SD cards and flash read faster than they write, and erase cycles are
 	// saved when reinstalling a similar image.
 	SkipUnchanged bool
+	// Buffered writes block devices through the page cache, with writeback
+	// pacing, instead of with O_DIRECT from aligned buffers (the default,
+	// which leaves the CPU to the read-back hash). Files are always buffered.
+	Buffered bool
 	// ReadBackWhileWriting (block devices and files) re-reads each written
 	// chunk from the medium with O_DIRECT while the writer carries on, so the
 	// VerifyReadBack that follows the writer's Close only waits for the last

@@ -23,11 +23,13 @@ func corruptByte(t *testing.T, path string, off int64) {
 	}
 }
 
-func TestReadBackWhileWriting(t *testing.T) {
+func TestReadBackWhileWriting(t *testing.T) { bothModes(t, testReadBackWhileWriting) }
+
+func testReadBackWhileWriting(t *testing.T, buffered bool) {
 	dev, backing := loopDevice(t, 16<<20)
 	ctx := context.Background()
 	tg, err := OpenWith(Slot{Name: "B", Device: dev}, Slot{Name: "A", Device: "/nonexistent-active"},
-		Options{ChunkSize: 1 << 20, ReadBackWhileWriting: true})
+		Options{ChunkSize: 1 << 20, ReadBackWhileWriting: true, Buffered: buffered})
 	if err != nil {
 		t.Fatal(err)
 	}
