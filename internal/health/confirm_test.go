@@ -325,3 +325,19 @@ func TestConfirmReleaseFailureIsNotARollback(t *testing.T) {
 		t.Fatalf("err=%v commits=%d rollbacks=%d", err, tr.commits, tr.rollbacks)
 	}
 }
+
+func TestStandardCheckers(t *testing.T) {
+	cs := Standard("gateway.target", true, [][]string{{"/usr/bin/probe", "-q"}, {"/bin/true"}}, 7*time.Second)
+	if len(cs) != 3 {
+		t.Fatalf("%d checkers", len(cs))
+	}
+	if tc, ok := cs[0].(*TargetChecker); !ok || tc.Unit != "gateway.target" || !tc.NoFailedUnits {
+		t.Fatalf("first checker %#v", cs[0])
+	}
+	if cc, ok := cs[1].(*CommandChecker); !ok || cc.Name() != "command /usr/bin/probe -q" || cc.Timeout != 7*time.Second {
+		t.Fatalf("second checker %#v", cs[1])
+	}
+	if got := Standard("", false, [][]string{{"/bin/true"}}, 0); len(got) != 1 {
+		t.Fatalf("empty target not omitted: %d checkers", len(got))
+	}
+}

@@ -61,6 +61,20 @@ func hasName(c Checker) bool {
 	return ok && n.Name() != ""
 }
 
+// Standard builds the usual checker list from the configuration: the
+// systemd target first (omitted when target is ""), then each command with
+// its own timeout, in order.
+func Standard(target string, noFailedUnits bool, commands [][]string, commandTimeout time.Duration) []Checker {
+	var cs []Checker
+	if target != "" {
+		cs = append(cs, &TargetChecker{Unit: target, NoFailedUnits: noFailedUnits})
+	}
+	for _, argv := range commands {
+		cs = append(cs, &CommandChecker{Argv: append([]string(nil), argv...), Timeout: commandTimeout})
+	}
+	return cs
+}
+
 // checkName is how reports refer to c: its Name() if it has one.
 func checkName(c Checker, i int) string {
 	if n, ok := c.(interface{ Name() string }); ok && n.Name() != "" {
