@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -393,4 +395,39 @@ func TestNoValidatorCannotResume(t *testing.T) {
 		t.Fatalf("err = %v, want ErrObjectChanged naming the missing validator", err)
 	}
 	mustEqual(t, got, want[:50_000])
+}
+
+// The engine lowers the cap once the manifest gives the bundle size.
+func TestLowerCap(t *testing.T) {
+	want := payload(80_000, 27)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < len(want); i += 10_000 { // chunked: size unknown up front
+			w.Write(want[i : i+10_000])
+			http.NewResponseController(w).Flush()
+		}
+	}))
+	defer ts.Close()
+	path := filepath.Join(t.TempDir(), "b")
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{ts.URL, path, "-"} {
+		s, err := Open(context.Background(), src, Options{MinRate: -1, Stdin: bytes.NewReader(want)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := make([]byte, 1000)
+		if _, err := io.ReadFull(s, head); err != nil {
+			t.Fatal(err)
+		}
+		if !LowerCap(s, 50_000) {
+			t.Fatalf("%s: LowerCap refused a Source from Open", src)
+		}
+		LowerCap(s, 1<<40) // never raises
+		rest, err := io.ReadAll(s)
+		if !errors.Is(err, ErrTooLarge) || len(head)+len(rest) != 50_000 {
+			t.Fatalf("%s: read %d, err %v; want 50000 then ErrTooLarge", src, len(head)+len(rest), err)
+		}
+		s.Close()
+	}
 }

@@ -140,6 +140,19 @@ func Open(ctx context.Context, src string, opts Options) (Source, error) {
 	}
 }
 
+// LowerCap lowers the size cap of a Source from Open to n once the caller
+// knows the real size (the engine: from the verified manifest); the cap is
+// never raised. Reads stop at the cap and then fail with ErrTooLarge (an
+// HTTP source whose declared size already exceeds it fails on the next
+// Read). It reports false for a Source not made by Open.
+func LowerCap(src Source, n int64) bool {
+	c, ok := src.(interface{ lowerCap(int64) })
+	if ok {
+		c.lowerCap(max(n, 0))
+	}
+	return ok
+}
+
 func hasScheme(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
@@ -235,6 +248,8 @@ func openFile(path string, max int64) (Source, error) {
 
 func (f *fileSource) Size() int64 { return f.size }
 
+func (f *fileSource) lowerCap(n int64) { f.max = min(f.max, n) }
+
 func (f *fileSource) Read(p []byte) (int, error) {
 	// A file can grow while we read it; the cap still holds.
 	if f.off >= f.max {
@@ -272,6 +287,8 @@ type stdinSource struct {
 }
 
 func (s *stdinSource) Size() int64 { return -1 }
+
+func (s *stdinSource) lowerCap(n int64) { s.max = min(s.max, n) }
 
 func (s *stdinSource) Read(p []byte) (int, error) {
 	if s.closed {

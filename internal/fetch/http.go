@@ -93,6 +93,13 @@ func openHTTP(ctx context.Context, src string, opts Options) (Source, error) {
 
 func (s *httpSource) Size() int64 { return s.size }
 
+func (s *httpSource) lowerCap(n int64) {
+	s.opts.MaxSize = min(s.opts.MaxSize, n)
+	if s.size > s.opts.MaxSize && s.err == nil {
+		s.err = fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, s.name, s.size, s.opts.MaxSize)
+	}
+}
+
 func (s *httpSource) Read(p []byte) (int, error) {
 	switch {
 	case s.closed:
