@@ -19,6 +19,14 @@
 //     table, so a resumed writer lands where a fresh one would).
 //   - A UBI volume update cannot be resumed: the kernel marks an interrupted
 //     update corrupted; WriteAlign is the volume size so a resume restarts at 0.
+//   - VerifyReadBack hashes what the medium returns, never a cache: O_DIRECT
+//     reads for block devices and files (BLKFLSBUF / fadvise where O_DIRECT
+//     is unavailable); MTD and UBI reads are uncached by nature.
+//
+// Block devices are written with O_DIRECT from aligned 4 MiB buffers, one
+// chunk in flight while the next is filled (Options.Buffered: through the
+// page cache instead, with writeback paced by sync_file_range). Sync and
+// Close end with fdatasync, which also flushes the device's write cache.
 package slot
 
 import (
@@ -90,11 +98,12 @@ var (
 type Options struct {
 	// ChunkSize is the write unit for block devices and files (default 4 MiB).
 	ChunkSize int64
-	// SyncEvery forces a full sync (with device cache flush) after this
-	// many bytes. Default: off (0 or negative) for block devices and files,
-	// because their writers pace writeback instead: at most two chunks are
-	// ever waiting to reach the device, so progress is honest without cache
-	// flushes, and durability comes from the caller's Sync at resume points.
+	// SyncEvery (buffered writers) forces a full sync, with device cache
+	// flush, after this many bytes. Default off (0 or negative): buffered
+	// writers pace writeback instead, at most two chunks waiting to reach the
+	// device, and the direct writer has nothing in the page cache at all, so
+	// progress is honest without cache flushes; durability comes from the
+	// caller's Sync at its resume points.
 	SyncEvery int64
 	// SkipUnchanged reads each chunk first and writes only if it differs:
 	// SD cards and flash read faster than they write, and erase cycles are
@@ -115,9 +124,7 @@ type Options struct {
 	Sysfs string
 }
 
-const (
-	defaultChunk = 4 << 20
-)
+const defaultChunk = 4 << 20
 
 func (o Options) withDefaults() Options {
 	if o.ChunkSize <= 0 {
