@@ -13,6 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// mtdCharMajor is the fixed major of /dev/mtdN (minor 2N) and /dev/mtdNro
+// (minor 2N+1).
+const mtdCharMajor = 90
+
 // Char is a kernel MTD character device (/dev/mtdN).
 type Char struct {
 	f    *os.File
@@ -65,7 +69,12 @@ func newChar(f *os.File) (*Char, error) {
 	default:
 		return nil, fmt.Errorf("%w: %s: unsupported MTD type %d", ErrNotMTD, f.Name(), mi.Type)
 	}
-	if n, err := sysfsInt(filepath.Join(SysfsDir("/sys", st.Rdev), "size")); err == nil && n > 0 {
+	// /dev/mtdNro (odd minor) has no size attribute; its read-write twin does.
+	rw := st.Rdev
+	if unix.Major(rw) == mtdCharMajor {
+		rw = unix.Mkdev(mtdCharMajor, unix.Minor(rw)&^1)
+	}
+	if n, err := sysfsInt(filepath.Join(SysfsDir("/sys", rw), "size")); err == nil && n > 0 {
 		info.Size = n
 	}
 	if err := info.Validate(); err != nil {
