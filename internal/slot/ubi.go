@@ -97,6 +97,15 @@ func (t *ubiTarget) Corrupted() (bool, error) {
 	return n != 0, nil
 }
 
+// VolumeCorrupted reports whether t is a UBI volume whose last update was
+// interrupted (the kernel's "corrupted" flag). Other targets report false.
+func VolumeCorrupted(t Target) (bool, error) {
+	if u, ok := t.(*ubiTarget); ok {
+		return u.Corrupted()
+	}
+	return false, nil
+}
+
 // health fails when an update was interrupted.
 func (t *ubiTarget) health() error {
 	bad, err := t.Corrupted()

@@ -60,12 +60,15 @@ func TestUBIVolumeModel(t *testing.T) {
 	if _, err := OpenWriter(ctx, tg, 0, 1000); err == nil {
 		t.Fatal("UBI_IOCVOLUP on /dev/null succeeded")
 	}
-	if bad, err := tg.Corrupted(); err != nil || bad {
-		t.Fatalf("Corrupted = %v, %v", bad, err)
+	if bad, err := VolumeCorrupted(tg); err != nil || bad {
+		t.Fatalf("VolumeCorrupted = %v, %v", bad, err)
 	}
 	// The kernel flags an interrupted update; read-back reports it first.
 	if err := os.WriteFile(filepath.Join(vol, "corrupted"), []byte("1\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if bad, err := VolumeCorrupted(tg); err != nil || !bad {
+		t.Fatalf("VolumeCorrupted = %v, %v after the kernel flagged it", bad, err)
 	}
 	if err := VerifyReadBack(ctx, tg, 0, sum(nil)); !errors.Is(err, ErrVolumeCorrupted) {
 		t.Fatalf("corrupted volume passed read-back: %v", err)
