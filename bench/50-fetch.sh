@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/fetchbench" ./internal/fetch/cmd/fetchbench
-"$tmp/fetchbench" -size "${FETCHBENCH_MIB:-256}" -rounds "${FETCHBENCH_ROUNDS:-5}" -dir "$tmp"
+"$tmp/fetchbench" -size "${FETCHBENCH_MIB:-256}" -rounds "${FETCHBENCH_ROUNDS:-7}" -dir "$tmp"

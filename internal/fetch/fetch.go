@@ -119,8 +119,8 @@ type Options struct {
 	Stdin io.Reader
 }
 
-// Open opens src: "-" is stdin, http:// and https:// are streamed, anything
-// else is a local path. For HTTP the first request is sent before Open
+// Open opens src: "-" is stdin, http:// and https:// are streamed, file://
+// and anything without a scheme is a local path. For HTTP the first request is sent before Open
 // returns, so permanent errors (404, TLS, too large) surface here.
 func Open(ctx context.Context, src string, opts Options) (Source, error) {
 	opts = opts.withDefaults()
@@ -133,6 +133,12 @@ func Open(ctx context.Context, src string, opts Options) (Source, error) {
 		return &stdinSource{r: in, max: opts.MaxSize}, nil
 	case hasScheme(src, "http://"), hasScheme(src, "https://"):
 		return openHTTP(ctx, src, opts)
+	case hasScheme(src, "file://"):
+		u, err := url.Parse(src)
+		if err != nil || (u.Host != "" && u.Host != "localhost") {
+			return nil, fmt.Errorf("fetch: bad file URL %q (want file:///path)", src)
+		}
+		return openFile(u.Path, opts.MaxSize)
 	case strings.Contains(src, "://"):
 		return nil, fmt.Errorf("fetch: unsupported URL scheme in %q (want http, https, a path or -)", src)
 	default:

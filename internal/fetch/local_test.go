@@ -30,6 +30,16 @@ func TestLocalFileReadSeek(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEqual(t, got, want)
+	viaURL, err := Open(context.Background(), "file://"+path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = readAll(t, viaURL)
+	viaURL.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, got, want)
 	if off, err := src.Seek(60_000, io.SeekStart); err != nil || off != 60_000 {
 		t.Fatalf("Seek = %d, %v", off, err)
 	}

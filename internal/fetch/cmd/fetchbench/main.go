@@ -16,8 +16,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/otadev/otad/internal/fetch"
@@ -90,7 +92,12 @@ func run(args []string, out io.Writer) error {
 	// the median is printed too so a noisy run is visible as such.
 	lm, rm := median(local), median(remote)
 	lb, rb := slices.Max(local), slices.Max(remote)
-	fmt.Fprintf(out, "fetch: %d MiB streamed into sha256, %d interleaved rounds each\n", *sizeMiB, *rounds)
+	load := "?"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	fmt.Fprintf(out, "fetch: %d MiB streamed into sha256, %d interleaved rounds each (load avg %s, %d CPUs)\n",
+		*sizeMiB, *rounds, load, runtime.NumCPU())
 	fmt.Fprintf(out, "  local file (baseline)  best %8.1f MB/s  median %8.1f MB/s\n", lb, lm)
 	fmt.Fprintf(out, "  http over loopback     best %8.1f MB/s  median %8.1f MB/s\n", rb, rm)
 	fmt.Fprintf(out, "  ratio http/local       best %8.2f       median %8.2f   (goal >= 0.90)\n", rb/lb, rm/lm)
