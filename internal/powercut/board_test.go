@@ -1,0 +1,400 @@
+package powercut
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/otadev/otad/internal/boot/bootsim"
+	"github.com/otadev/otad/internal/bootenv"
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/floor"
+	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/mtd"
+	"github.com/otadev/otad/internal/slot"
+	"github.com/otadev/otad/internal/update"
+)
+
+const (
+	compat    = "otad-powercut"
+	slotSize  = 256 << 10
+	chunkSize = 16 << 10
+	bootLimit = 3
+	envSize   = 4 << 10
+	dataDir   = "/data"
+)
+
+var epoch = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+// kind is what the kernel model does with an image.
+type kind int
+
+const (
+	good   kind = iota
+	panics      // kernel panic: never reaches userspace
+	sick        // boots, but the health check fails
+)
+
+type image struct {
+	name   string
+	data   []byte
+	kind   kind
+	secver uint64
+	bundle []byte
+}
+
+// fixtures are the signed bundles every board shares (built once).
+type fixtures struct {
+	keyring                           *bundle.Keyring
+	factory, v2, v3, bad, ill, final *image
+	all                               []*image
+	byName                            map[string]*image
+}
+
+var (
+	fxOnce sync.Once
+	fx     *fixtures
+	fxErr  error
+)
+
+func loadFixtures(t testing.TB) *fixtures {
+	t.Helper()
+	fxOnce.Do(func() { fx, fxErr = buildFixtures() })
+	if fxErr != nil {
+		t.Fatal(fxErr)
+	}
+	return fx
+}
+
+func pattern(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := mrand.New(mrand.NewPCG(seed, 7))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func buildFixtures() (*fixtures, error) {
+	k, err := bundle.GenerateKey(bundle.AlgEd25519, "powercut", "release", rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	f := &fixtures{byName: map[string]*image{}}
+	if f.keyring, err = bundle.NewKeyring(bundle.DefaultPolicy, k.Public()); err != nil {
+		return nil, err
+	}
+	mk := func(name string, seed uint64, size int, kd kind, secver uint64, enc string) (*image, error) {
+		img := &image{name: name, data: pattern(seed, size), kind: kd, secver: secver}
+		var buf bytes.Buffer
+		_, err := bundle.Create(context.Background(), &buf, bundle.CreateOptions{
+			Compatible: compat, Version: name, SecurityVersion: secver, ChunkSize: chunkSize,
+			Created: epoch.Add(-time.Hour)},
+			[]bundle.Source{{Class: update.RootfsClass, Encoding: enc, Data: bytes.NewReader(img.data), Size: int64(size)}},
+			[]*bundle.PrivateKey{k})
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", name, err)
+		}
+		img.bundle = buf.Bytes()
+		f.all = append(f.all, img)
+		f.byName[name] = img
+		return img, nil
+	}
+	for _, s := range []struct {
+		dst    **image
+		name   string
+		size   int
+		kd     kind
+		secver uint64
+		enc    string
+	}{
+		{&f.factory, "1.0-factory", 200<<10 + 100, good, 1, bundle.EncodingRaw},
+		{&f.v2, "2.0", 210<<10 + 333, good, 2, bundle.EncodingRaw},
+		{&f.v3, "3.0", 190<<10 + 5, good, 3, bundle.EncodingZstd},
+		{&f.bad, "2.1-panics", 205 << 10, panics, 2, bundle.EncodingRaw},
+		{&f.ill, "2.2-unhealthy", 199<<10 + 17, sick, 2, bundle.EncodingRaw},
+		{&f.final, "9.0-final", 180 << 10, good, 3, bundle.EncodingRaw},
+	} {
+		img, err := mk(s.name, uint64(len(f.all)+1), s.size, s.kd, s.secver, s.enc)
+		if err != nil {
+			return nil, err
+		}
+		*s.dst = img
+	}
+	return f, nil
+}
+
+// slotDev is one slot's storage.
+type slotDev interface {
+	target() slot.Target
+	durable() []byte
+	factory(p []byte)
+}
+
+type flashSlot struct{ f *Flash }
+
+func (s flashSlot) target() slot.Target { return slot.NewMTDTarget(s.f) }
+func (s flashSlot) durable() []byte     { return s.f.Durable() }
+func (s flashSlot) factory(p []byte) {
+	if err := s.f.Sim().Poke(0, p); err != nil {
+		panic(err)
+	}
+}
+
+type blockSlot struct{ b *BlockDev }
+
+func (s blockSlot) target() slot.Target { return s.b.Target() }
+func (s blockSlot) durable() []byte     { return s.b.Durable() }
+func (s blockSlot) factory(p []byte)    { s.b.Poke(0, p) }
+
+// medium is one way to build a board's slots and env.
+type medium struct {
+	name  string
+	build func(d *Domain) (map[string]slotDev, bootenv.Store)
+}
+
+var media = []medium{
+	{"nand", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NAND, 512) }},
+	{"nor", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NOR, 1) }},
+	{"file", func(d *Domain) (map[string]slotDev, bootenv.Store) {
+		env := NewBlockDev(d, 2*envSize)
+		return map[string]slotDev{"A": blockSlot{NewBlockDev(d, slotSize)}, "B": blockSlot{NewBlockDev(d, slotSize)}},
+			bootenv.NewMediumStore([]bootenv.Medium{env, env}, []int64{0, envSize}, envSize, bootenv.FlagsIncrement)
+	}},
+}
+
+func flashBoard(d *Domain, k mtd.Kind, ws int64) (map[string]slotDev, bootenv.Store) {
+	info := mtd.Info{Kind: k, Size: slotSize, EraseSize: 4 << 10, WriteSize: ws}
+	scheme := bootenv.FlagsIncrement
+	if k == mtd.NOR {
+		scheme = bootenv.FlagsBoolean
+	}
+	env := NewFlash(d, mtd.Info{Kind: k, Size: 4 * envSize, EraseSize: envSize, WriteSize: ws})
+	return map[string]slotDev{"A": flashSlot{NewFlash(d, info)}, "B": flashSlot{NewFlash(d, info)}},
+		bootenv.NewMediumStore([]bootenv.Medium{env, env}, []int64{0, envSize}, envSize, scheme)
+}
+
+// clock is the engine's deterministic time: 1 ms per reading.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
+	return c.t
+}
+
+// board is one simulated gateway: slots, env, data file system on one
+// power domain, plus the bootloader and kernel models.
+type board struct {
+	fx     *fixtures
+	dom    *Domain
+	fs     *CrashFS
+	slots  map[string]slotDev
+	env    bootenv.Store // the raw store; the engine gets a probe around it
+	clock  *clock
+	booted string
+
+	mu        sync.Mutex
+	rebootReq bool
+	viol      error
+	hook      func(pos int64)
+}
+
+func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) *board {
+	t.Helper()
+	d := NewDomain(mode, seed)
+	b := &board{fx: fx, dom: d, fs: NewCrashFS(d), clock: &clock{t: epoch}}
+	b.slots, b.env = m.build(d)
+	// Factory state: both slots hold the factory image, A committed.
+	for _, s := range b.slots {
+		s.factory(fx.factory.data)
+	}
+	e := bootenv.NewEnv()
+	for k, v := range map[string]string{"otad_slot": "A", "otad_prev": "A", "upgrade_available": "0",
+		"bootcount": "0", "bootlimit": fmt.Sprint(bootLimit)} {
+		e.Set(k, v)
+	}
+	for range 2 { // both copies valid
+		if err := b.env.Save(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.fs.MkdirAll(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d.CleanReboot()
+	d.ResetOps()
+	return b
+}
+
+// violate records the first invariant violation of a run.
+func (b *board) violate(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.viol == nil {
+		b.viol = fmt.Errorf(format, args...)
+	}
+}
+
+func (b *board) violation() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.viol
+}
+
+// identify is the kernel model's view of a slot: the known image whose
+// every byte the slot holds, or nil.
+func (b *board) identify(name string) *image {
+	d := b.slots[name].durable()
+	for _, img := range b.fx.all {
+		if bytes.Equal(d[:len(img.data)], img.data) {
+			return img
+		}
+	}
+	return nil
+}
+
+func (b *board) envState() (*bootenv.Env, error) { return b.env.Load() }
+
+// probe checks every env write: an armed slot must already hold a
+// complete image, durably.
+type probe struct {
+	bootenv.Store
+	b *board
+}
+
+func (p *probe) Save(e *bootenv.Env) error {
+	if err := p.Store.Save(e); err != nil {
+		return err
+	}
+	if up, _ := e.Get("upgrade_available"); up == "1" {
+		s, _ := e.Get("otad_slot")
+		if _, ok := p.b.slots[s]; !ok {
+			p.b.violate("env armed an unknown slot %q", s)
+		} else if p.b.identify(s) == nil {
+			p.b.violate("env armed slot %s, which holds no complete verified image", s)
+		}
+	}
+	return nil
+}
+
+type memSource struct {
+	*bytes.Reader
+	hook func(pos int64)
+}
+
+func (s *memSource) Read(p []byte) (int, error) {
+	n, err := s.Reader.Read(p)
+	if s.hook != nil && n > 0 {
+		s.hook(s.Reader.Size() - int64(s.Reader.Len()))
+	}
+	return n, err
+}
+func (s *memSource) Close() error { return nil }
+
+type rebooter struct{ b *board }
+
+func (r rebooter) Reboot(context.Context) error {
+	if err := r.b.dom.alive(); err != nil {
+		return err
+	}
+	r.b.mu.Lock()
+	r.b.rebootReq = true
+	r.b.mu.Unlock()
+	return nil
+}
+
+// health is the kernel model's health check: a "sick" image fails it.
+type health struct{ b *board }
+
+func (h health) Confirm(context.Context) error {
+	if img := h.b.identify(h.b.booted); img == nil || img.kind != good {
+		return errors.New("service otad-app failed")
+	}
+	return nil
+}
+
+var slotCfg = map[string]slot.Slot{
+	"A": {Name: "A", Class: "rootfs", Device: "sim:A", Type: "mtd", Bootname: "A"},
+	"B": {Name: "B", Class: "rootfs", Device: "sim:B", Type: "mtd", Bootname: "B"},
+}
+
+// engine is a daemon start: a new engine on the same board.
+func (b *board) engine() *update.Engine {
+	cfg := update.Config{
+		Compatible: compat,
+		Slots:      slotCfg,
+		Env:        &probe{Store: b.env, b: b},
+		BootLimit:  bootLimit,
+		OpenSlot: func(target, active slot.Slot) (slot.Target, error) {
+			if target.Name == active.Name {
+				b.violate("engine opened the active slot %s for writing", active.Name)
+				return nil, slot.ErrActiveSlot
+			}
+			return b.slots[target.Name].target(), nil
+		},
+		OpenReadOnly: func(s slot.Slot) (slot.Target, error) { return b.slots[s.Name].target(), nil },
+		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
+			img := b.fx.byName[src]
+			if img == nil {
+				return nil, fmt.Errorf("no bundle %q", src)
+			}
+			b.mu.Lock()
+			h := b.hook
+			b.mu.Unlock()
+			return &memSource{Reader: bytes.NewReader(img.bundle), hook: h}, nil
+		},
+		Keyring:    b.fx.keyring,
+		Confirmer:  health{b},
+		Rebooter:   rebooter{b},
+		AutoReboot: true,
+		Clock:      b.clock,
+		Cmdline:    func() (string, error) { return "console=ttyS0 otad.slot=" + b.booted + " ro", nil },
+		Journal:    &journal.Journal{FS: b.fs, Dir: dataDir},
+		Floor:      &floor.Store{FS: b.fs, Dir: dataDir},
+		SyncBytes:  2 * chunkSize,
+	}
+	e, err := update.New(cfg)
+	if err != nil {
+		panic(err) // configuration bug in the test
+	}
+	return e
+}
+
+func (b *board) floor() (uint64, error) {
+	return (&floor.Store{FS: b.fs, Dir: dataDir}).Get()
+}
+
+// bootOnce is one power-on through the bootloader model. It returns the
+// slot the kernel runs, or "" if the boot did not reach userspace (cut
+// during U-Boot's env write, or a panicking kernel).
+func (b *board) bootOnce() (string, *image, error) {
+	s, err := bootsim.Step(b.env)
+	if err != nil {
+		if b.dom.IsCut() {
+			return "", nil, nil
+		}
+		return "", nil, fmt.Errorf("bootloader: %w", err)
+	}
+	img := b.identify(s)
+	if img == nil {
+		return "", nil, fmt.Errorf("bootloader booted slot %s, which holds no complete verified image", s)
+	}
+	return s, img, nil
+}
+
+func sum(p []byte) [32]byte { return sha256.Sum256(p) }
+
+var _ = io.EOF

@@ -1,0 +1,137 @@
+package powercut
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/otadev/otad/internal/floor"
+)
+
+// TestPowerCutReference runs every cycle on every medium without a cut:
+// the cycles themselves must pass, and their operation counts are the
+// campaign's cut ranges.
+func TestPowerCutReference(t *testing.T) {
+	f := loadFixtures(t)
+	for _, m := range media {
+		for _, c := range cycles {
+			b := newBoard(t, f, m, LoseUnsynced, 1)
+			res, err := b.run(c)
+			if err != nil {
+				t.Errorf("%s/%s without a cut: %v", m.name, c.name, err)
+				continue
+			}
+			t.Logf("%-5s %-20s %4d ops %2d boots", m.name, c.name, res.ops, res.boots)
+		}
+	}
+}
+
+var modes = []TearMode{LoseUnsynced, TearRandom, KeepUnsynced}
+
+// TestPowerCutCampaign cuts the power at every write operation of every
+// cycle on every medium, in every tear mode. OTAD_POWERCUT=full runs all
+// cut points; otherwise a seeded sample.
+func TestPowerCutCampaign(t *testing.T) {
+	full := os.Getenv("OTAD_POWERCUT") == "full"
+	f := loadFixtures(t)
+	start := time.Now()
+	total, bad, known := 0, 0, 0
+	var lines []string
+	byKind := map[string]int{}
+	for _, m := range media {
+		for _, c := range cycles {
+			ref := newBoard(t, f, m, LoseUnsynced, 1)
+			rr, err := ref.run(c)
+			if err != nil {
+				t.Errorf("%s/%s reference: %v", m.name, c.name, err)
+				continue
+			}
+			n := rr.ops
+			points, viol, notCut := 0, 0, 0
+			for k := 1; k <= n; k++ {
+				for mi, mode := range modes {
+					seed := uint64(k)*31 + uint64(mi)
+					if !full && (seed*0x9e3779b97f4a7c15)>>60 != 0 { // 1 in 16
+						continue
+					}
+					b := newBoard(t, f, m, mode, seed)
+					b.dom.CutAt(k)
+					res, err := b.run(c)
+					points++
+					if !res.cut {
+						notCut++
+					}
+					if err != nil {
+						key := classify(err)
+						byKind[key]++
+						if isKnownFloorBug(err) {
+							known++
+							if byKind[key] <= 3 {
+								t.Logf("KNOWN FINDING %s/%s cut at op %d/%d (%v): %v", m.name, c.name, k, n, mode, err)
+							}
+							continue
+						}
+						viol++
+						if byKind[key] <= 3 {
+							t.Errorf("%s/%s cut at op %d/%d (%v): %v", m.name, c.name, k, n, mode, err)
+						}
+					}
+				}
+			}
+			total += points
+			bad += viol
+			lines = append(lines, fmt.Sprintf("%-5s %-20s N=%4d cut points %6d violations %d", m.name, c.name, n, points, viol))
+			if notCut > 0 {
+				t.Errorf("%s/%s: %d runs never reached their cut point (non-deterministic op count)", m.name, c.name, notCut)
+			}
+		}
+	}
+	for _, l := range lines {
+		t.Log(l)
+	}
+	var kinds []string
+	for k, v := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%6d  %s", v, k))
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		t.Log("violation kind:", k)
+	}
+	mode := "sampled 1/16"
+	if full {
+		mode = "full"
+	}
+	t.Logf("power-cut campaign (%s): %d distinct cut points, %d violations, %d known finding (floor first raise), %s",
+		mode, total, bad, known, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("POWERCUT %s: %d cut points, %d violations, %d known finding (TestFloorFirstRaiseTornLeavesNoValidCopy)\n", mode, total, bad, known)
+}
+
+// isKnownFloorBug recognizes the finding TestFloorFirstRaiseTornLeavesNoValidCopy
+// shows: a cut during the very first floor raise leaves floor.0 torn with
+// no floor.1, and floor.Store.Get then fails for good. It is reported by
+// that test (which fails until package floor is fixed), not once per cut
+// point here, so the campaign still shows whether anything else breaks.
+func isKnownFloorBug(err error) bool {
+	return errors.Is(err, floor.ErrNoValidCopy) || strings.Contains(err.Error(), floor.ErrNoValidCopy.Error())
+}
+
+// classify groups violations by their message without numbers.
+func classify(err error) string {
+	s := err.Error()
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			continue
+		}
+		b.WriteRune(r)
+	}
+	out := b.String()
+	if len(out) > 120 {
+		out = out[:120]
+	}
+	return out
+}
