@@ -54,7 +54,7 @@ vmtest-quick: build deps
 	test/vm/run.sh quick
 
 powercut: deps
-	CGO_ENABLED=1 OTAD_POWERCUT=full $(GO) test -count=1 -timeout 30m -run 'PowerCut' -v ./internal/update/ | tail -n 40
+	OTAD_POWERCUT=full $(GO) test -count=1 -timeout 30m -run PowerCut -v ./internal/powercut/
 
 clean:
 	rm -rf $(BIN)

@@ -53,10 +53,10 @@ type image struct {
 
 // fixtures are the signed bundles every board shares (built once).
 type fixtures struct {
-	keyring                           *bundle.Keyring
+	keyring                          *bundle.Keyring
 	factory, v2, v3, bad, ill, final *image
-	all                               []*image
-	byName                            map[string]*image
+	all                              []*image
+	byName                           map[string]*image
 }
 
 var (
