@@ -327,7 +327,7 @@ func (e *Engine) Status() Status {
 			ss.State, ss.Version, ss.SHA256 = string(r.State), r.Version, r.SHA256
 			ss.Installed, ss.Activated, ss.Reason = r.Installed, r.Activated, r.Reason
 		}
-		if name == booted && ss.State != string(journal.SlotPending) {
+		if name == booted && (ss.State == "" || ss.State == string(journal.SlotGood)) {
 			ss.State = "active"
 		}
 		st.Slots = append(st.Slots, ss)

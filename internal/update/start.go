@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/otadev/otad/internal/boot"
+	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
 )
 
@@ -90,6 +92,7 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 			// lost): confirm all the same, with what we know.
 			rec = &journal.Record{Tx: e.newTx(), Target: booted, Active: e.slotName(st.Prev)}
 		}
+		e.setOp(OpConfirming, "health check of slot "+booted)
 		return func(ctx context.Context) error { return e.confirm(ctx, rec) }, rec.Tx, nil
 
 	case inFlight && rec.Target == booted && envSlot == booted:
@@ -317,6 +320,12 @@ func (e *Engine) fallback(ctx context.Context, rec *journal.Record, cause error)
 	booted := e.bootedSlot()
 	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": booted})
 	reason := "health check failed: " + cause.Error()
+	var hf *health.Failure
+	if errors.As(cause, &hf) && strings.TrimSpace(hf.Output) != "" {
+		// The last line of the check's output usually says why.
+		out := strings.Split(strings.TrimSpace(hf.Output), "\n")
+		reason += ": " + strings.TrimSpace(out[len(out)-1])
+	}
 	log.WithField("reason", reason).Error("trial boot failed")
 	e.setOp(OpRollingBack, "falling back from slot "+booted)
 	// The reason goes to the journal first so it survives the reboot.

@@ -1,0 +1,269 @@
+// Package daemon wires otad together: configuration → boot env store,
+// slots, keyring, journal, floor, health confirmer, rebooter → the update
+// engine, and the engine → the bus (through the Serve seam) and systemd
+// (sd_notify). It holds no update logic of its own.
+//
+// Invariants: READY=1 is sent only after the engine has loaded and settled
+// its persistent state; on shutdown the engine's work is stopped through
+// its context and waited for before the env store is closed, so no write
+// is cut off by otad itself.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/otadev/otad/internal/bootenv"
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/config"
+	"github.com/otadev/otad/internal/fetch"
+	"github.com/otadev/otad/internal/floor"
+	"github.com/otadev/otad/internal/health"
+	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/slot"
+	"github.com/otadev/otad/internal/update"
+)
+
+// Options replace parts of the wiring; the zero value is production.
+type Options struct {
+	Log *logrus.Logger
+	// Env replaces the store opened from the config's env-config.
+	Env bootenv.Store
+	// Cmdline replaces reading the config's cmdline file.
+	Cmdline func() (string, error)
+	// Confirmer replaces the health confirmer built from [health].
+	Confirmer update.Confirmer
+	// Rebooter replaces the one built from [system] reboot-command.
+	Rebooter update.Rebooter
+	// Serve exposes the engine (normally on D-Bus) until ctx ends; nil
+	// serves nothing (in-process use: demo, tests).
+	Serve func(ctx context.Context, d *Daemon) error
+	// Notifier reports to systemd; nil disables sd_notify.
+	Notifier *health.Notifier
+}
+
+// Daemon is one wired otad.
+type Daemon struct {
+	Config *config.Config
+	Engine *update.Engine
+	log    *logrus.Entry
+	opts   Options
+	closer func() error
+}
+
+// New builds the daemon from cfg. Nothing is written yet.
+func New(cfg *config.Config, o Options) (*Daemon, error) {
+	if o.Log == nil {
+		o.Log = logrus.New()
+	}
+	log := o.Log.WithField("component", "daemon")
+	d := &Daemon{Config: cfg, log: log, opts: o, closer: func() error { return nil }}
+
+	env := o.Env
+	if env == nil {
+		ec, err := bootenv.LoadConfig(cfg.EnvConfig)
+		if err != nil {
+			return nil, fmt.Errorf("env-config: %w", err)
+		}
+		ds, err := bootenv.OpenStore(ec)
+		if err != nil {
+			return nil, fmt.Errorf("env-config %s: %w", cfg.EnvConfig, err)
+		}
+		env, d.closer = ds, ds.Close
+	}
+	slots, err := Slots(cfg)
+	if err != nil {
+		d.closer()
+		return nil, err
+	}
+	kr, err := LoadKeyring(cfg.Keyring)
+	if err != nil {
+		d.closer()
+		return nil, err
+	}
+	j, err := journal.New(cfg.DataDir)
+	if err != nil {
+		d.closer()
+		return nil, err
+	}
+	cmdline := o.Cmdline
+	if cmdline == nil {
+		path := cfg.Cmdline
+		cmdline = func() (string, error) {
+			b, err := os.ReadFile(path)
+			return string(b), err
+		}
+	}
+	confirmer := o.Confirmer
+	if confirmer == nil {
+		confirmer, err = NewConfirmer(cfg.Health)
+		if err != nil {
+			d.closer()
+			return nil, err
+		}
+	}
+	rebooter := o.Rebooter
+	if rebooter == nil {
+		rebooter = NewRebooter(cfg.RebootCommand)
+	}
+	fo := FetchOptions(cfg.Fetch)
+	e, err := update.New(update.Config{
+		Log:        o.Log.WithField("component", "update"),
+		Compatible: cfg.Compatible,
+		Slots:      slots,
+		Env:        env,
+		BootLimit:  cfg.BootLimit,
+		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
+			return fetch.Open(ctx, src, fo)
+		},
+		Keyring:    kr,
+		Confirmer:  confirmer,
+		Rebooter:   rebooter,
+		AutoReboot: cfg.Reboot == config.RebootAuto,
+		Cmdline:    cmdline,
+		Journal:    j,
+		Floor:      &floor.Store{FS: j.FS, Dir: cfg.DataDir},
+	})
+	if err != nil {
+		d.closer()
+		return nil, err
+	}
+	d.Engine = e
+	return d, nil
+}
+
+// Slots turns the config's rootfs slot sections into slot.Slots by name,
+// creating file-backed slots of the configured size.
+func Slots(cfg *config.Config) (map[string]slot.Slot, error) {
+	out := map[string]slot.Slot{}
+	for _, s := range cfg.Slots {
+		if s.Class != update.RootfsClass {
+			return nil, fmt.Errorf("slot class %q: only %q slots are supported", s.Class, update.RootfsClass)
+		}
+		if s.Type == slot.TypeFile && s.Size > 0 {
+			t, err := slot.NewFileTarget(s.Device, s.Size)
+			if err != nil {
+				return nil, err
+			}
+			t.Close()
+		}
+		out[s.Name] = slot.Slot{Name: s.Name, Class: s.Class, Device: s.Device, Type: s.Type, Bootname: s.Bootname}
+	}
+	return out, nil
+}
+
+// LoadKeyring loads the trusted keys; the config's threshold can only make
+// the directory's policy stricter.
+func LoadKeyring(k config.Keyring) (*bundle.Keyring, error) {
+	kr, err := bundle.LoadKeyring(k.Directory)
+	if err != nil {
+		return nil, err
+	}
+	if k.Threshold > kr.Policy.Threshold {
+		kr.Policy.Threshold = k.Threshold
+	}
+	return kr, nil
+}
+
+// FetchOptions maps [fetch] onto the downloader.
+func FetchOptions(f config.Fetch) fetch.Options {
+	o := fetch.Options{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key, MinRate: f.MinRate, Deadline: f.Timeout}
+	if len(f.Headers) > 0 {
+		o.Headers = map[string]string{}
+		for _, h := range f.Headers {
+			if prev, ok := o.Headers[h[0]]; ok {
+				o.Headers[h[0]] = prev + ", " + h[1]
+			} else {
+				o.Headers[h[0]] = h[1]
+			}
+		}
+	}
+	return o
+}
+
+// NewConfirmer builds the trial-boot health confirmation from [health].
+func NewConfirmer(h config.Health) (*health.Confirmer, error) {
+	c := &health.Confirmer{Window: h.Timeout}
+	if h.Target != "" {
+		c.Checkers = append(c.Checkers, &health.TargetChecker{Unit: h.Target, NoFailedUnits: h.NoFailedUnits})
+	}
+	for _, argv := range h.Checks {
+		c.Checkers = append(c.Checkers, &health.CommandChecker{Argv: argv, Timeout: h.CheckTimeout})
+	}
+	if h.Watchdog == config.WatchdogOtad {
+		// Opened lazily would race the trial; open now so a busy device is
+		// reported at start. The health package handles NOWAYOUT.
+		wd, err := health.OpenWatchdog(h.WatchdogDevice, 0)
+		if err != nil {
+			return nil, fmt.Errorf("watchdog %s: %w", h.WatchdogDevice, err)
+		}
+		c.Watchdog = wd
+	}
+	return c, nil
+}
+
+// Run starts the engine, reports READY, serves until ctx ends, then stops
+// the engine's work and closes the env store.
+func (d *Daemon) Run(ctx context.Context) error {
+	tuneMemory()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := d.Engine.Start(ctx); err != nil {
+		d.log.WithError(err).Error("engine start failed")
+		d.Engine.Wait()
+		d.closer()
+		return err
+	}
+	n := d.opts.Notifier
+	st := d.Engine.Status()
+	if n != nil {
+		_ = n.Ready(fmt.Sprintf("booted slot %s, %s", st.BootSlot, st.Operation))
+		go n.RunWatchdog(ctx, func(context.Context) error { d.Engine.Status(); return nil })
+	}
+	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
+	var serveErr error
+	if d.opts.Serve != nil {
+		serveErr = d.opts.Serve(ctx, d)
+		if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
+			d.log.WithError(serveErr).Error("serving stopped")
+		}
+	} else {
+		<-ctx.Done()
+	}
+	if n != nil {
+		_ = n.Stopping()
+	}
+	cancel()
+	d.Engine.Wait()
+	if err := d.closer(); err != nil {
+		d.log.WithError(err).Error("closing the env store")
+	}
+	if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
+		return serveErr
+	}
+	return nil
+}
+
+// Close releases the env store when Run is not used.
+func (d *Daemon) Close() error {
+	d.Engine.Wait()
+	return d.closer()
+}
+
+// tuneMemory keeps the daemon small on a gateway: the install path streams
+// through a few fixed buffers, so a soft limit makes the GC collect before
+// the heap grows instead of doubling it. GOMEMLIMIT from the environment
+// (e.g. set in otad.service) wins.
+func tuneMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(24 << 20)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
+}
