@@ -6,7 +6,10 @@
 // hold the newest record, fsyncs it, and leaves the other untouched; reads
 // take the highest floor among the valid copies. So a power cut during a
 // raise tears at most the copy being written: the raise may be lost, but
-// the floor read afterwards is never lower than before. The engine raises
+// the floor read afterwards is never lower than before. Raises start with
+// floor.0, so an invalid floor.0 with no floor.1 is a torn first raise and
+// reads as 0 (deleting floor.1 and damaging floor.0 resets the floor: the
+// file store trusts root; a TPM or OTP Floor does not). The engine raises
 // the floor only after the new slot is committed. A TPM NV counter or OTP
 // fuses can replace the file store behind the Floor interface.
 package floor
@@ -72,10 +75,14 @@ func decode(b []byte) rec {
 
 func (s *Store) path(i int) string { return filepath.Join(s.Dir, fmt.Sprintf("floor.%d", i)) }
 
-// read returns both copies and whether any copy file exists at all.
+// read returns both copies and whether floor.1 exists. Raises alternate
+// starting with floor.0, so while floor.1 does not exist at most the first
+// raise was ever attempted: an invalid floor.0 then is that raise torn by a
+// power cut (the file created, its record not yet durable), and the floor
+// is still 0.
 func (s *Store) read() ([2]rec, bool, error) {
 	var rs [2]rec
-	exists := false
+	second := false
 	for i := range rs {
 		b, err := journal.ReadFile(s.FS, s.path(i))
 		if errors.Is(err, os.ErrNotExist) {
@@ -84,27 +91,27 @@ func (s *Store) read() ([2]rec, bool, error) {
 		if err != nil {
 			return rs, false, fmt.Errorf("floor: %w", err)
 		}
-		if len(b) > 0 {
-			exists = true
+		if i == 1 {
+			second = true
 		}
 		rs[i] = decode(b)
 	}
-	return rs, exists, nil
+	return rs, second, nil
 }
 
 // Get returns the highest floor among the valid copies.
 func (s *Store) Get() (uint64, error) {
-	rs, exists, err := s.read()
+	rs, second, err := s.read()
 	if err != nil {
 		return 0, err
 	}
 	if !rs[0].valid && !rs[1].valid {
-		if exists {
-			// Only reachable if both copies were damaged: a single torn
-			// write cannot do it, since the other copy is never touched.
+		if second {
+			// Both copies exist and both are damaged: a single torn write
+			// cannot do that, since a raise never touches the newest copy.
 			return 0, ErrNoValidCopy
 		}
-		return 0, nil
+		return 0, nil // never raised, or the first raise was torn
 	}
 	return max(floorOf(rs[0]), floorOf(rs[1])), nil
 }
@@ -118,9 +125,12 @@ func floorOf(r rec) uint64 {
 
 // Raise writes v into the copy not holding the newest record.
 func (s *Store) Raise(v uint64) error {
-	rs, _, err := s.read()
+	rs, second, err := s.read()
 	if err != nil {
 		return err
+	}
+	if !rs[0].valid && !rs[1].valid && second {
+		return ErrNoValidCopy
 	}
 	cur := max(floorOf(rs[0]), floorOf(rs[1]))
 	if v <= cur && (rs[0].valid || rs[1].valid) {

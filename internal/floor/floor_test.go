@@ -83,3 +83,23 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// The first raise creates floor.0; a cut before its record is durable can
+// leave the file with a partial or zeroed record and no floor.1. That is
+// "never raised", not an unreadable floor (finding of the power-cut
+// campaign, internal/powercut TestFloorFirstRaiseTornLeavesNoValidCopy).
+func TestFirstRaiseTorn(t *testing.T) {
+	for _, torn := range [][]byte{{}, make([]byte, recSize), encode(1, 9)[:10]} {
+		s := New(t.TempDir())
+		os.WriteFile(filepath.Join(s.Dir, "floor.0"), torn, 0o644)
+		if v, err := s.Get(); err != nil || v != 0 {
+			t.Fatalf("torn first raise %x: floor %d %v, want 0", torn, v, err)
+		}
+		if err := s.Raise(9); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := s.Get(); v != 9 {
+			t.Fatalf("raise after torn first raise: %d", v)
+		}
+	}
+}
