@@ -59,18 +59,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.3f", a/b; else prin
 
 # ---------------------------------------------------------------- synthetic 1 GiB pair
 # Incompressible old image; new = 1 MiB inserted (everything after shifts),
-# 64 MiB of it zeroed, a few in-place edits. Apply memory must not grow with it.
+# 1/16 of it zeroed, a few in-place edits. Apply memory must not grow with it.
 log "making the ${SYN_MIB} MiB synthetic pair"
 SYN_OLD=$W/syn-old.img SYN_NEW=$W/syn-new.img
 head -c "${SYN_MIB}M" /dev/urandom >"$SYN_OLD"
-q=$((SYN_MIB / 4))
-{
-  head -c "${q}M" "$SYN_OLD"
+q=$((SYN_MIB / 4)) z=$((SYN_MIB / 16))
+{ # exactly SYN_MIB MiB; dd, not tail|head, so no writer dies of SIGPIPE under pipefail
+  dd if="$SYN_OLD" bs=1M count=$q status=none
   head -c 1M /dev/urandom
-  tail -c +$((q * 1048576 + 1)) "$SYN_OLD" | head -c "$((q * 1048576))"
-  head -c 64M /dev/zero
-  tail -c +$(((2 * q + 64) * 1048576 + 1)) "$SYN_OLD"
-} | head -c "${SYN_MIB}M" >"$SYN_NEW"
+  dd if="$SYN_OLD" bs=1M skip=$q count=$q status=none
+  head -c "${z}M" /dev/zero
+  dd if="$SYN_OLD" bs=1M skip=$((2 * q + z)) count=$((SYN_MIB - 2 * q - z - 1)) status=none
+} >"$SYN_NEW"
 for off in 4096 $((q * 3 * 1048576 + 17)) $((SYN_MIB * 1048576 - 9000)); do
   printf 'otad-edit' | dd of="$SYN_NEW" bs=1 seek="$off" conv=notrunc status=none
 done

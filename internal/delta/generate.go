@@ -33,7 +33,7 @@ type GenOptions struct {
 	SegmentSize int
 	// CopyRun is the shortest run of unchanged bytes inside an approximate
 	// match that becomes a COPY of its own instead of zero diff bytes
-	// (default 1024; < 0: never). Shorter runs compress better as diff bytes,
+	// (default 4096; < 0: never). Shorter runs compress better as diff bytes,
 	// longer ones are cheaper to apply as copies.
 	CopyRun int
 	// RawDiff stores diff bytes as they are (compressed only by the zstd
@@ -49,9 +49,11 @@ type Stats struct {
 	Windows     int
 	CopyBytes   int64 // new bytes copied unchanged from the old image
 	ZeroBytes   int64
-	AddBytes    int64 // new bytes made from old bytes plus a diff
-	LitBytes    int64 // new bytes stored literally
-	SourceBytes int64 // old bytes the patch reads (and verifies)
+	AddBytes    int64    // new bytes made from old bytes plus a diff
+	LitBytes    int64    // new bytes stored literally
+	SourceBytes int64    // old bytes the patch reads (and verifies)
+	OldSHA256   [32]byte // the source image (bundle: DeltaSource.SourceSHA256)
+	NewSHA256   [32]byte // the new image (bundle: Image.SHA256)
 	Duration    time.Duration
 }
 
@@ -66,7 +68,7 @@ func (o *GenOptions) defaults() error {
 		o.MaxSuffixArray = 256 << 20
 	}
 	if o.CopyRun == 0 {
-		o.CopyRun = 1024
+		o.CopyRun = 4096
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = 32 << 20
@@ -112,6 +114,7 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 		NewSHA256:  sha256.Sum256(nw),
 	}
 
+	st.OldSHA256, st.NewSHA256 = h.OldSHA256, h.NewSHA256
 	m := newMatcher(old, nw, &opts)
 	pieces, err := m.plan(ctx)
 	if err != nil {

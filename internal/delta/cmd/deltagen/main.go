@@ -16,7 +16,7 @@ import (
 func main() {
 	window := flag.Int("window", 0, "output bytes per window (default 1 MiB)")
 	zwin := flag.Int("zstd-window", 0, "zstd window (default 2 MiB)")
-	copyRun := flag.Int("copy-run", 0, "unchanged run inside a match made a COPY (default 1024, -1 never)")
+	copyRun := flag.Int("copy-run", 0, "unchanged run inside a match made a COPY (default 4096, -1 never)")
 	full := flag.Int64("full-size", -1, "full-image zstd size for the fallback check (0: measure, -1: skip)")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: deltagen [flags] OLD NEW PATCH")
