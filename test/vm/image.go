@@ -206,23 +206,24 @@ func (m *machine) fwEnvConfig() string {
 }
 
 // seedEnv writes U-Boot's defaults merged with env into bank 1 with otad's
-// own env writer (a loaded env replaces U-Boot's built-in defaults).
+// own env writer, `otad env init` (a loaded env replaces U-Boot's built-in
+// defaults, so the defaults file carries them).
 func (a *artifacts) seedEnv(m *machine, env *bootenv.Env) error {
-	cfg, err := bootenv.LoadConfig(m.fwEnvConfig())
-	if err != nil {
-		return err
-	}
-	st, err := bootenv.OpenStore(cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	full := a.defEnv.Clone()
 	for _, n := range env.Names() {
 		v, _ := env.Get(n)
 		full.Set(n, v)
 	}
-	return st.Init(full)
+	var b strings.Builder
+	for _, n := range full.Names() {
+		v, _ := full.Get(n)
+		fmt.Fprintf(&b, "%s=%s\n", n, v)
+	}
+	defaults := filepath.Join(m.dir, "env-defaults.txt")
+	if err := writeFile(defaults, b.String(), 0o644); err != nil {
+		return err
+	}
+	return run(a.otadHst, "env", "init", "-c", m.fwEnvConfig(), "-f", defaults)
 }
 
 // readEnv reads the env bank as the host sees it (QEMU must be stopped or

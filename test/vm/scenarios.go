@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -111,6 +112,7 @@ func isBoot(slot, image string) func(event) bool {
 var scenarios = []scenario{
 	{name: "boot-a", run: scenBootA},
 	{name: "uboot-fallback", run: scenUbootFallback},
+	{name: "mtd-nor-env", run: scenMTDNorEnv},
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be
@@ -196,4 +198,75 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// onBoot installs the guest's per-boot step (/host/on-boot.sh).
+func (m *machine) onBoot(script string) error {
+	return writeFile(filepath.Join(m.share(), "on-boot.sh"), "#!/bin/sh\n"+guestLib+script, 0o755)
+}
+
+// guestLib is shell shared by the step scripts.
+const guestLib = `slot=$(sed -n 's/.*otad\.slot=\([AB]\).*/\1/p' /proc/cmdline)
+ev() { echo "$*" >>/host/events; }
+once() { [ -e "/host/done-$1" ] && return 1; touch "/host/done-$1"; }
+`
+
+// scenMTDNorEnv (scenario 7, NOR part): otad in the guest writes the env
+// through the real kernel MTD stack (/dev/mtd0 = both pflash banks, CFI
+// driver built out of tree), and real U-Boot acts on it at the next boot.
+// Cross-checked on the host with libubootenv's fw_printenv.
+func scenMTDNorEnv(ctx context.Context, a *artifacts, r *result) error {
+	m, err := a.newMachine("mtd-nor-env", a.slots["v1"], a.slots["v2"], boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
+	if err != nil {
+		return err
+	}
+	err = m.onBoot(`
+if [ "$slot" = A ] && once mtd; then
+	otad env print >/host/env-print-A.txt; ev "env-print rc=$?"
+	printf 'otad_slot B\notad_bootargs console=ttyAMA0 loglevel=5 vmtest.marker=written-by-otad\n' | otad env set -s -
+	ev "env-set rc=$?"
+	reboot
+fi
+`)
+	if err != nil {
+		return err
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	defer m.cut()
+	_, n, err := m.waitEvent(ctx, 0, 90*time.Second, isBoot("A", "v1"))
+	if err != nil {
+		return fmt.Errorf("slot A did not boot: %w\n%s", err, tail(m.console(), 15))
+	}
+	ev, n, err := m.waitEvent(ctx, n, 60*time.Second, func(e event) bool { return e.kind == "env-set" })
+	if err != nil {
+		return err
+	}
+	if ev.fields["rc"] != "0" {
+		st, _ := os.ReadFile(filepath.Join(m.share(), "step.log"))
+		return fmt.Errorf("otad env set on /dev/mtd0 failed: %s\n%s", ev.raw, st)
+	}
+	if _, _, err := m.waitEvent(ctx, n, 90*time.Second, isBoot("B", "v2")); err != nil {
+		return fmt.Errorf("U-Boot did not boot B after otad wrote otad_slot=B on /dev/mtd0: %w\n%s", err, tail(m.console(), 15))
+	}
+	cl, _ := os.ReadFile(filepath.Join(m.share(), "cmdline"))
+	if !strings.Contains(string(cl), "vmtest.marker=written-by-otad") {
+		return fmt.Errorf("kernel command line lacks the bootargs otad wrote: %s", cl)
+	}
+	pr, _ := os.ReadFile(filepath.Join(m.share(), "env-print-A.txt"))
+	if !strings.Contains(string(pr), "otad_slot=A\n") || !strings.Contains(string(pr), "bootcmd=run distro_bootcmd") {
+		return fmt.Errorf("otad env print in the guest did not show the seeded env:\n%s", tail(string(pr), 5))
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	// libubootenv's fw_printenv on the host reads what otad wrote in the guest.
+	out, err := exec.Command("fw_printenv", "-c", m.fwEnvConfig(), "otad_slot", "otad_bootargs").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fw_printenv: %w: %s", err, out)
+	}
+	if want := "otad_slot=B\notad_bootargs=console=ttyAMA0 loglevel=5 vmtest.marker=written-by-otad\n"; string(out) != want {
+		return fmt.Errorf("fw_printenv on the host: got %q, want %q", out, want)
+	}
+	return nil
 }
