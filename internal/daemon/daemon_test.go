@@ -340,11 +340,11 @@ func TestBadConfigPieces(t *testing.T) {
 
 func TestBackendAdapter(t *testing.T) {
 	for err, want := range map[error]string{
-		update.ErrBusy:                             dbusapi.ErrBusy,
-		fmt.Errorf("x: %w", bundle.ErrDowngrade):   dbusapi.ErrDowngrade,
+		update.ErrBusy:                              dbusapi.ErrBusy,
+		fmt.Errorf("x: %w", bundle.ErrDowngrade):    dbusapi.ErrDowngrade,
 		fmt.Errorf("x: %w", bundle.ErrBadSignature): dbusapi.ErrBadSignature,
-		bundle.ErrIncompatible:                     dbusapi.ErrIncompatible,
-		errors.New("other"):                        "",
+		bundle.ErrIncompatible:                      dbusapi.ErrIncompatible,
+		errors.New("other"):                         "",
 	} {
 		if got := Classify(err); got != want {
 			t.Errorf("Classify(%v) = %q, want %q", err, got, want)
