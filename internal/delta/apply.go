@@ -330,39 +330,49 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 // Old offsets are relative to the end of the previous extent, starting at
 // oldPos; w.oldPos is left at the end of the window's last extent.
 func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op byte, off int64, at int, b []byte) error) error {
+	bad := func(what string) error { return fmt.Errorf("%w: window %d: %s", ErrMalformed, n, what) }
+	// The control section is stored by field: opcodes, lengths, offsets.
+	nOps, k := binary.Uvarint(ctrl)
+	if k <= 0 || nOps == 0 || nOps > uint64(len(ctrl)-k) {
+		return bad("bad operation count")
+	}
+	ops, rest := ctrl[k:k+int(nOps)], ctrl[k+int(nOps):]
+	lensLen, k := binary.Uvarint(rest)
+	if k <= 0 || lensLen > uint64(len(rest)-k) {
+		return bad("bad length section")
+	}
+	lens, offs := rest[k:k+int(lensLen)], rest[k+int(lensLen):]
 	pos := 0
-	for p := 0; p < len(ctrl); {
-		op := ctrl[p]
-		p++
-		l, k := binary.Uvarint(ctrl[p:])
+	for _, op := range ops {
+		l, k := binary.Uvarint(lens)
 		if k <= 0 || l == 0 || l > uint64(len(out)-pos) {
-			return fmt.Errorf("%w: window %d: bad operation length", ErrMalformed, n)
+			return bad("bad operation length")
 		}
-		p += k
+		lens = lens[k:]
 		var off int64
 		switch op {
 		case opCopy, opAdd:
-			d, k := binary.Varint(ctrl[p:])
+			d, k := binary.Varint(offs)
 			if k <= 0 {
-				return fmt.Errorf("%w: window %d: bad offset", ErrMalformed, n)
+				return bad("bad offset")
 			}
-			p += k
+			offs = offs[k:]
 			off = oldPos + d
 			if d < -w.h.OldSize || d > w.h.OldSize || off < 0 || off > w.h.OldSize-int64(l) {
-				return fmt.Errorf("%w: window %d: extent outside source", ErrMalformed, n)
+				return bad("extent outside source")
 			}
 			oldPos = off + int64(l)
 		case opZero, opLit:
 		default:
-			return fmt.Errorf("%w: window %d: operation %d", ErrMalformed, n, op)
+			return bad(fmt.Sprintf("operation %d", op))
 		}
 		if err := fn(op, off, pos, out[pos:pos+int(l)]); err != nil {
 			return err
 		}
 		pos += int(l)
 	}
-	if pos != len(out) {
-		return fmt.Errorf("%w: window %d: operations make %d of %d bytes", ErrMalformed, n, pos, len(out))
+	if pos != len(out) || len(lens) != 0 || len(offs) != 0 {
+		return bad(fmt.Sprintf("operations make %d of %d bytes", pos, len(out)))
 	}
 	w.oldPos = oldPos
 	return nil

@@ -247,13 +247,17 @@ func writeSourceTable(w io.Writer, old []byte, pieces []piece) int64 {
 // header, control, diff and literal sections.
 func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, pieces []piece, opts *GenOptions, st *Stats) error {
 	ws := int(h.WindowSize)
-	var ctrl, diff, lit []byte
+	var ops, lens, offs, diff, lit []byte
 	oldPos := 0
 	winStart, pos := 0, 0
 	flush := func() error {
 		if pos == winStart {
 			return nil
 		}
+		ctrl := appendUvarint(nil, uint64(len(ops)))
+		ctrl = append(ctrl, ops...)
+		ctrl = appendUvarint(ctrl, uint64(len(lens)))
+		ctrl = append(append(ctrl, lens...), offs...)
 		var hdr []byte
 		hdr = appendUvarint(hdr, uint64(pos-winStart))
 		hdr = appendUvarint(hdr, uint64(len(ctrl)))
@@ -278,14 +282,15 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 			}
 		}
 		st.Windows++
-		ctrl, diff, lit = ctrl[:0], diff[:0], lit[:0]
+		ops, lens, offs, diff, lit = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0]
 		winStart = pos
 		return ctx.Err()
 	}
 	const maxOp = 1 + 2*10 // opcode and two varints
+	const ctrlHdr = 2 * 10 // the count and the length section's size
 	for _, p := range pieces {
 		for p.n > 0 {
-			if pos-winStart == ws || len(ctrl)+maxOp > int(h.MaxCtrl) {
+			if pos-winStart == ws || len(ops)+len(lens)+len(offs)+ctrlHdr+maxOp > int(h.MaxCtrl) {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -294,26 +299,26 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 			nb := nw[p.newOff : p.newOff+n]
 			switch {
 			case p.oldOff == -2: // zero run
-				ctrl = append(ctrl, opZero)
-				ctrl = appendUvarint(ctrl, uint64(n))
+				ops = append(ops, opZero)
+				lens = appendUvarint(lens, uint64(n))
 				st.ZeroBytes += int64(n)
 			case p.oldOff < 0:
-				ctrl = append(ctrl, opLit)
-				ctrl = appendUvarint(ctrl, uint64(n))
+				ops = append(ops, opLit)
+				lens = appendUvarint(lens, uint64(n))
 				lit = append(lit, nb...)
 				st.LitBytes += int64(n)
 			default:
 				ob := old[p.oldOff : p.oldOff+n]
 				if bytes.Equal(ob, nb) {
-					ctrl = append(ctrl, opCopy)
+					ops = append(ops, opCopy)
 					st.CopyBytes += int64(n)
 				} else {
-					ctrl = append(ctrl, opAdd)
+					ops = append(ops, opAdd)
 					diff = appendDiff(diff, nb, ob, int64(pos))
 					st.AddBytes += int64(n)
 				}
-				ctrl = appendUvarint(ctrl, uint64(n))
-				ctrl = appendVarint(ctrl, int64(p.oldOff-oldPos))
+				lens = appendUvarint(lens, uint64(n))
+				offs = appendVarint(offs, int64(p.oldOff-oldPos))
 				oldPos = p.oldOff + n
 				p.oldOff += n
 			}
