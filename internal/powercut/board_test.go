@@ -206,10 +206,17 @@ type board struct {
 	clock  *clock
 	booted string
 
-	mu        sync.Mutex
-	rebootReq bool
-	viol      error
-	hook      func(pos int64)
+	// mods change the engine's configuration (fault injection in the
+	// tests that prove the campaign's checks can fail).
+	mods []func(*update.Config)
+
+	mu         sync.Mutex
+	installing *image // what the operator asked to install (nil: nothing)
+	inBoot     bool   // the bootloader is running (its env writes are counts, not arms)
+	rebootReq  bool
+	viol       error
+	all        []string // every violation, in order
+	hook       func(pos int64)
 }
 
 func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) *board {
@@ -243,9 +250,11 @@ func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) 
 func (b *board) violate(format string, args ...any) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	err := fmt.Errorf(format, args...)
 	if b.viol == nil {
-		b.viol = fmt.Errorf(format, args...)
+		b.viol = err
 	}
+	b.all = append(b.all, err.Error())
 }
 
 func (b *board) violation() error {
@@ -281,10 +290,15 @@ func (p *probe) Save(e *bootenv.Env) error {
 	}
 	if up, _ := e.Get("upgrade_available"); up == "1" {
 		s, _ := e.Get("otad_slot")
+		p.b.mu.Lock()
+		want, inBoot := p.b.installing, p.b.inBoot
+		p.b.mu.Unlock()
 		if _, ok := p.b.slots[s]; !ok {
 			p.b.violate("env armed an unknown slot %q", s)
-		} else if p.b.identify(s) == nil {
+		} else if img := p.b.identify(s); img == nil {
 			p.b.violate("env armed slot %s, which holds no complete verified image", s)
+		} else if !inBoot && want != nil && img != want {
+			p.b.violate("env armed slot %s, which durably holds %s, not the image being installed (%s)", s, img.name, want.name)
 		}
 	}
 	return nil
@@ -366,6 +380,9 @@ func (b *board) engine() *update.Engine {
 		Floor:      &floor.Store{FS: b.fs, Dir: dataDir},
 		SyncBytes:  2 * chunkSize,
 	}
+	for _, m := range b.mods {
+		m(&cfg)
+	}
 	e, err := update.New(cfg)
 	if err != nil {
 		panic(err) // configuration bug in the test
@@ -381,7 +398,13 @@ func (b *board) floor() (uint64, error) {
 // slot the kernel runs, or "" if the boot did not reach userspace (cut
 // during U-Boot's env write, or a panicking kernel).
 func (b *board) bootOnce() (string, *image, error) {
-	s, err := bootsim.Step(b.env)
+	b.mu.Lock()
+	b.inBoot = true
+	b.mu.Unlock()
+	s, err := bootsim.Step(&probe{Store: b.env, b: b})
+	b.mu.Lock()
+	b.inBoot = false
+	b.mu.Unlock()
 	if err != nil {
 		if b.dom.IsCut() {
 			return "", nil, nil

@@ -124,6 +124,7 @@ func (b *board) run(c cycle) (result, error) {
 				if b.dom.IsCut() {
 					powerOn()
 				}
+				checkFloor("before a boot")
 				res.boots++
 				if res.boots > maxBoots {
 					return res, fmt.Errorf("no end after %d boots (goal %d of %d)", res.boots, gi+1, len(goals))
@@ -240,6 +241,7 @@ func (b *board) run(c cycle) (result, error) {
 		g := goals[gi]
 		gidx := gi
 		b.mu.Lock()
+		b.installing = g.img
 		b.hook = func(pos int64) {
 			if g.irq == none || fired[gidx] || pos < g.at {
 				return
@@ -302,6 +304,9 @@ func (b *board) isArmedWith(img *image) bool {
 // the other slot, verified and armed.
 func (b *board) finalInstall(e *update.Engine, ctx context.Context) error {
 	before := sum(b.slots[b.booted].durable())
+	b.mu.Lock()
+	b.installing = b.fx.final
+	b.mu.Unlock()
 	if _, err := e.Install(ctx, b.fx.final.name, map[string]any{"reboot": false}); err != nil {
 		return fmt.Errorf("otad cannot install again: %w", err)
 	}

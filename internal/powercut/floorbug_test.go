@@ -7,24 +7,20 @@ import (
 	"github.com/otadev/otad/internal/floor"
 )
 
-// TestFloorFirstRaiseTornLeavesNoValidCopy shows a finding of the
-// campaign in package floor. On a device whose floor was never raised, the
+// TestPowerCutFloorFirstRaiseTorn is the regression test of a finding of
+// the campaign in package floor (fixed in 2195cde: an invalid floor.0 with
+// no floor.1 now reads as 0). On a device whose floor was never raised, the
 // first Raise creates floor.0 and writes its 24-byte record; floor.1 does
 // not exist. If the power goes before that write is durable, a file system
 // may keep the file with a partial or zero-filled record (data=writeback
-// ext4, XFS: size committed, data not). floor.Store.Get then sees one
-// existing copy, no valid one, and returns ErrNoValidCopy — for good: the
+// ext4, XFS: size committed, data not). floor.Store.Get then saw one
+// existing copy, no valid one, and returned ErrNoValidCopy — for good: the
 // engine checks the floor before every install (openBundle), so otad never
-// installs again. The package comment's claim "a single torn write cannot
-// do it, since the other copy is never touched" misses that on the first
+// installed again. The package comment's claim "a single torn write cannot
+// do it, since the other copy is never touched" missed that on the first
 // raise there is no other copy. The floor before the cut was 0 and must
 // read as 0 (or the new value), never as an error.
-//
-// Possible fixes in package floor: treat "floor.0 invalid and floor.1
-// absent" as never raised (only the first raise can produce it), or
-// provision both copies with floor 0 (synced, SyncDir) before the first
-// raise writes one of them.
-func TestFloorFirstRaiseTornLeavesNoValidCopy(t *testing.T) {
+func TestPowerCutFloorFirstRaiseTorn(t *testing.T) {
 	hits := 0
 	for seed := uint64(1); seed <= 16; seed++ {
 		d := NewDomain(KeepUnsynced, seed)
