@@ -48,6 +48,7 @@ func OpenStore(cfg *Config) (*DeviceStore, error) {
 	size := cfg.Devices[0].EnvSize
 	s.c.size = int(size)
 	schemes := map[FlagScheme]bool{}
+	var ids []string
 	for _, d := range cfg.Devices {
 		a, scheme, err := s.openArea(d)
 		if err != nil {
@@ -57,12 +58,45 @@ func OpenStore(cfg *Config) (*DeviceStore, error) {
 		schemes[scheme] = true
 		s.c.scheme = scheme
 		s.c.areas = append(s.c.areas, a)
+		ids = append(ids, storageID(d.Path))
 	}
 	if len(schemes) > 1 {
 		s.Close()
 		return nil, fmt.Errorf("%w: the two copies are on media with different flag schemes", ErrConfig)
 	}
+	if len(ids) == 2 && ids[0] != "" && ids[0] == ids[1] {
+		if err := disjoint(s.c.areas[0], s.c.areas[1]); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// storageID names the storage behind path: the device number of a device
+// node, the inode of a regular file; "" if unknown.
+func storageID(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return fmt.Sprintf("file %d:%d", st.Dev, st.Ino)
+	}
+	return fmt.Sprintf("dev %#o %d", st.Mode&unix.S_IFMT, st.Rdev)
+}
+
+// disjoint refuses two copies on the same storage whose write units
+// overlap: writing one would tear the other (on flash, the erase wipes
+// both), so a power cut could leave no valid copy at all.
+func disjoint(a, b area) error {
+	alo, ahi := a.span()
+	blo, bhi := b.span()
+	if alo < bhi && blo < ahi {
+		return fmt.Errorf("%w: the two copies share storage (%s %#x-%#x and %s %#x-%#x, erase sectors included): a power cut during a save could destroy both",
+			ErrConfig, a.name(), alo, ahi, b.name(), blo, bhi)
+	}
+	return nil
 }
 
 func (s *DeviceStore) openArea(d Device) (area, FlagScheme, error) {
@@ -265,6 +299,8 @@ type fileArea struct {
 }
 
 func (a *fileArea) name() string { return a.label }
+
+func (a *fileArea) span() (lo, hi int64) { return a.off, a.off + a.size }
 
 func (a *fileArea) read(p []byte, fresh bool) error {
 	if fresh {

@@ -185,3 +185,64 @@ func TestOneUpdateIsOneWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestOverlappingCopiesAreRefused: two copies on the same storage whose
+// write units overlap cannot be power-fail safe (writing one tears the
+// other; on flash the erase wipes both), so OpenStore refuses them.
+func TestOverlappingCopiesAreRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "env.img")
+	if err := os.WriteFile(p, make([]byte, 0x4000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "env-link.img")
+	if err := os.Symlink(p, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		second string
+		ok     bool
+	}{
+		{"same offset", p + " 0 0x2000", false},
+		{"overlap", p + " 0x1000 0x2000", false},
+		{"overlap through a symlink", link + " 0x1fff 0x2000", false},
+		{"negative offset onto the first copy", p + " -0x4000 0x2000", false},
+		{"adjacent", p + " 0x2000 0x2000", true},
+	} {
+		cfg, err := LoadConfig(writeConfig(t, p+" 0 0x2000", tc.second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.LockPath = "-"
+		s, err := OpenStore(cfg)
+		if tc.ok {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+				continue
+			}
+			s.Close()
+			continue
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "share storage") {
+			t.Errorf("%s: OpenStore err = %v, want ErrConfig about shared storage", tc.name, err)
+		}
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// TestCopiesInOneEraseSectorAreRefused: on flash a copy's write erases its
+// whole sector; two copies inside one sector must be refused even though
+// their bytes do not overlap.
+func TestCopiesInOneEraseSectorAreRefused(t *testing.T) {
+	a := &mediumArea{off: 0, size: 0x2000, sector: 0x10000, label: "a"}
+	b := &mediumArea{off: 0x8000, size: 0x2000, sector: 0x10000, label: "b"}
+	if err := disjoint(a, b); !errors.Is(err, ErrConfig) {
+		t.Fatalf("copies in one 64 KiB sector: %v, want ErrConfig", err)
+	}
+	b.off = 0x10000
+	if err := disjoint(a, b); err != nil {
+		t.Fatalf("copies in adjacent sectors: %v", err)
+	}
+}

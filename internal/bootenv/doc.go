@@ -29,4 +29,7 @@
 //     environment stays whole because each side writes whole copies, but
 //     one of the two changes is lost.)
 //   - A copy on a NAND bad block is an error, never silently skipped.
+//   - Two copies on the same storage never share a byte or an erase sector:
+//     OpenStore refuses such a config, since one write (or erase) would tear
+//     both copies and a power cut could leave none.
 package bootenv

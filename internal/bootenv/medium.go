@@ -26,6 +26,15 @@ type mediumArea struct {
 
 func (a *mediumArea) name() string { return a.label }
 
+// span is the byte range a write erases: whole sectors.
+func (a *mediumArea) span() (lo, hi int64) {
+	lo, hi = a.off-a.off%a.sector, a.off+a.size
+	if r := hi % a.sector; r != 0 {
+		hi += a.sector - r
+	}
+	return lo, hi
+}
+
 func (a *mediumArea) read(p []byte, fresh bool) error {
 	if err := a.checkBad(); err != nil {
 		return err
@@ -64,11 +73,7 @@ func (a *mediumArea) write(p []byte) error {
 	if err := a.checkBad(); err != nil {
 		return err
 	}
-	start := a.off - a.off%a.sector
-	end := a.off + a.size
-	if r := end % a.sector; r != 0 {
-		end += a.sector - r
-	}
+	start, end := a.span()
 	block := p
 	if start != a.off || end != a.off+a.size {
 		block = make([]byte, end-start)

@@ -53,6 +53,8 @@ type area interface {
 	write(p []byte) error
 	// writeFlag programs only the flags byte of the copy, durably.
 	writeFlag(b byte) error
+	// span is the byte range a write of the copy may change.
+	span() (lo, hi int64)
 	name() string
 }
 
