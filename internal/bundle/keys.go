@@ -360,6 +360,11 @@ func (kr *Keyring) Keys() []*PublicKey {
 // accept a bundle signed during a rotation. Only distinct key ids count,
 // never signature bytes.
 func (kr *Keyring) Verify(manifest []byte, sigs []Signature) ([]string, error) {
+	if kr.Policy.Threshold < 1 {
+		// Fail closed: a zero-value Keyring or a lowered Policy must never
+		// mean "no signature needed".
+		return nil, fmt.Errorf("%w: keyring policy threshold %d; at least 1 signature is always required", ErrThreshold, kr.Policy.Threshold)
+	}
 	counted := map[string]bool{}
 	var unknown, wrongRole []string
 	for _, s := range sigs {

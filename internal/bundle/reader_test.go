@@ -284,6 +284,28 @@ func TestKeyringRejectsOneKeyUnderTwoIDs(t *testing.T) {
 	}
 }
 
+// TestKeyringWithoutThresholdFailsClosed: Policy is an exported field and
+// Keyring's zero value is usable as a pointer; a threshold below 1 (zero
+// value, or lowered after NewKeyring) must refuse every bundle, never
+// accept one that no trusted key signed.
+func TestKeyringWithoutThresholdFailsClosed(t *testing.T) {
+	k := testKeys(t)
+	forged := makeBundle(t, createOpts(), []Source{rawSource("rootfs", content(3, 100, false), EncodingRaw)}, k.stranger)
+	signed := makeBundle(t, createOpts(), []Source{rawSource("rootfs", content(3, 100, false), EncodingRaw)}, k.ed)
+	lowered := testKeyring(t, 1)
+	lowered.Policy.Threshold = 0
+	for name, kr := range map[string]*Keyring{"zero value": {}, "threshold lowered to 0": lowered} {
+		for bname, b := range map[string][]byte{"signed by an untrusted key": forged, "signed by a trusted key": signed} {
+			o := testOptions(t)
+			o.Keyring = kr
+			rec, err := drain(bytes.NewReader(b), o, false)
+			if !errors.Is(err, ErrThreshold) || rec.Len() != 0 {
+				t.Errorf("%s, %s: err = %v, %d bytes written; want ErrThreshold and none", name, bname, err, rec.Len())
+			}
+		}
+	}
+}
+
 func TestKeyFilesAndKeyringDir(t *testing.T) {
 	dir := t.TempDir()
 	var priv []*PrivateKey
