@@ -356,6 +356,11 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+		if n == 0 {
+			// The writer broke the io.Writer contract; spinning on it would
+			// hang the install.
+			return total, io.ErrShortWrite
+		}
 	}
 }
 

@@ -306,6 +306,39 @@ func TestKeyringWithoutThresholdFailsClosed(t *testing.T) {
 	}
 }
 
+// stuckWriter breaks the io.Writer contract: it accepts nothing and
+// reports no error.
+type stuckWriter struct {
+	t     *testing.T
+	calls int
+}
+
+func (w *stuckWriter) Write(p []byte) (int, error) {
+	if w.calls++; w.calls > 100 {
+		w.t.Fatal("WriteTo keeps calling a writer that makes no progress")
+	}
+	return 0, nil
+}
+
+// TestWriteToShortWrite: a writer that takes fewer bytes without an error
+// ends WriteTo with io.ErrShortWrite (as io.Copy does), never a spin.
+func TestWriteToShortWrite(t *testing.T) {
+	b := makeBundle(t, createOpts(), []Source{rawSource("rootfs", content(4, 100, false), EncodingRaw)}, testKeys(t).ed)
+	r, err := NewReader(bytes.NewReader(b), testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.WriteTo(&stuckWriter{t: t}); !errors.Is(err, io.ErrShortWrite) || n != 0 {
+		t.Fatalf("WriteTo = %d, %v; want 0, io.ErrShortWrite", n, err)
+	}
+	if r.ChunksDone() != 0 {
+		t.Fatalf("ChunksDone = %d after nothing was written", r.ChunksDone())
+	}
+}
+
 func TestKeyFilesAndKeyringDir(t *testing.T) {
 	dir := t.TempDir()
 	var priv []*PrivateKey
