@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"sync"
 	"testing"
@@ -139,13 +138,42 @@ type slotDev interface {
 	factory(p []byte)
 }
 
-type flashSlot struct{ f *Flash }
+// flashSlot is a raw flash partition; bad blocks are skipped, as the
+// slot writer and the bootloader's reader skip them.
+type flashSlot struct {
+	f   *Flash
+	bad map[int64]bool // erase block index
+}
 
 func (s flashSlot) target() slot.Target { return slot.NewMTDTarget(s.f) }
-func (s flashSlot) durable() []byte     { return s.f.Durable() }
+
+// durable is the logical content: good blocks only, in order.
+func (s flashSlot) durable() []byte {
+	raw := s.f.Durable()
+	if len(s.bad) == 0 {
+		return raw
+	}
+	es := s.f.Info().EraseSize
+	out := make([]byte, 0, len(raw))
+	for off := int64(0); off < int64(len(raw)); off += es {
+		if !s.bad[off/es] {
+			out = append(out, raw[off:off+es]...)
+		}
+	}
+	return append(out, make([]byte, len(raw)-len(out))...) // reads past the good blocks: never an image
+}
+
 func (s flashSlot) factory(p []byte) {
-	if err := s.f.Sim().Poke(0, p); err != nil {
-		panic(err)
+	es := s.f.Info().EraseSize
+	for off, blk := int64(0), int64(0); off < int64(len(p)); blk++ {
+		if s.bad[blk] {
+			continue
+		}
+		n := min(es, int64(len(p))-off)
+		if err := s.f.Sim().Poke(blk*es, p[off:off+n]); err != nil {
+			panic(err)
+		}
+		off += n
 	}
 }
 
@@ -162,8 +190,12 @@ type medium struct {
 }
 
 var media = []medium{
-	{"nand", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NAND, 512) }},
-	{"nor", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NOR, 1) }},
+	{"nand", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NAND, 512, nil) }},
+	{"nor", func(d *Domain) (map[string]slotDev, bootenv.Store) { return flashBoard(d, mtd.NOR, 1, nil) }},
+	// Factory bad blocks inside both slots, where images live.
+	{"nand-bb", func(d *Domain) (map[string]slotDev, bootenv.Store) {
+		return flashBoard(d, mtd.NAND, 512, map[string][]int{"A": {3, 20}, "B": {0, 31}})
+	}},
 	{"file", func(d *Domain) (map[string]slotDev, bootenv.Store) {
 		env := NewBlockDev(d, 2*envSize)
 		return map[string]slotDev{"A": blockSlot{NewBlockDev(d, slotSize)}, "B": blockSlot{NewBlockDev(d, slotSize)}},
@@ -171,14 +203,23 @@ var media = []medium{
 	}},
 }
 
-func flashBoard(d *Domain, k mtd.Kind, ws int64) (map[string]slotDev, bootenv.Store) {
+func flashBoard(d *Domain, k mtd.Kind, ws int64, bad map[string][]int) (map[string]slotDev, bootenv.Store) {
 	info := mtd.Info{Kind: k, Size: slotSize, EraseSize: 4 << 10, WriteSize: ws}
 	scheme := bootenv.FlagsIncrement
 	if k == mtd.NOR {
 		scheme = bootenv.FlagsBoolean
 	}
 	env := NewFlash(d, mtd.Info{Kind: k, Size: 4 * envSize, EraseSize: envSize, WriteSize: ws})
-	return map[string]slotDev{"A": flashSlot{NewFlash(d, info)}, "B": flashSlot{NewFlash(d, info)}},
+	slots := map[string]slotDev{}
+	for _, n := range []string{"A", "B"} {
+		s := flashSlot{f: NewFlash(d, info), bad: map[int64]bool{}}
+		for _, blk := range bad[n] {
+			s.f.Sim().MarkBad(blk)
+			s.bad[int64(blk)] = true
+		}
+		slots[n] = s
+	}
+	return slots,
 		bootenv.NewMediumStore([]bootenv.Medium{env, env}, []int64{0, envSize}, envSize, scheme)
 }
 
@@ -221,10 +262,20 @@ type board struct {
 
 func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) *board {
 	t.Helper()
+	b, err := makeBoard(fx, m, mode, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// makeBoard builds a board in its factory state: both slots hold the
+// factory image, A is committed, the data directory exists; the op count
+// starts at 0.
+func makeBoard(fx *fixtures, m medium, mode TearMode, seed uint64) (*board, error) {
 	d := NewDomain(mode, seed)
 	b := &board{fx: fx, dom: d, fs: NewCrashFS(d), clock: &clock{t: epoch}}
 	b.slots, b.env = m.build(d)
-	// Factory state: both slots hold the factory image, A committed.
 	for _, s := range b.slots {
 		s.factory(fx.factory.data)
 	}
@@ -235,15 +286,15 @@ func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) 
 	}
 	for range 2 { // both copies valid
 		if err := b.env.Save(e); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	if err := b.fs.MkdirAll(dataDir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	d.CleanReboot()
 	d.ResetOps()
-	return b
+	return b, nil
 }
 
 // violate records the first invariant violation of a run.
@@ -419,5 +470,3 @@ func (b *board) bootOnce() (string, *image, error) {
 }
 
 func sum(p []byte) [32]byte { return sha256.Sum256(p) }
-
-var _ = io.EOF

@@ -3,8 +3,11 @@ package powercut
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -22,7 +25,7 @@ func TestPowerCutReference(t *testing.T) {
 				t.Errorf("%s/%s without a cut: %v", m.name, c.name, err)
 				continue
 			}
-			t.Logf("%-5s %-20s %4d ops %2d boots", m.name, c.name, res.ops, res.boots)
+			t.Logf("%-7s %-20s %4d ops %2d boots", m.name, c.name, res.ops, res.boots)
 		}
 	}
 }
@@ -48,33 +51,68 @@ func TestPowerCutCampaign(t *testing.T) {
 				continue
 			}
 			n := rr.ops
-			points, viol, notCut := 0, 0, 0
+			type job struct {
+				k    int
+				mode TearMode
+				seed uint64
+			}
+			var jobs []job
 			for k := 1; k <= n; k++ {
 				for mi, mode := range modes {
 					seed := uint64(k)*31 + uint64(mi)
 					if !full && (seed*0x9e3779b97f4a7c15)>>60 != 0 { // 1 in 16
 						continue
 					}
-					b := newBoard(t, f, m, mode, seed)
-					b.dom.CutAt(k)
-					res, err := b.run(c)
-					points++
-					if !res.cut {
-						notCut++
-					}
-					if err != nil {
-						key := classify(err)
-						byKind[key]++
-						viol++
-						if byKind[key] <= 3 {
-							t.Errorf("%s/%s cut at op %d/%d (%v): %v", m.name, c.name, k, n, mode, err)
+					jobs = append(jobs, job{k, mode, seed})
+				}
+			}
+			type outcome struct {
+				job
+				cut bool
+				err error
+			}
+			out := make([]outcome, len(jobs))
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range runtime.GOMAXPROCS(0) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := int(next.Add(1)) - 1
+						if i >= len(jobs) {
+							return
 						}
+						j := jobs[i]
+						b, err := makeBoard(f, m, j.mode, j.seed)
+						if err != nil {
+							out[i] = outcome{job: j, err: fmt.Errorf("factory setup: %w", err)}
+							continue
+						}
+						b.dom.CutAt(j.k)
+						res, err := b.run(c)
+						out[i] = outcome{j, res.cut, err}
+					}
+				}()
+			}
+			wg.Wait()
+			points, viol, notCut := len(out), 0, 0
+			for _, o := range out {
+				if !o.cut {
+					notCut++
+				}
+				if o.err != nil {
+					key := classify(o.err)
+					byKind[key]++
+					viol++
+					if byKind[key] <= 3 {
+						t.Errorf("%s/%s cut at op %d/%d (%v): %v", m.name, c.name, o.k, n, o.mode, o.err)
 					}
 				}
 			}
 			total += points
 			bad += viol
-			lines = append(lines, fmt.Sprintf("%-5s %-20s N=%4d cut points %6d violations %d", m.name, c.name, n, points, viol))
+			lines = append(lines, fmt.Sprintf("%-7s %-20s N=%4d cut points %6d violations %d", m.name, c.name, n, points, viol))
 			if notCut > 0 {
 				t.Errorf("%s/%s: %d runs never reached their cut point (non-deterministic op count)", m.name, c.name, notCut)
 			}

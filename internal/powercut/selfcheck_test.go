@@ -80,7 +80,7 @@ func runFault(t *testing.T, m medium, mod func(b *board) func(*update.Config), c
 }
 
 func TestPowerCutChecksCanFail(t *testing.T) {
-	file := media[2]
+	file := mediumNamed(t, "file")
 	cases := []struct {
 		name string
 		mod  func(b *board) func(*update.Config)
@@ -118,4 +118,14 @@ func TestPowerCutChecksCanFail(t *testing.T) {
 	if !strings.Contains(err, "not the image being installed") {
 		t.Errorf("writer without sync: run error %v", err)
 	}
+}
+
+func mediumNamed(t *testing.T, name string) medium {
+	for _, m := range media {
+		if m.name == name {
+			return m
+		}
+	}
+	t.Fatalf("no medium %q", name)
+	return medium{}
 }
