@@ -15,16 +15,18 @@ import (
 // mutations mostly land in front matter, tables and chunks).
 func FuzzReader(f *testing.F) {
 	k := testKeys(f)
-	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 2*testChunk+9, false), EncodingRaw)}, k.ed))
-	f.Add(makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(2, 3*testChunk, true), EncodingZstd)}, k.p256, k.ed2))
-	f.Add([]byte(Magic))
-	seeds, _ := filepath.Glob("testdata/*.otab")
-	for _, p := range seeds {
+	seeds := [][]byte{
+		makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 2*testChunk+9, false), EncodingRaw)}, k.ed),
+		makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(2, 3*testChunk, true), EncodingZstd)}, k.p256, k.ed2),
+		[]byte(Magic),
+	}
+	files, _ := filepath.Glob("testdata/*.otab")
+	for _, p := range files {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b)
+		seeds = append(seeds, b)
 	}
 	// Trust the test keys and the golden key so seeds reach the payload.
 	o := testOptions(f)
@@ -33,10 +35,41 @@ func FuzzReader(f *testing.F) {
 		f.Fatal(err)
 	}
 	o.Keyring = kr
+	// The true output of every signed manifest among the seeds: no input
+	// can make a verified Reader yield anything else.
+	want := map[string][]byte{}
+	for _, b := range seeds {
+		f.Add(b)
+		if rec, err := drain(bytes.NewReader(b), o, false); err == nil {
+			fr, err := Inspect(bytes.NewReader(b))
+			if err != nil {
+				f.Fatal(err)
+			}
+			want[fr.Identity] = rec.Bytes()
+		}
+	}
+	if len(want) < 2 {
+		f.Fatalf("only %d seeds drain cleanly: the output check is blind", len(want))
+	}
 	sentinels := []error{ErrBadSignature, ErrUnknownKey, ErrThreshold, ErrIncompatible, ErrDowngrade, ErrExpired,
 		ErrMalformed, ErrTruncated, ErrChunkHash, ErrTooLarge}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, err := drain(bytes.NewReader(b), o, len(b)%2 == 0)
+		rec, err := drain(bytes.NewReader(b), o, len(b)%2 == 0)
+		if rec.Len() > 0 || err == nil {
+			fr, ferr := Inspect(bytes.NewReader(b))
+			if ferr != nil {
+				t.Fatalf("reader yielded %d bytes (err %v) but the front does not parse: %v", rec.Len(), err, ferr)
+			}
+			full, ok := want[fr.Identity]
+			switch {
+			case !ok:
+				t.Fatalf("a manifest no seed signed was accepted (identity %s)", fr.Identity)
+			case err == nil && !bytes.Equal(rec.Bytes(), full):
+				t.Fatalf("clean read yielded %d bytes that differ from the signed images (%d bytes)", rec.Len(), len(full))
+			case !bytes.HasPrefix(full, rec.Bytes()):
+				t.Fatalf("%d bytes reached the writer that are not a prefix of the signed images", rec.Len())
+			}
+		}
 		if err == nil || errors.Is(err, io.EOF) {
 			return
 		}
