@@ -207,8 +207,14 @@ func NewConfirmer(h config.Health) (*health.Confirmer, error) {
 	return c, nil
 }
 
+// RunWith is Run with serve in place of Options.Serve (benchmarks, tools).
+func RunWith(ctx context.Context, d *Daemon, serve func(ctx context.Context, d *Daemon) error) error {
+	d.opts.Serve = serve
+	return d.Run(ctx)
+}
+
 // Run starts the engine, reports READY, serves until ctx ends, then stops
-// the engine's work and closes the env store.
+// the engine's work and closes the env store. Serve returning ends Run.
 func (d *Daemon) Run(ctx context.Context) error {
 	tuneMemory()
 	ctx, cancel := context.WithCancel(ctx)
