@@ -70,3 +70,16 @@ func TestParseScript(t *testing.T) {
 		t.Fatal("a line without a name must be an error")
 	}
 }
+
+func TestParseDefaults(t *testing.T) {
+	e, err := ParseDefaults(strings.NewReader("# defaults\n\nbootcmd=run a=b\r\nempty=\nx=1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Equal(envOf("bootcmd", "run a=b", "x", "1")) {
+		t.Fatalf("got %s", e)
+	}
+	if _, err := ParseDefaults(strings.NewReader("a=1\nno value here\n")); !errors.Is(err, ErrBadName) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("line without '=': %v", err)
+	}
+}

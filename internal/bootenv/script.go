@@ -19,19 +19,13 @@ type Assignment struct {
 // the variable. A line without a name is an error, never skipped.
 func ParseScript(r io.Reader) ([]Assignment, error) {
 	var out []Assignment
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	err := eachLine(r, "script", func(n int, line string) error {
 		i := strings.IndexAny(line, " \t=")
 		if i == 0 {
 			if strings.TrimLeft(line, " \t") == "" {
-				continue
+				return nil
 			}
-			return nil, fmt.Errorf("bootenv: script line %d: no variable name", n)
+			return fmt.Errorf("bootenv: script line %d: no variable name", n)
 		}
 		a := Assignment{Name: line}
 		if i > 0 {
@@ -43,14 +37,35 @@ func ParseScript(r io.Reader) ([]Assignment, error) {
 			}
 		}
 		if !ValidName(a.Name) || strings.IndexByte(a.Value, 0) >= 0 {
-			return nil, fmt.Errorf("%w: script line %d", ErrBadName, n)
+			return fmt.Errorf("%w: script line %d", ErrBadName, n)
 		}
 		out = append(out, a)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("bootenv: script: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// eachLine calls fn for every line of r that is neither empty nor a '#'
+// comment, with its 1-based number and without a trailing CR.
+func eachLine(r io.Reader, what string, fn func(n int, line string) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if err := fn(n, line); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("bootenv: %s: %w", what, err)
+	}
+	return nil
 }
 
 // Apply performs the assignments on e in order.
@@ -65,21 +80,16 @@ func Apply(e *Env, as []Assignment) {
 // lines are skipped; a line without '=' is an error.
 func ParseDefaults(r io.Reader) (*Env, error) {
 	e := NewEnv()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	err := eachLine(r, "defaults", func(n int, line string) error {
 		name, value, ok := strings.Cut(line, "=")
 		if !ok || !ValidName(name) || strings.IndexByte(value, 0) >= 0 {
-			return nil, fmt.Errorf("%w: defaults line %d: want name=value", ErrBadName, n)
+			return fmt.Errorf("%w: defaults line %d: want name=value", ErrBadName, n)
 		}
 		e.Set(name, value)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("bootenv: defaults: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return e, nil
 }
