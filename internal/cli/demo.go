@@ -63,6 +63,9 @@ func cmdDemo(ctx context.Context, e *Env, args []string) error {
 	return nil
 }
 
+// demoMarker marks a work directory as the demo's own.
+const demoMarker = ".otad-demo"
+
 type demoBoard struct {
 	e        *Env
 	work     string
@@ -145,10 +148,19 @@ func (b *demoBoard) run(ctx context.Context) error {
 
 // setup creates slots, env, keys, config and the health check.
 func (b *demoBoard) setup(ctx context.Context) error {
+	// Only ever delete a directory an earlier demo made (or an empty one).
+	if ents, err := os.ReadDir(b.work); err == nil && len(ents) > 0 {
+		if _, err := os.Stat(b.path(demoMarker)); err != nil {
+			return fmt.Errorf("%s exists and was not made by otad demo; not removing it", b.work)
+		}
+	}
 	if err := os.RemoveAll(b.work); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(b.path("keys"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(b.path(demoMarker), []byte("made by otad demo; removed by the next run\n"), 0o644); err != nil {
 		return err
 	}
 	b.say("otad demo: A/B update on file-backed slots in %s (no hardware, nothing written outside it)", b.work)

@@ -276,17 +276,6 @@ func TestBusyAndCancel(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 500; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not reached")
-}
-
 func TestBadInputsChangeNothing(t *testing.T) {
 	d := newDevice(t)
 	e := d.engine()

@@ -334,8 +334,6 @@ func (g *gatedSource) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func sum(b []byte) [32]byte { return sha256.Sum256(b) }
-
 var _ = io.EOF
 
 func writeTemp(t *testing.T, dir string, b []byte) string {
