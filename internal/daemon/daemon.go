@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -227,9 +228,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	n := d.opts.Notifier
 	st := d.Engine.Status()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	if n != nil {
 		_ = n.Ready(fmt.Sprintf("booted slot %s, %s", st.BootSlot, st.Operation))
-		go n.RunWatchdog(ctx, func(context.Context) error { d.Engine.Status(); return nil })
+		ch, stop := d.Engine.Subscribe()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_ = n.RunWatchdog(ctx, func(context.Context) error { d.Engine.Status(); return nil })
+		}()
+		go func() {
+			// STATUS= follows the operation (not every progress step).
+			defer wg.Done()
+			for ev := range ch {
+				if ev.Kind == "operation" || ev.Kind == "completed" || ev.Kind == "rolledback" {
+					st := d.Engine.Status()
+					_ = n.Status(fmt.Sprintf("slot %s: %s %s", st.BootSlot, st.Operation, st.Progress.Phase))
+				}
+			}
+		}()
+		go func() { <-ctx.Done(); stop() }()
 	}
 	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
 	var serveErr error

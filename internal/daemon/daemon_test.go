@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/dbusapi"
+	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -395,4 +397,45 @@ func TestBackendAdapter(t *testing.T) {
 			t.Errorf("slots %+v", slots)
 		}
 	})
+}
+
+// READY=1 comes only after the engine settled its state, then STATUS=
+// lines follow the operation, and STOPPING=1 at shutdown; over a real
+// unixgram socket like systemd's.
+func TestNotify(t *testing.T) {
+	dir := t.TempDir()
+	a, bb := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	for _, p := range []string{a, bb} {
+		must(t, os.WriteFile(p, make([]byte, 4<<20), 0o644))
+	}
+	b := newBoard(t, a, bb, "file")
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	must(t, err)
+	defer conn.Close()
+	d := b.daemon()
+	d.opts.Notifier = &health.Notifier{Socket: sock}
+	src := b.bundle("3.0", 0, img(true, 3, 1<<20))
+	must(t, RunWith(context.Background(), d, func(ctx context.Context, d *Daemon) error {
+		installAndWait(t, d, src)
+		return nil
+	}))
+	var msgs []string
+	buf := make([]byte, 4096)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, string(buf[:n]))
+		if strings.Contains(string(buf[:n]), "STOPPING=1") {
+			break
+		}
+	}
+	all := strings.Join(msgs, "|")
+	if !strings.HasPrefix(all, "READY=1") || !strings.Contains(all, "STATUS=slot A: writing") ||
+		!strings.Contains(all, "pending-reboot") || !strings.HasSuffix(all, "STOPPING=1") {
+		t.Fatalf("notifications %q", msgs)
+	}
 }

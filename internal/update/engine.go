@@ -313,6 +313,38 @@ func (e *Engine) progress(done, total int64, phase string) {
 	}
 }
 
+// heartbeat re-sends the current progress whenever ProgressInterval passed
+// without one, so a stalled download or a long read-back or health check
+// still reports at least once per interval. The returned stop ends it and
+// waits for its goroutine.
+func (e *Engine) heartbeat() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(e.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				e.mu.Lock()
+				if now := e.cfg.Clock.Now(); now.Sub(e.lastEmit) >= e.cfg.ProgressInterval && e.busy {
+					e.lastEmit = now
+					e.emitLocked(Event{Kind: "progress", Tx: e.status.Tx, Message: e.status.Progress.Phase})
+				}
+				e.mu.Unlock()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // Status returns a snapshot, slot records included.
 func (e *Engine) Status() Status {
 	e.mu.Lock()

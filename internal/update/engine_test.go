@@ -340,3 +340,46 @@ func TestSkipUnchanged(t *testing.T) {
 		t.Fatal("skip-unchanged did not skip")
 	}
 }
+
+// A stalled source still yields progress events at least every interval.
+func TestProgressHeartbeatWhileStalled(t *testing.T) {
+	d := newDevice(t)
+	b := d.bundleFile("v2.otab", "2.0", 1, image(2, 2<<20), bundle.EncodingRaw)
+	gates := make(chan *gatedSource, 1)
+	e := d.engine(func(c *Config) {
+		c.ProgressInterval = 20 * time.Millisecond
+		open := c.OpenSource
+		c.OpenSource = func(ctx context.Context, src string) (Source, error) {
+			s, err := open(ctx, src)
+			if err != nil {
+				return nil, err
+			}
+			g := &gatedSource{Source: s, ctx: ctx, left: 1 << 20, reached: make(chan struct{}), release: make(chan struct{})}
+			gates <- g
+			return g, nil
+		}
+	})
+	d.start(e)
+	ch, stop := e.Subscribe()
+	defer stop()
+	if _, err := e.Install(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := <-gates
+	<-g.reached
+	for len(ch) > 0 { // drop what came before the stall
+		<-ch
+	}
+	time.Sleep(200 * time.Millisecond)
+	n := 0
+	for len(ch) > 0 {
+		if ev := <-ch; ev.Kind == "progress" {
+			n++
+		}
+	}
+	close(g.release)
+	e.Wait()
+	if n < 3 {
+		t.Fatalf("%d progress events during a 200ms stall with a 20ms interval", n)
+	}
+}

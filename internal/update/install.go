@@ -218,6 +218,7 @@ func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error)
 func (e *Engine) install(ctx context.Context, req *installReq) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
+	defer e.heartbeat()()
 	log := e.log.WithField("tx", req.tx)
 
 	active := e.bootedSlot()

@@ -233,6 +233,7 @@ func (e *Engine) recordRollback(rec *journal.Record, reason string) {
 func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
+	defer e.heartbeat()()
 	booted := e.bootedSlot()
 	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": booted})
 	e.setOp(OpConfirming, "health check of slot "+booted)
