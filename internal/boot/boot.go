@@ -173,9 +173,12 @@ func (p *Protocol) Commit() error {
 	})
 }
 
-// Disarm cancels an armed trial that has not booted yet (the running slot
-// is active): otad_slot=active upgrade_available=0 bootcount=0. No write if
-// nothing is armed against active.
+// Disarm makes the next boot the running slot active: it cancels a trial
+// armed against active that has not booted yet, and equally a committed
+// pointer at the other slot (a fallback whose reboot has not happened, a
+// manual fw_setenv), since callers disarm before they overwrite the other
+// slot: otad_slot=active upgrade_available=0 bootcount=0. No write if the
+// env already boots active (including active's own trial).
 func (p *Protocol) Disarm(active string) error {
 	if !ValidSlot(active) {
 		return fmt.Errorf("%w: %q", ErrBadSlot, active)
@@ -185,7 +188,7 @@ func (p *Protocol) Disarm(active string) error {
 		if err != nil {
 			return err
 		}
-		if !st.UpgradeAvailable || st.Slot == active {
+		if st.Slot == active {
 			return nil
 		}
 		e.Set(VarSlot, active)

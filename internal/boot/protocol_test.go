@@ -155,6 +155,54 @@ func TestFallbackAndDisarm(t *testing.T) {
 	}
 }
 
+// TestDisarmPointsAwayFromTheOtherSlot: Disarm(active) is what the engine
+// calls before it overwrites the other slot, so afterwards the env must
+// boot active whatever it said before. A committed pointer at the other
+// slot (a fallback written but the reboot not done yet, or a manual
+// fw_setenv) would otherwise boot a half-written slot with no trial and no
+// way back after a power cut during the write.
+func TestDisarmPointsAwayFromTheOtherSlot(t *testing.T) {
+	// Trial of B failed its health check: Fallback points the env at A,
+	// but the device still runs B when the next install starts writing A.
+	s := committedOn("A")
+	p := &boot.Protocol{Store: s}
+	if err := p.Arm("B", "A"); err != nil {
+		t.Fatal(err)
+	}
+	bootsim.Step(s)
+	if err := p.Fallback(); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Writes()
+	if err := p.Disarm("B"); err != nil {
+		t.Fatal(err)
+	}
+	mustWrites(t, s, before+1, "Disarm of a committed pointer at the other slot")
+	if st, _ := p.State(); st.Slot != "B" || st.UpgradeAvailable || st.BootCount != 0 {
+		t.Fatalf("after Disarm(B): %+v", st)
+	}
+	if slot, _ := bootsim.Step(s); slot != "B" {
+		t.Fatalf("power cut while A is written: next boot is %s, want the running slot B", slot)
+	}
+	if err := p.Disarm("B"); err != nil {
+		t.Fatal(err)
+	}
+	mustWrites(t, s, before+1, "second Disarm (nothing to do)")
+
+	// otad_slot unset or garbage boots A: Disarm("B") must name B.
+	for _, v := range []string{"", "X"} {
+		e := bootenv.NewEnv()
+		e.Set(boot.VarSlot, v)
+		s := bootenv.NewMemStore(e)
+		if err := (&boot.Protocol{Store: s}).Disarm("B"); err != nil {
+			t.Fatal(err)
+		}
+		if slot, _ := bootsim.Step(s); slot != "B" {
+			t.Fatalf("otad_slot=%q: after Disarm(B) the script boots %s", v, slot)
+		}
+	}
+}
+
 func TestCanaryCatchesAForeignEnvironment(t *testing.T) {
 	s := committedOn("A")
 	p := &boot.Protocol{Store: s}
