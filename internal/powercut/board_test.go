@@ -250,6 +250,9 @@ type board struct {
 	// mods change the engine's configuration (fault injection in the
 	// tests that prove the campaign's checks can fail).
 	mods []func(*update.Config)
+	// again are further cuts: after each power-on the next one is armed
+	// that many operations later (cuts during recovery).
+	again []int
 
 	mu         sync.Mutex
 	installing *image // what the operator asked to install (nil: nothing)

@@ -2,6 +2,7 @@ package powercut
 
 import (
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"runtime"
 	"sort"
@@ -153,4 +154,50 @@ func classify(err error) string {
 		out = out[:120]
 	}
 	return out
+}
+
+// TestPowerCutRecovery cuts the power again while the board recovers from
+// a first cut (daemon restart, resume, commit or rollback after a cut):
+// cut at op k, then 1 to 3 more times, each j ops after the last power-on.
+// The full run takes 60 seeded cases per cycle and medium, the default 6.
+func TestPowerCutRecovery(t *testing.T) {
+	pairs := 6
+	if os.Getenv("OTAD_POWERCUT") == "full" {
+		pairs = 60
+	}
+	f := loadFixtures(t)
+	total, bad, double := 0, 0, 0
+	for mi, m := range media {
+		for ci, c := range cycles {
+			ref := newBoard(t, f, m, LoseUnsynced, 1)
+			rr, err := ref.run(c)
+			if err != nil {
+				t.Fatalf("%s/%s reference: %v", m.name, c.name, err)
+			}
+			rng := mrand.New(mrand.NewPCG(uint64(mi), uint64(ci)))
+			for range pairs {
+				k := 1 + rng.IntN(rr.ops)
+				var again []int
+				for range 1 + rng.IntN(3) {
+					again = append(again, 1+rng.IntN(60))
+				}
+				mode := modes[rng.IntN(len(modes))]
+				b := newBoard(t, f, m, mode, rng.Uint64())
+				b.dom.CutAt(k)
+				b.again = append([]int(nil), again...)
+				j := again
+				res, err := b.run(c)
+				total++
+				if res.cuts >= 2 {
+					double++ // at least one cut during recovery
+				}
+				if err != nil {
+					bad++
+					t.Errorf("%s/%s cut at op %d and again %v ops after each power-on (%v): %v", m.name, c.name, k, j, mode, err)
+				}
+			}
+		}
+	}
+	t.Logf("recovery cuts: %d runs (%d with both cuts), %d violations", total, double, bad)
+	fmt.Printf("POWERCUT recovery: %d runs, %d double cuts, %d violations\n", total, double, bad)
 }

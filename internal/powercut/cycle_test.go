@@ -56,6 +56,7 @@ type result struct {
 	ops   int // write operations until the cycle ended (final check excluded)
 	boots int
 	cut   bool // the armed cut happened
+	cuts  int  // power cuts in the run
 }
 
 // run drives the board through the cycle's goals, like an operator who
@@ -106,7 +107,12 @@ func (b *board) run(c cycle) (result, error) {
 	}
 	powerOn := func() {
 		res.cut = true
+		res.cuts++
 		b.dom.PowerOn()
+		if len(b.again) > 0 {
+			b.dom.CutAt(b.dom.Ops() + b.again[0])
+			b.again = b.again[1:]
+		}
 		checkActive("by the power cut")
 		checkFloor("after the power cut")
 		sinceCut = 0
@@ -229,6 +235,7 @@ func (b *board) run(c cycle) (result, error) {
 		}
 		if gi == len(goals) {
 			res.ops = b.dom.Ops()
+			b.dom.CutAt(0) // a further cut still ahead is not for the proof install
 			err := b.finalInstall(e, ctx)
 			stop()
 			if err == nil {

@@ -18,3 +18,23 @@
 // prefix (what a journaling file system guarantees), un-synced file data
 // per 512-byte sector, and fsync of a file does not make its name durable.
 package powercut
+
+// The campaign (the package's tests) builds boards whose slots and boot
+// env live on NAND, NAND with factory bad blocks, NOR (flash simulator,
+// real slot and bootenv code) or block devices with a write cache, and
+// whose journal and floor live on a CrashFS. A board boots through
+// bootsim.Step (the boot script's rules, its env writes counted and cut
+// like any other) and a kernel model: a slot boots only if it holds every
+// byte of a known signed image; a "panic" image resets until the bootcount
+// falls back; an "unhealthy" one fails the health check. Each daemon start
+// is a new update.Engine on the same devices.
+//
+// Invariants checked at every boot, env write and daemon stop: the
+// bootloader never boots a slot without a complete image; every env write
+// that arms a slot finds that slot durably holding the image being
+// installed; the booted slot's bytes never change while it runs; the floor
+// never goes down and never exceeds the security version of a committed
+// image; within bootlimit+1 boots of a cut (the last one being U-Boot's
+// fallback) a committed good image runs; at the end otad installs and arms
+// another image. `make powercut` (OTAD_POWERCUT=full) runs every cut point;
+// plain `go test` a seeded sample.
