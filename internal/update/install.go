@@ -242,6 +242,14 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 	if err != nil || len(sum) != 32 {
 		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
+	if dl := img.Delta; img.Encoding == bundle.EncodingDelta && dl != nil {
+		// Fail before touching anything when the slot records say the
+		// active slot is not the delta's source (Apply checks the bytes too).
+		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
+			return fmt.Errorf("update: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
+				dl.SourceSHA256, active, r.SHA256)
+		}
+	}
 	if req.skipUnchanged {
 		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
 			return errUnchanged

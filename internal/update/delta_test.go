@@ -1,0 +1,152 @@
+package update
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/delta"
+	"github.com/otadev/otad/internal/journal"
+)
+
+func deltaBundle(t *testing.T, d *device, oldImg, newImg []byte) string {
+	t.Helper()
+	var patch bytes.Buffer
+	if _, err := delta.Generate(context.Background(), bytes.NewReader(oldImg), int64(len(oldImg)),
+		bytes.NewReader(newImg), int64(len(newImg)), &patch, delta.GenOptions{FullSize: -1}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := bundle.Create(context.Background(), &buf,
+		bundle.CreateOptions{Compatible: testCompat, Version: "1.1", ChunkSize: chunk, TempDir: d.dir},
+		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
+			Size: int64(patch.Len()), TargetSize: int64(len(newImg)), TargetSHA256: hexSum(newImg),
+			Delta: &bundle.DeltaSource{SourceSHA256: hexSum(oldImg), SourceSize: int64(len(oldImg))}}},
+		[]*bundle.PrivateKey{d.key}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(d.dir, "delta.otab")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDeltaInstallFromActiveSlot(t *testing.T) {
+	d := newDevice(t)
+	old := image(1, 3<<20) // the factory image in A
+	nu := bytes.Clone(old)
+	copy(nu[100000:], "patched region one")
+	copy(nu[2<<20:], bytes.Repeat([]byte{7}, 5000))
+	b := deltaBundle(t, d, old, nu)
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(b, nil); err != nil {
+		t.Fatalf("delta install: %v", err)
+	}
+	if !bytes.Equal(d.slotBytes("B", len(nu)), nu) || d.envVar("otad_slot") != "B" {
+		t.Fatal("delta result wrong or not armed")
+	}
+
+	// The same delta against a device whose active slot holds something
+	// else is refused before anything is written.
+	d2 := newDevice(t)
+	d2.key, d2.keyring = d.key, d.keyring
+	e2 := d2.engine()
+	d2.start(e2)
+	e2.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood, SHA256: strings.Repeat("ab", 32)})
+	if _, err := e2.installNow(b, nil); err == nil || !strings.Contains(err.Error(), "delta bundle applies to image") {
+		t.Fatalf("mismatched delta: %v", err)
+	}
+	if r := d2.slotRec("B"); r.State != journal.SlotUnknown {
+		t.Fatalf("slot B touched: %+v", r)
+	}
+	// Without a slot record the bytes decide: Apply's source check fails.
+	d2.writeSlot("A", image(8, 3<<20))
+	e2.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood})
+	if _, err := e2.installNow(b, nil); err == nil {
+		t.Fatal("delta applied to the wrong source bytes")
+	}
+	if d2.envVar("upgrade_available") != "0" {
+		t.Fatal("armed after a failed delta")
+	}
+}
+
+func TestMarkOperations(t *testing.T) {
+	d := newDevice(t)
+	b := d.bundleFile("v2.otab", "2.0", 4, image(2, 1<<20), bundle.EncodingRaw)
+	e := d.engine()
+	d.start(e)
+	if err := e.MarkGood("C"); err == nil {
+		t.Fatal("slot C accepted")
+	}
+	if err := e.MarkActive("B"); err == nil {
+		t.Fatal("MarkActive of an empty slot accepted")
+	}
+	if err := e.MarkBad("A"); err == nil {
+		t.Fatal("marking the running committed slot bad accepted")
+	}
+	if _, err := e.installNow(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	// MarkBad of the armed target disarms it.
+	if err := e.MarkBad("B"); err != nil {
+		t.Fatal(err)
+	}
+	if d.envVar("otad_slot") != "A" || d.envVar("upgrade_available") != "0" || d.slotRec("B").State != journal.SlotBad {
+		t.Fatal("MarkBad did not disarm")
+	}
+	// Reinstall, boot it, and commit by hand with MarkGood (no health checks).
+	if _, err := e.installNow(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.powerOn()
+	e = d.engine(func(c *Config) { c.Confirmer = blockingConfirmer{} })
+	if err := e.recoverOnly(); err != nil {
+		t.Fatal(err)
+	}
+	if !e.Status().TrialBoot {
+		t.Fatal("not a trial boot")
+	}
+	if err := e.MarkGood("B"); err != nil {
+		t.Fatal(err)
+	}
+	if d.envVar("upgrade_available") != "0" || d.slotRec("B").State != journal.SlotGood {
+		t.Fatal("MarkGood did not commit")
+	}
+	if fl, _ := e.cfg.Floor.Get(); fl != 4 {
+		t.Fatalf("floor %d after MarkGood commit", fl)
+	}
+	// MarkActive A (good, holds the factory image): armed trial of A from B.
+	d.slotRec("A")
+	e.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood, SHA256: hexSum(image(1, 3<<20)), Version: "1.0"})
+	if err := e.MarkActive("A"); err != nil {
+		t.Fatal(err)
+	}
+	if d.envVar("otad_slot") != "A" || d.envVar("otad_prev") != "B" || d.envVar("upgrade_available") != "1" {
+		t.Fatal("MarkActive did not arm A")
+	}
+	// MarkActive of the booted slot undoes it.
+	if err := e.MarkActive("B"); err != nil {
+		t.Fatal(err)
+	}
+	if d.envVar("otad_slot") != "B" || d.envVar("upgrade_available") != "0" {
+		t.Fatal("MarkActive(booted) did not disarm")
+	}
+}
+
+// blockingConfirmer never answers; MarkGood must not need it.
+type blockingConfirmer struct{}
+
+func (blockingConfirmer) Confirm(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+// recoverOnly runs Start's synchronous part without starting the job it
+// returns (the test plays the operator during a trial boot).
+func (e *Engine) recoverOnly() error {
+	_, _, err := e.recoverState(context.Background())
+	return err
+}
