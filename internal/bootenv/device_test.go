@@ -246,3 +246,54 @@ func TestCopiesInOneEraseSectorAreRefused(t *testing.T) {
 		t.Fatalf("copies in adjacent sectors: %v", err)
 	}
 }
+
+// lyingMedium reports success for writes that did not land as asked: a
+// stuck bit inside the data, or a flags-byte program that is dropped.
+type lyingMedium struct {
+	*memMedium
+	stuck     int64 // absolute offset whose bit 0 sticks at 1; -1 none
+	dropFlags bool  // one-byte writes are acknowledged but ignored
+}
+
+func (m *lyingMedium) WriteAt(p []byte, off int64) (int, error) {
+	if m.dropFlags && len(p) == 1 {
+		return 1, nil
+	}
+	n, err := m.memMedium.WriteAt(p, off)
+	if m.stuck >= off && m.stuck < off+int64(len(p)) {
+		m.data[m.stuck] |= 1
+	}
+	return n, err
+}
+
+// TestReadBackCatchesBadWrites: a write the medium acknowledged but did not
+// store is ErrReadBack, never a silent success, and the old environment
+// stays what readers get.
+func TestReadBackCatchesBadWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		scheme    FlagScheme
+		stuck     int64
+		dropFlags bool
+	}{
+		{"stuck bit, counter", FlagsIncrement, 0x100 + 0x20, false},
+		{"stuck bit, boolean", FlagsBoolean, 0x100 + 0x20, false},
+		{"obsolete mark lost", FlagsBoolean, -1, true},
+	} {
+		m := &lyingMedium{memMedium: newMemMedium(0x200, tc.scheme == FlagsBoolean), stuck: -1}
+		s := NewMediumStore([]Medium{m, m}, []int64{0, 0x100}, 0x100, tc.scheme)
+		old := envOf("otad_slot", "A", "upgrade_available", "0")
+		if err := s.Save(old); err != nil { // lands in copy 0
+			t.Fatal(err)
+		}
+		m.stuck, m.dropFlags = tc.stuck, tc.dropFlags
+		err := s.Save(envOf("otad_slot", "B", "upgrade_available", "1")) // copy 1
+		if !errors.Is(err, ErrReadBack) {
+			t.Errorf("%s: Save = %v, want ErrReadBack", tc.name, err)
+			continue
+		}
+		if e, err := s.Load(); err != nil || !e.Equal(old) {
+			t.Errorf("%s: after the failed Save readers get %v (%v), want the old environment", tc.name, e, err)
+		}
+	}
+}
