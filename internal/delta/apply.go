@@ -240,8 +240,9 @@ type windowApplier struct {
 	src    io.ReaderAt
 	out    []byte
 	ctrl   []byte
-	bz     *bufio.Reader
-	lim    io.LimitedReader
+	raw    rawDiff
+	bz     bz2Diff
+	sparse sparseDiff
 	oldPos int64 // end of the last old extent read; offsets are relative to it
 }
 
@@ -272,7 +273,7 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 	// Pass 1: old extents and diff bytes (the diff section comes first).
 	lits := false
 	base := w.oldPos
-	var diff *bufio.Reader // the diff section, opened at the first ADD
+	var diff diffSource // the diff section, opened at the first ADD
 	err = w.walk(n, base, ctrl, out, func(op byte, off int64, at int, b []byte) error {
 		switch op {
 		case opCopy, opAdd:
@@ -285,7 +286,7 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 						return err
 					}
 				}
-				return s.addDiff(diff, b, newOff+int64(at))
+				return diff.add(b, newOff+int64(at))
 			}
 		case opZero:
 			clear(b)
@@ -297,13 +298,9 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if diff != nil && diff != s.r {
-		// The bzip2 stream must end exactly here (this checks its CRCs).
-		if _, err := diff.Peek(1); err != io.EOF {
-			return nil, fmt.Errorf("%w: window %d: diff section too long or corrupt: %v", ErrMalformed, n, err)
-		}
-		if _, err := io.Copy(io.Discard, &w.lim); err != nil {
-			return nil, s.bodyErr("diff section", err)
+	if diff != nil {
+		if err := diff.finish(); err != nil {
+			return nil, fmt.Errorf("window %d: %w", n, err)
 		}
 	}
 	if lits { // Pass 2: the literal section.
@@ -380,44 +377,156 @@ func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op b
 
 // Diff section encodings.
 const (
-	diffRaw   = 0 // the diff bytes themselves
-	diffBzip2 = 1 // uvarint length, then a bzip2 stream of the diff bytes
+	diffRaw         = 0 // the diff bytes themselves
+	diffBzip2       = 1 // uvarint length, then a bzip2 stream of the diff bytes
+	diffBzip2Sparse = 2 // uvarint length, then a bzip2 stream of sparse tokens
 )
 
-// openDiff reads the diff section header and returns the reader of the
-// window's diff bytes.
-func (w *windowApplier) openDiff() (*bufio.Reader, error) {
+// diffSource supplies a window's diff bytes to its ADD operations.
+type diffSource interface {
+	add(b []byte, pos int64) error // add the next len(b) diff bytes to b (at image offset pos)
+	finish() error                 // the section must end exactly here
+}
+
+// openDiff reads the diff section header and returns its reader.
+func (w *windowApplier) openDiff() (diffSource, error) {
 	s := w.s
 	enc, err := s.uvarint("diff encoding")
 	if err != nil {
 		return nil, err
 	}
-	switch enc {
-	case diffRaw:
-		return s.r, nil
-	case diffBzip2:
-		n, err := s.uvarint("diff length")
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 || n > 2*uint64(w.h.WindowSize)+1<<16 {
-			return nil, fmt.Errorf("%w: diff section of %d bytes", ErrMalformed, n)
-		}
-		w.lim = io.LimitedReader{R: s.r, N: int64(n)}
-		// compress/bzip2 allocates at most 900,000 × 4 bytes of block
-		// state, as the stream header (level 1-9) declares.
-		if w.bz == nil {
-			w.bz = bufio.NewReaderSize(nil, 16<<10)
-		}
-		w.bz.Reset(bzip2.NewReader(&w.lim))
-		return w.bz, nil
+	if enc == diffRaw {
+		w.raw = rawDiff{s}
+		return &w.raw, nil
 	}
-	return nil, fmt.Errorf("%w: diff encoding %d", ErrMalformed, enc)
+	if enc != diffBzip2 && enc != diffBzip2Sparse {
+		return nil, fmt.Errorf("%w: diff encoding %d", ErrMalformed, enc)
+	}
+	n, err := s.uvarint("diff length")
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 || n > 2*uint64(w.h.WindowSize)+1<<16 {
+		return nil, fmt.Errorf("%w: diff section of %d bytes", ErrMalformed, n)
+	}
+	w.bz.lim = io.LimitedReader{R: s.r, N: int64(n)}
+	// compress/bzip2 allocates at most 900,000 × 4 bytes of block state, as
+	// the stream header (level 1-9) declares.
+	if w.bz.r == nil {
+		w.bz.r = bufio.NewReaderSize(nil, 16<<10)
+	}
+	w.bz.r.Reset(bzip2.NewReader(&w.bz.lim))
+	if enc == diffBzip2 {
+		return &w.bz, nil
+	}
+	w.sparse = sparseDiff{bz: &w.bz}
+	return &w.sparse, nil
 }
 
-// addDiff adds the next len(b) diff bytes from r to b, which starts at new
+type rawDiff struct{ s *stream }
+
+func (d *rawDiff) add(b []byte, pos int64) error {
+	return addFrom(d.s.r, b, pos, func(err error) error { return d.s.bodyErr("diff bytes", err) })
+}
+
+func (d *rawDiff) finish() error { return nil }
+
+type bz2Diff struct {
+	r   *bufio.Reader
+	lim io.LimitedReader
+}
+
+func (d *bz2Diff) add(b []byte, pos int64) error {
+	return addFrom(d.r, b, pos, func(err error) error {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+	})
+}
+
+func (d *bz2Diff) finish() error {
+	// The bzip2 stream ends here; reading its end checks its CRCs.
+	if _, err := d.r.Peek(1); err != io.EOF {
+		return fmt.Errorf("%w: diff section too long or corrupt: %v", ErrMalformed, err)
+	}
+	if _, err := io.Copy(io.Discard, &d.lim); err != nil {
+		return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// sparseDiff decodes tokens "uvarint zeros, uvarint n, n bytes": runs of
+// zero diff bytes are skipped instead of being decompressed and added.
+type sparseDiff struct {
+	bz        *bz2Diff
+	zeros, nz uint64 // pending zero bytes, then pending literal diff bytes
+}
+
+func (d *sparseDiff) add(b []byte, pos int64) error {
+	r := d.bz.r
+	for i := 0; i < len(b); {
+		if d.zeros == 0 && d.nz == 0 {
+			z, err1 := binary.ReadUvarint(r)
+			n, err2 := binary.ReadUvarint(r)
+			if err := errors.Join(err1, err2); err != nil || z+n == 0 || z+n < z {
+				return fmt.Errorf("%w: diff token: %v", ErrMalformed, err)
+			}
+			d.zeros, d.nz = z, n
+		}
+		if d.zeros > 0 {
+			k := min(d.zeros, uint64(len(b)-i))
+			d.zeros -= k
+			i += int(k)
+			continue
+		}
+		k := int(min(d.nz, uint64(len(b)-i), uint64(r.Size())))
+		p, err := r.Peek(k)
+		if len(p) < k {
+			return fmt.Errorf("%w: diff token bytes: %v", ErrMalformed, err)
+		}
+		addCarry(b, i, p, pos)
+		r.Discard(k)
+		d.nz -= uint64(k)
+		i += k
+	}
+	return nil
+}
+
+func (d *sparseDiff) finish() error {
+	if d.zeros != 0 || d.nz != 0 {
+		return fmt.Errorf("%w: diff tokens run past the window", ErrMalformed)
+	}
+	return d.bz.finish()
+}
+
+// addCarry adds diff bytes p to b[i:], b starting at image offset pos,
+// carrying into the following bytes of the same aligned word (within b),
+// whose own diff bytes are zero or are added later: word addition is
+// associative, so this equals adding the whole word at once.
+func addCarry(b []byte, i int, p []byte, pos int64) {
+	carry := 0
+	for k := i; k < len(b); k++ {
+		if (pos+int64(k))&3 == 0 {
+			carry = 0 // a word boundary: carries stop here
+			if k >= i+len(p) {
+				return
+			}
+		}
+		v := int(b[k]) + carry
+		if k < i+len(p) {
+			v += int(p[k-i])
+		} else if carry == 0 {
+			return
+		}
+		b[k] = byte(v)
+		carry = v >> 8
+	}
+}
+
+// addFrom adds the next len(b) diff bytes from r to b, which starts at
 // image offset pos. Chunks read from the buffer end on word boundaries.
-func (s *stream) addDiff(r *bufio.Reader, b []byte, pos int64) error {
+func addFrom(r *bufio.Reader, b []byte, pos int64, fail func(error) error) error {
 	for len(b) > 0 {
 		n := len(b)
 		if n > r.Size() {
@@ -425,13 +534,7 @@ func (s *stream) addDiff(r *bufio.Reader, b []byte, pos int64) error {
 		}
 		d, err := r.Peek(n)
 		if len(d) < n {
-			if r != s.r {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
-			}
-			return s.bodyErr("diff bytes", err)
+			return fail(err)
 		}
 		addDiffWords(b[:n], d, pos)
 		r.Discard(n)

@@ -125,12 +125,13 @@ func TestRoundTripSmallWindowsAndSegments(t *testing.T) {
 
 func TestRoundTripRawDiff(t *testing.T) {
 	p := syntheticPairs()["sparse edits"]
-	raw := roundTrip(t, p[0], p[1], GenOptions{RawDiff: true})
+	raw := roundTrip(t, p[0], p[1], GenOptions{DiffCoding: DiffRaw})
+	bzOnly := roundTrip(t, p[0], p[1], GenOptions{DiffCoding: DiffBzip2})
 	bz := roundTrip(t, p[0], p[1], GenOptions{})
 	if raw.AddBytes == 0 || raw.AddBytes != bz.AddBytes {
 		t.Fatalf("add bytes raw %d bzip2 %d", raw.AddBytes, bz.AddBytes)
 	}
-	t.Logf("raw diff %d bytes, bzip2 diff %d bytes", raw.PatchSize, bz.PatchSize)
+	t.Logf("patch with raw diff %d bytes, bzip2 %d, sparse bzip2 %d", raw.PatchSize, bzOnly.PatchSize, bz.PatchSize)
 }
 
 func TestPatchIsSmallForSmallChanges(t *testing.T) {

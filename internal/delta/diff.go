@@ -75,3 +75,37 @@ func forWords(n int, pos int64, fn func(i, j int)) {
 		fn(i, n)
 	}
 }
+
+// sparseTokens writes diff as tokens "uvarint zeros, uvarint n, n bytes"
+// covering it exactly; zero gaps shorter than a word stay inside the literal
+// bytes (a token costs more than they do).
+func sparseTokens(diff []byte) []byte {
+	var out []byte
+	for i := 0; i < len(diff); {
+		z := i
+		for z < len(diff) && diff[z] == 0 {
+			z++
+		}
+		e := z
+		for e < len(diff) {
+			if diff[e] != 0 {
+				e++
+				continue
+			}
+			g := e
+			for g < len(diff) && diff[g] == 0 && g-e < 4 {
+				g++
+			}
+			if g-e < 4 && g < len(diff) {
+				e = g
+				continue
+			}
+			break
+		}
+		out = appendUvarint(out, uint64(z-i))
+		out = appendUvarint(out, uint64(e-z))
+		out = append(out, diff[z:e]...)
+		i = e
+	}
+	return out
+}

@@ -36,11 +36,24 @@ type GenOptions struct {
 	// (default 4096; < 0: never). Shorter runs compress better as diff bytes,
 	// longer ones are cheaper to apply as copies.
 	CopyRun int
-	// RawDiff stores diff bytes as they are (compressed only by the zstd
-	// body) instead of as per-window bzip2 streams: patches are larger
-	// (about +60% on executables) but apply with less CPU.
-	RawDiff bool
+	// DiffCoding selects how each window's diff bytes are stored.
+	DiffCoding DiffCoding
 }
+
+// DiffCoding is the encoding of diff sections.
+type DiffCoding int
+
+const (
+	// DiffSparse (default): bzip2 of (zero run, non-zero bytes) tokens; zero
+	// runs are skipped on the device instead of decompressed and added.
+	DiffSparse DiffCoding = iota
+	// DiffBzip2: bzip2 of the diff bytes: about 3% smaller patches, about
+	// twice the apply CPU.
+	DiffBzip2
+	// DiffRaw: diff bytes left to the zstd body: much larger patches,
+	// least apply CPU.
+	DiffRaw
+)
 
 // Stats describes a generated patch.
 type Stats struct {
@@ -265,10 +278,13 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		hdr = append(hdr, sum[:]...)
 		var dsec []byte
 		if len(diff) > 0 {
-			if z := []byte(nil); len(diff) >= 256 && !opts.RawDiff {
-				z = bzip2Encode(diff)
-				if len(z) < len(diff) {
-					dsec = appendUvarint(appendUvarint(dsec, diffBzip2), uint64(len(z)))
+			if len(diff) >= 256 && opts.DiffCoding != DiffRaw {
+				enc, b := uint64(diffBzip2), diff
+				if opts.DiffCoding == DiffSparse {
+					enc, b = diffBzip2Sparse, sparseTokens(diff)
+				}
+				if z := bzip2Encode(b); len(z) < len(diff) {
+					dsec = appendUvarint(appendUvarint(dsec, enc), uint64(len(z)))
 					dsec = append(dsec, z...)
 				}
 			}
