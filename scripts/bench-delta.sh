@@ -154,23 +154,24 @@ BS_EXE=141649 BS_FS=3211800
 bs_live=$(size "$W/exe.bsdiff")
 echo
 echo "otad delta benchmark — $(date -u +%F) — $(nproc) CPUs"
-printf '%-10s %11s %11s %8s %8s %8s %10s %9s %13s %11s\n' pair new-size otad-patch xbsdiff xxdelta3 xzstd gen-cpu-s gen-rss apply-rss-MiB apply-cpu-s
-printf '%-10s %11s %11s %8s %8s %8s %10s %9s %13s %11s\n' '' bytes bytes anchor '-9' 'pf -22' '' MiB 'peak/anon' ''
+echo "ratios: otad patch size / other tool's patch size (bsdiff: the issue's anchors)"
+printf '%-6s %11s %11s %8s %9s %8s %10s %9s %13s %11s\n' pair new-size otad-patch /bsdiff /xdelta3 /zstd gen-cpu-s gen-rss apply-rss-MiB apply-cpu-s
+printf '%-6s %11s %11s %8s %9s %8s %10s %9s %13s %11s\n' '' bytes bytes anchor '-9 -B256M' 'pf -22' '' MiB 'peak/anon' ''
 for p in exe fs syn; do
   case $p in exe) n=$EXE_NEW bs=$BS_EXE ;; fs) n=$FS_NEW bs=$BS_FS ;; syn) n=$SYN_NEW bs=0 ;; esac
   ps=$(size "$W/$p.otad")
   xd="-" zs="-"
   [ -f "$W/$p.xd" ] && xd=$(ratio "$ps" "$(size "$W/$p.xd")")
   [ -f "$W/$p.zst" ] && zs=$(ratio "$ps" "$(size "$W/$p.zst")")
-  printf '%-10s %11d %11d %8s %8s %8s %10s %9s %13s %11s\n' "$p" "$(size "$n")" "$ps" "$(ratio "$ps" "$bs")" "$xd" "$zs" \
+  printf '%-6s %11d %11d %8s %9s %8s %10s %9s %13s %11s\n' "$p" "$(size "$n")" "$ps" "$(ratio "$ps" "$bs")" "$xd" "$zs" \
     "$(get gen.$p.cpu)" "$(mib "$(get gen.$p.rss)")" "$(mib "$(get apply.$p.hwm)")/$(mib "$(get apply.$p.anon)")" "$(get apply.$p.cpu)"
 done
 echo
 echo "baselines (same run):"
-printf '  %-34s %11s %11s %12s %12s\n' tool exe-bytes rootfs-bytes apply-rss-MiB '(exe/rootfs)'
-printf '  %-34s %11d %11s %12s\n' "bsdiff 4.3 (live, exe only)" "$bs_live" "($BS_FS)" "$(mib "$(get apply.bspatch.rss)")/-"
-printf '  %-34s %11d %11d %12s\n' "xdelta3 -9 -B 256M" "$(size "$W/exe.xd")" "$(size "$W/fs.xd")" "$(mib "$(get apply.xd.exe.rss)")/$(mib "$(get apply.xd.fs.rss)")"
-printf '  %-34s %11d %11d %12s\n' "zstd --ultra -22 --long=31 --patch-from" "$(size "$W/exe.zst")" "$(size "$W/fs.zst")" "$(mib "$(get apply.zs.exe.rss)")/$(mib "$(get apply.zs.fs.rss)")"
+printf '  %-40s %11s %11s %12s %12s\n' tool exe-bytes rootfs-bytes apply-rss-MiB '(exe/rootfs)'
+printf '  %-40s %11d %11s %12s\n' "bsdiff 4.3 (live, exe only)" "$bs_live" "($BS_FS)" "$(mib "$(get apply.bspatch.rss)")/-"
+printf '  %-40s %11d %11d %12s\n' "xdelta3 -9 -B 256M" "$(size "$W/exe.xd")" "$(size "$W/fs.xd")" "$(mib "$(get apply.xd.exe.rss)")/$(mib "$(get apply.xd.fs.rss)")"
+printf '  %-40s %11d %11d %12s\n' "zstd --ultra -22 --long=31 --patch-from" "$(size "$W/exe.zst")" "$(size "$W/fs.zst")" "$(mib "$(get apply.zs.exe.rss)")/$(mib "$(get apply.zs.fs.rss)")"
 echo "  generation CPU s: bsdiff exe $(get gen.bsdiff.cpu); xdelta3 exe/rootfs $(get gen.xd.exe.cpu)/$(get gen.xd.fs.cpu); zstd exe/rootfs $(get gen.zs.exe.cpu)/$(get gen.zs.fs.cpu)"
 echo "  otad vs live bsdiff on exe: $(ratio "$(size "$W/exe.otad")" "$bs_live") (anchor column uses 141,649 / 3,211,800 B)"
 echo

@@ -293,7 +293,9 @@ func TestCorpusPairs(t *testing.T) {
 		dir = filepath.Join(home, ".cache", "otad-corpus")
 	}
 	pairs := [][2]string{{"esbuild-0.25.11.bin", "esbuild-0.25.12.bin"}}
-	if !testing.Short() {
+	if testing.Short() || raceOn {
+		t.Log("rootfs pair skipped under -short and -race (about 2 GB and 40 CPU-s without the race detector)")
+	} else {
 		pairs = append(pairs, [2]string{"rootfs-v1.ext4", "rootfs-v2.ext4"})
 	}
 	for _, pr := range pairs {

@@ -44,6 +44,18 @@ func FuzzApply(f *testing.F) {
 		f.Fatal(err)
 	}
 	patch := buf.Bytes()
+	// A second seed whose diff section is sparse bzip2 (the edits are too
+	// dense for exact matches).
+	nw2 := bytes.Clone(old[:40000])
+	for i := 0; i < len(nw2); i += 50 {
+		nw2[i] ^= 0x11
+	}
+	var buf2 bytes.Buffer
+	if _, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(nw2), int64(len(nw2)), &buf2, GenOptions{WindowSize: 8192, ZstdWindow: 1 << 16, FullSize: -1}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf2.Bytes(), false)
+	f.Add(decodeBodyF(f, buf2.Bytes()), true)
 	f.Add(patch, false)
 	f.Add(patch[:HeaderSize+10], false)
 	f.Add(decodeBodyF(f, patch), true)
