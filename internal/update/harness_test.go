@@ -49,9 +49,25 @@ type device struct {
 	mu      sync.Mutex
 }
 
-func newDevice(t *testing.T) *device {
+func newDevice(t *testing.T) *device { return newDeviceIn(t, t.TempDir()) }
+
+// newShmDevice puts the device on tmpfs when there is one (fsync is free
+// there, which matters for the sweep's hundreds of installs) and returns
+// a function removing it.
+func newShmDevice(t *testing.T) (*device, func()) {
 	t.Helper()
-	d := &device{t: t, dir: t.TempDir(), slots: map[string]slot.Slot{}, booted: "A", health: &fakeHealth{}}
+	dir, err := os.MkdirTemp("/dev/shm", "otad-update-test-")
+	if err != nil {
+		return newDevice(t), func() {}
+	}
+	rm := func() { os.RemoveAll(dir) }
+	t.Cleanup(rm)
+	return newDeviceIn(t, dir), rm
+}
+
+func newDeviceIn(t *testing.T, dir string) *device {
+	t.Helper()
+	d := &device{t: t, dir: dir, slots: map[string]slot.Slot{}, booted: "A", health: &fakeHealth{}}
 	for _, n := range []string{"A", "B"} {
 		p := filepath.Join(d.dir, "slot-"+n+".img")
 		tg, err := slot.NewFileTarget(p, slotSize)

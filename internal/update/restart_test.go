@@ -19,12 +19,18 @@ import (
 // not reached. cutAt > 0 kills the device at that state write (journal file
 // op or env save); the next iteration powers it on again. It returns the
 // number of state writes of the run.
-func life(t *testing.T, cutAt int, healthy bool) int {
+func life(t *testing.T, cutAt int, healthy bool, fx *fixture) int {
 	t.Helper()
-	d := newDevice(t)
+	d, rm := newShmDevice(t)
+	defer rm()
 	img1 := image(1, 3<<20)
-	img2 := image(2, 1<<20+4321)
-	b2 := d.bundleFile("v2.otab", "2.0", 3, img2, bundle.EncodingZstd)
+	img2 := fx.img
+	if fx.bundle == nil {
+		fx.key, fx.keyring = d.key, d.keyring
+		fx.bundle = readFile(t, d.bundleFile("v2.otab", "2.0", 3, img2, bundle.EncodingZstd))
+	}
+	d.key, d.keyring = fx.key, fx.keyring
+	b2 := writeTemp(t, d.dir, fx.bundle)
 	if !healthy {
 		d.health.err = errors.New("check-app: exit status 1")
 	}
@@ -85,16 +91,25 @@ func life(t *testing.T, cutAt int, healthy bool) int {
 // check fails, and checks that it always boots a complete image and ends
 // committed (or rolled back) with otad able to install again.
 func TestPowerCutAtEveryStateWrite(t *testing.T) {
+	fx := &fixture{img: image(2, 1<<20+4321)}
 	for _, healthy := range []bool{true, false} {
-		n := life(t, 0, healthy)
+		n := life(t, 0, healthy, fx)
 		if n < 10 {
 			t.Fatalf("only %d state writes in a cycle; the cutter is not counting", n)
 		}
 		for cut := 1; cut <= n; cut++ {
-			life(t, cut, healthy)
+			life(t, cut, healthy, fx)
 		}
 		t.Logf("healthy=%v: %d cut points", healthy, n)
 	}
+}
+
+// fixture is the bundle every life installs, built once.
+type fixture struct {
+	img     []byte
+	bundle  []byte
+	key     *bundle.PrivateKey
+	keyring *bundle.Keyring
 }
 
 // killingSource cancels the daemon's context after n bytes: a daemon kill
