@@ -189,13 +189,8 @@ func FetchOptions(f config.Fetch) fetch.Options {
 
 // NewConfirmer builds the trial-boot health confirmation from [health].
 func NewConfirmer(h config.Health) (*health.Confirmer, error) {
-	c := &health.Confirmer{Window: h.Timeout}
-	if h.Target != "" {
-		c.Checkers = append(c.Checkers, &health.TargetChecker{Unit: h.Target, NoFailedUnits: h.NoFailedUnits})
-	}
-	for _, argv := range h.Checks {
-		c.Checkers = append(c.Checkers, &health.CommandChecker{Argv: argv, Timeout: h.CheckTimeout})
-	}
+	c := &health.Confirmer{Window: h.Timeout,
+		Checkers: health.Standard(h.Target, h.NoFailedUnits, h.Checks, h.CheckTimeout)}
 	if h.Watchdog == config.WatchdogOtad {
 		// Opened lazily would race the trial; open now so a busy device is
 		// reported at start. The health package handles NOWAYOUT.
