@@ -77,8 +77,8 @@ func forWords(n int, pos int64, fn func(i, j int)) {
 }
 
 // sparseTokens writes diff as tokens "uvarint zeros, uvarint n, n bytes"
-// covering it exactly; zero gaps shorter than a word stay inside the literal
-// bytes (a token costs more than they do).
+// covering it exactly, each n bytes a maximal run of non-zero bytes (on the
+// executable pair, keeping short zero gaps inside the runs compresses worse).
 func sparseTokens(diff []byte) []byte {
 	var out []byte
 	for i := 0; i < len(diff); {
@@ -87,20 +87,8 @@ func sparseTokens(diff []byte) []byte {
 			z++
 		}
 		e := z
-		for e < len(diff) {
-			if diff[e] != 0 {
-				e++
-				continue
-			}
-			g := e
-			for g < len(diff) && diff[g] == 0 && g-e < 4 {
-				g++
-			}
-			if g-e < 4 && g < len(diff) {
-				e = g
-				continue
-			}
-			break
+		for e < len(diff) && diff[e] != 0 {
+			e++
 		}
 		out = appendUvarint(out, uint64(z-i))
 		out = appendUvarint(out, uint64(e-z))

@@ -47,7 +47,7 @@ const (
 	// DiffSparse (default): bzip2 of (zero run, non-zero bytes) tokens; zero
 	// runs are skipped on the device instead of decompressed and added.
 	DiffSparse DiffCoding = iota
-	// DiffBzip2: bzip2 of the diff bytes: about 3% smaller patches, about
+	// DiffBzip2: bzip2 of the diff bytes: about 2% smaller patches, about
 	// twice the apply CPU.
 	DiffBzip2
 	// DiffRaw: diff bytes left to the zstd body: much larger patches,
