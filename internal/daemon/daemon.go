@@ -225,17 +225,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	st := d.Engine.Status()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	stopStatus := func() {}
 	if n != nil {
 		_ = n.Ready(fmt.Sprintf("booted slot %s, %s", st.BootSlot, st.Operation))
 		ch, stop := d.Engine.Subscribe()
-		wg.Add(2)
+		var sw sync.WaitGroup
+		wg.Add(1)
+		sw.Add(1)
 		go func() {
 			defer wg.Done()
 			_ = n.RunWatchdog(ctx, func(context.Context) error { d.Engine.Status(); return nil })
 		}()
 		go func() {
 			// STATUS= follows the operation (not every progress step).
-			defer wg.Done()
+			defer sw.Done()
 			for ev := range ch {
 				if ev.Kind == "operation" || ev.Kind == "completed" || ev.Kind == "rolledback" {
 					st := d.Engine.Status()
@@ -243,7 +246,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 			}
 		}()
-		go func() { <-ctx.Done(); stop() }()
+		// Flush the status lines already queued before STOPPING=1.
+		stopStatus = func() { stop(); sw.Wait() }
 	}
 	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
 	var serveErr error
@@ -255,6 +259,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		<-ctx.Done()
 	}
+	stopStatus()
 	if n != nil {
 		_ = n.Stopping()
 	}
