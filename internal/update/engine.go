@@ -41,7 +41,6 @@ var (
 	ErrBusy        = errors.New("update: another install is running")
 	ErrCanceled    = errors.New("update: install canceled")
 	ErrNoSuchSlot  = errors.New("update: no such slot")
-	ErrNotPending  = errors.New("update: no install is waiting for a reboot")
 	ErrTooManyRuns = errors.New("update: install interrupted too often, giving up")
 	ErrNotArmable  = errors.New("update: refusing to arm a slot that is not completely written and verified")
 )
