@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,19 +15,24 @@ import (
 // artifacts are the inputs every machine shares: what setup.sh cached plus
 // what this run built (boot partition, slot images, otad for the guest).
 type artifacts struct {
-	cache   string // setup.sh's keyed cache directory
-	repo    string
-	work    string
-	qemu    string
-	flash0  string
-	otadArm string // static arm64 otad for the guest
-	otadHst string // host otad (bundles, env)
-	boot    string // FAT image, partition 1
-	data    string // empty ext4, partition 4
-	slots   map[string]string
-	keys    string // keyring directory for the guest (public keys)
-	signKey string // private key for bundles
-	defEnv  *bootenv.Env
+	cache  string // setup.sh's keyed cache directory
+	repo   string
+	work   string
+	qemu   string
+	flash0 string
+	// U-Boot with a redundant flash env and native bootcount (optional)
+	flash0Red string
+	otadArm   string // static arm64 otad for the guest
+	otadHst   string // host otad (bundles, env)
+	boot      string // FAT image, partition 1
+	data      string // empty ext4, partition 4
+	slots     map[string]string
+	keys      string // keyring directory for the guest (public keys)
+	signKey   string // private key for bundles
+	defEnv    *bootenv.Env
+	// committedB is the machine good-update left on a committed B (v2), for
+	// scenarios that continue from there.
+	committedB *machine
 }
 
 // Disk layout (MiB): p1 FAT boot at 1, p2 slot A, p3 slot B, p4 data.
@@ -109,7 +115,6 @@ func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
 		{filepath.Join(g, "shutdown"), "etc/init.d/shutdown", 0o755},
 		{filepath.Join(g, "otad-supervise"), "usr/sbin/otad-supervise", 0o755},
 		{filepath.Join(g, "dbus-system.conf"), "usr/share/dbus-1/system.conf", 0o644},
-		{filepath.Join(g, "fw_env.config"), "etc/fw_env.config", 0o644},
 		{filepath.Join(a.repo, "systemd/io.otad.Update1.conf"), "etc/dbus-1/system.d/io.otad.Update1.conf", 0o644},
 	}
 	for _, f := range files {
@@ -139,8 +144,24 @@ func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
 			return "", err
 		}
 	}
-	for _, l := range []string{"sh", "mount", "awk", "cat", "dd", "sleep", "cut", "sync", "umount"} {
-		_ = os.Symlink("busybox", filepath.Join(root, "bin", l))
+	// The slot is mounted read-only, so the applet links are made here (the
+	// host's busybox lists the same applets as Debian's arm64 build).
+	list, err := exec.Command("busybox", "--list-full").Output()
+	if err != nil {
+		return "", fmt.Errorf("busybox --list-full: %w", err)
+	}
+	for _, l := range strings.Fields(string(list)) {
+		if l == "sbin/init" || l == "bin/busybox" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(l)), 0o755); err != nil {
+			return "", err
+		}
+		_ = os.Symlink("/bin/busybox", filepath.Join(root, l))
+	}
+	// board-specific, written by rcS from the harness's board description
+	if err := os.Symlink("/run/fw_env.config", filepath.Join(root, "etc/fw_env.config")); err != nil {
+		return "", err
 	}
 	img := filepath.Join(a.work, "slot-"+s.name+".ext4")
 	os.Remove(img)
@@ -161,13 +182,16 @@ func (a *artifacts) buildData() error {
 
 // newMachine assembles a disk (MBR, four partitions) from the images and a
 // fresh 64 MiB environment bank seeded with env.
-func (a *artifacts) newMachine(name, slotA, slotB string, env *bootenv.Env) (*machine, error) {
+func (a *artifacts) newMachine(name, slotA, slotB string, redundant bool, env *bootenv.Env) (*machine, error) {
 	dir := filepath.Join(a.work, "m-"+name)
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(filepath.Join(dir, "share"), 0o755); err != nil {
 		return nil, err
 	}
-	m := &machine{dir: dir, art: a}
+	m := &machine{dir: dir, art: a, redundant: redundant}
+	if redundant && a.flash0Red == "" {
+		return nil, errSkip("setup.sh could not build the redundant-env U-Boot")
+	}
 	total := 1 + bootMiB + 2*slotMiB + dataMiB + 1
 	if err := run("truncate", "-s", fmt.Sprintf("%dM", total), m.disk()); err != nil {
 		return nil, err
@@ -198,21 +222,77 @@ func (a *artifacts) newMachine(name, slotA, slotB string, env *bootenv.Env) (*ma
 	return m, nil
 }
 
-// fwEnvConfig is the host's view of the env bank: one copy at offset 0.
+// fwEnvConfig is the host's view of the env bank: one copy at offset 0, or
+// (redundant U-Boot) a second at 0x40000.
 func (m *machine) fwEnvConfig() string {
 	p := filepath.Join(m.dir, "fw_env.config")
-	_ = writeFile(p, m.envFlash()+" 0x0 0x40000 0x40000\n", 0o644)
+	text := m.envFlash() + " 0x0 0x40000 0x40000\n"
+	if m.redundant {
+		text += m.envFlash() + " 0x40000 0x40000 0x40000\n"
+	}
+	_ = writeFile(p, text, 0o644)
 	return p
 }
 
+// guestFwEnvConfig is the board's fw_env.config for Linux: the env bank is
+// the second half of /dev/mtd0 (both pflash banks, one NOR device).
+func (m *machine) guestFwEnvConfig() string {
+	text := "# U-Boot env in pflash bank 1 (/dev/mtd0 covers both 64 MiB banks)\n/dev/mtd0 0x4000000 0x40000 0x40000\n"
+	if m.redundant {
+		text += "/dev/mtd0 0x4040000 0x40000 0x40000\n"
+	}
+	return text
+}
+
+// fileMedium is a flash image file seen as a NOR medium (erase = 0xff), so
+// otad's env writer uses the flag scheme of the real medium (boolean on NOR,
+// as U-Boot's redundant flash env does) on the host too.
+type fileMedium struct{ f *os.File }
+
+func (m fileMedium) ReadAt(p []byte, off int64) (int, error)  { return m.f.ReadAt(p, off) }
+func (m fileMedium) WriteAt(p []byte, off int64) (int, error) { return m.f.WriteAt(p, off) }
+func (m fileMedium) Erase(off, n int64) error {
+	_, err := m.f.WriteAt(bytes.Repeat([]byte{0xff}, int(n)), off)
+	return err
+}
+
+// norStore opens path (an env bank image or a guest dump of it) as a
+// redundant NOR env: copies at 0 and 0x40000, boolean flags.
+func norStore(path string) (bootenv.Store, func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	md := fileMedium{f}
+	st := bootenv.NewSectorMediumStore([]bootenv.Medium{md, md}, []int64{0, 0x40000}, 0x40000, 0x40000, bootenv.FlagsBoolean)
+	return st, func() { f.Close() }, nil
+}
+
 // seedEnv writes U-Boot's defaults merged with env into bank 1 with otad's
-// own env writer, `otad env init` (a loaded env replaces U-Boot's built-in
-// defaults, so the defaults file carries them).
+// own env writer: `otad env init` for the single-copy env; for the
+// redundant NOR env the bootenv package itself with the boolean scheme (a
+// host file would otherwise get counter flags). A loaded env replaces
+// U-Boot's built-in defaults, so the defaults are part of the seed.
 func (a *artifacts) seedEnv(m *machine, env *bootenv.Env) error {
 	full := a.defEnv.Clone()
 	for _, n := range env.Names() {
 		v, _ := env.Get(n)
 		full.Set(n, v)
+	}
+	if err := writeFile(filepath.Join(m.share(), "fw_env.config"), m.guestFwEnvConfig(), 0o644); err != nil {
+		return err
+	}
+	if m.redundant {
+		// erased NOR
+		if err := os.WriteFile(m.envFlash(), bytes.Repeat([]byte{0xff}, 64<<20), 0o644); err != nil {
+			return err
+		}
+		st, done, err := norStore(m.envFlash())
+		if err != nil {
+			return err
+		}
+		defer done()
+		return st.Save(full)
 	}
 	var b strings.Builder
 	for _, n := range full.Names() {
@@ -226,10 +306,21 @@ func (a *artifacts) seedEnv(m *machine, env *bootenv.Env) error {
 	return run(a.otadHst, "env", "init", "-c", m.fwEnvConfig(), "-f", defaults)
 }
 
-// readEnv reads the env bank as the host sees it (QEMU must be stopped or
-// the guest quiet: QEMU writes the file as U-Boot or Linux programs flash).
+// readEnv reads the env bank as the host sees it (QEMU stopped).
 func (m *machine) readEnv() (*bootenv.Env, error) {
-	cfg, err := bootenv.LoadConfig(m.fwEnvConfig())
+	if m.redundant {
+		st, done, err := norStore(m.envFlash())
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		return st.Load()
+	}
+	return loadFileEnv(m.fwEnvConfig())
+}
+
+func loadFileEnv(config string) (*bootenv.Env, error) {
+	cfg, err := bootenv.LoadConfig(config)
 	if err != nil {
 		return nil, err
 	}
@@ -241,22 +332,22 @@ func (m *machine) readEnv() (*bootenv.Env, error) {
 	return st.Load()
 }
 
-// guestEnv parses the env copy the guest read from /dev/mtd0 at its last boot.
+// guestEnv parses the env bank the guest read from /dev/mtd0 at its last boot.
 func (m *machine) guestEnv() (*bootenv.Env, error) {
+	dump := filepath.Join(m.share(), "env-at-boot.bin")
+	if m.redundant {
+		st, done, err := norStore(dump)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		return st.Load()
+	}
 	p := filepath.Join(m.dir, "guest-env.config")
-	if err := writeFile(p, filepath.Join(m.share(), "env-at-boot.bin")+" 0x0 0x40000 0x40000\n", 0o644); err != nil {
+	if err := writeFile(p, dump+" 0x0 0x40000 0x40000\n", 0o644); err != nil {
 		return nil, err
 	}
-	cfg, err := bootenv.LoadConfig(p)
-	if err != nil {
-		return nil, err
-	}
-	st, err := bootenv.OpenStore(cfg)
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	return st.Load()
+	return loadFileEnv(p)
 }
 
 // loadDefaultEnv reads U-Boot's default environment captured by setup.sh

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -40,6 +41,12 @@ func (p *pidSet) killAll() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
+
+// errSkip marks a scenario that cannot run on this machine (an optional
+// input was not built); it is reported as SKIP, never as PASS.
+type errSkip string
+
+func (e errSkip) Error() string { return "skipped: " + string(e) }
 
 // result is one row of the final table.
 type result struct {
@@ -91,6 +98,9 @@ func mainErr(cache, repo, work, otadArm, otadHost, mode string, keep bool) int {
 	}
 	a := &artifacts{cache: cache, repo: repo, work: work, qemu: filepath.Join(cache, "qemu-system-aarch64"),
 		flash0: filepath.Join(cache, "flash0.img"), otadArm: otadArm, otadHst: otadHost, slots: map[string]string{}}
+	if _, err := os.Stat(filepath.Join(cache, "flash0-redundant.img")); err == nil {
+		a.flash0Red = filepath.Join(cache, "flash0-redundant.img")
+	}
 	os.RemoveAll(work)
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "vmtest:", err)
@@ -120,6 +130,10 @@ func mainErr(cache, repo, work, otadArm, otadHost, mode string, keep bool) int {
 		fmt.Printf("vmtest: --- %s\n", s.name)
 		err := s.run(ctx, a, &r)
 		live.killAll()
+		var sk errSkip
+		if errors.As(err, &sk) {
+			r.skipped, err = string(sk), nil
+		}
 		r.took = time.Since(st)
 		switch {
 		case r.skipped != "":

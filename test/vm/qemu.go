@@ -25,8 +25,17 @@ type machine struct {
 	done    chan error
 	powerOn int  // QEMU starts so far
 	watchdg bool // add an i6300esb
+	// redundant: boot the U-Boot with a redundant flash env (boolean flags)
+	// and native bootcount instead of Debian's single-copy one
+	redundant bool
 }
 
+func (m *machine) flash0() string {
+	if m.redundant {
+		return m.art.flash0Red
+	}
+	return m.art.flash0
+}
 func (m *machine) share() string    { return filepath.Join(m.dir, "share") }
 func (m *machine) disk() string     { return filepath.Join(m.dir, "disk.img") }
 func (m *machine) envFlash() string { return filepath.Join(m.dir, "flash1.img") }
@@ -44,7 +53,7 @@ func (m *machine) start() error {
 		"-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "512",
 		"-display", "none", "-monitor", "none", "-nic", "none", "-audio", "none",
 		"-serial", "file:" + console,
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + m.art.flash0,
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + m.flash0(),
 		"-drive", "if=pflash,format=raw,file=" + m.envFlash(),
 		"-drive", "if=none,id=d0,format=raw,cache=unsafe,file=" + m.disk(),
 		"-device", "virtio-blk-device,drive=d0",

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/bootenv"
 )
 
@@ -88,6 +89,18 @@ func boardEnv(kv ...string) *bootenv.Env {
 	return e
 }
 
+// boardEnvFor is boardEnv for a board with (native) or without U-Boot's
+// own bootcount: with it the boot script must not count again, and
+// altbootcmd does the fallback.
+func boardEnvFor(native bool, kv ...string) *bootenv.Env {
+	e := boardEnv(kv...)
+	if native {
+		e.Set("otad_native_bootcount", "1")
+		e.Set("altbootcmd", boot.AltBootCmd)
+	}
+	return e
+}
+
 // expectEnv checks variables of env; an empty want means "unset or empty".
 func expectEnv(where string, e *bootenv.Env, kv ...string) error {
 	var bad []string
@@ -112,13 +125,18 @@ func isBoot(slot, image string) func(event) bool {
 var scenarios = []scenario{
 	{name: "boot-a", run: scenBootA},
 	{name: "uboot-fallback", run: scenUbootFallback},
-	{name: "mtd-nor-env", run: scenMTDNorEnv},
+	{name: "native-bootcount", run: scenNativeBootcount},
+	{name: "good-update", quick: true, run: scenGoodUpdate},
+	{name: "refused", run: scenRefused},
+	{name: "bad-update", run: scenBadUpdate},
+	{name: "mtd-nor-env", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, false) }},
+	{name: "mtd-nor-env-redundant", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, true) }},
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be
 // written to the env (a normal boot writes nothing).
 func scenBootA(ctx context.Context, a *artifacts, r *result) error {
-	m, err := a.newMachine("boot-a", a.slots["v1"], a.slots["v2"], boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
+	m, err := a.newMachine("boot-a", a.slots["v1"], a.slots["v2"], false, boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
 	if err != nil {
 		return err
 	}
@@ -156,7 +174,7 @@ func scenBootA(ctx context.Context, a *artifacts, r *result) error {
 // cannot boot (its rootfs has no init: kernel panic → reset). Real U-Boot
 // running THE boot script must count bootlimit trials and fall back to A.
 func scenUbootFallback(ctx context.Context, a *artifacts, r *result) error {
-	m, err := a.newMachine("uboot-fallback", a.slots["v1"], a.slots["v2-broken"],
+	m, err := a.newMachine("uboot-fallback", a.slots["v1"], a.slots["v2-broken"], false,
 		boardEnv("otad_slot", "B", "otad_prev", "A", "upgrade_available", "1", "bootcount", "0", "bootlimit", "3"))
 	if err != nil {
 		return err
@@ -215,8 +233,12 @@ once() { [ -e "/host/done-$1" ] && return 1; touch "/host/done-$1"; }
 // through the real kernel MTD stack (/dev/mtd0 = both pflash banks, CFI
 // driver built out of tree), and real U-Boot acts on it at the next boot.
 // Cross-checked on the host with libubootenv's fw_printenv.
-func scenMTDNorEnv(ctx context.Context, a *artifacts, r *result) error {
-	m, err := a.newMachine("mtd-nor-env", a.slots["v1"], a.slots["v2"], boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
+func scenMTDNorEnv(ctx context.Context, a *artifacts, r *result, redundant bool) error {
+	name := "mtd-nor-env"
+	if redundant {
+		name += "-redundant"
+	}
+	m, err := a.newMachine(name, a.slots["v1"], a.slots["v2"], redundant, boardEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"))
 	if err != nil {
 		return err
 	}
@@ -260,6 +282,15 @@ fi
 	}
 	m.cut()
 	r.boots = m.ubootStarts()
+	if redundant {
+		// the boolean scheme end to end: otad in Linux wrote the other copy
+		// active and marked the old one obsolete; U-Boot took the new one.
+		he, err := m.readEnv()
+		if err != nil {
+			return err
+		}
+		return expectEnv("host flash1.img (redundant, boolean flags)", he, "otad_slot", "B")
+	}
 	// libubootenv's fw_printenv on the host reads what otad wrote in the guest.
 	out, err := exec.Command("fw_printenv", "-c", m.fwEnvConfig(), "otad_slot", "otad_bootargs").CombinedOutput()
 	if err != nil {
@@ -267,6 +298,42 @@ fi
 	}
 	if want := "otad_slot=B\notad_bootargs=console=ttyAMA0 loglevel=5 vmtest.marker=written-by-otad\n"; string(out) != want {
 		return fmt.Errorf("fw_printenv on the host: got %q, want %q", out, want)
+	}
+	return nil
+}
+
+// scenNativeBootcount: the optional U-Boot built from Debian's source with
+// CONFIG_BOOTCOUNT_LIMIT + CONFIG_BOOTCOUNT_ENV and a redundant flash env.
+// The env is armed on the host as otad's Arm does (with otad's altbootcmd);
+// slot B cannot boot; U-Boot's own bootcount runs altbootcmd past bootlimit.
+func scenNativeBootcount(ctx context.Context, a *artifacts, r *result) error {
+	m, err := a.newMachine("native-bootcount", a.slots["v1"], a.slots["v2-broken"], true,
+		boardEnv("otad_native_bootcount", "1", "altbootcmd", boot.AltBootCmd,
+			"otad_slot", "B", "otad_prev", "A", "upgrade_available", "1", "bootcount", "0", "bootlimit", "3"))
+	if err != nil {
+		return err
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	defer m.cut()
+	if _, _, err := m.waitEvent(ctx, 0, 4*time.Minute, isBoot("A", "v1")); err != nil {
+		return fmt.Errorf("no fallback boot of A: %w\n%s", err, tail(m.console(), 20))
+	}
+	ge, err := m.guestEnv()
+	if err != nil {
+		return fmt.Errorf("guest env dump: %w", err)
+	}
+	if err := expectEnv("guest /dev/mtd0", ge, "otad_slot", "A", "upgrade_available", "0", "bootcount", "0", "otad_failed", "B"); err != nil {
+		return err
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	if r.boots != 4 {
+		return fmt.Errorf("U-Boot started %d times, want 4 (3 trials of B + altbootcmd)", r.boots)
+	}
+	if strings.Contains(m.console(), "otad: trial boot") {
+		return fmt.Errorf("the boot script counted although otad_native_bootcount=1")
 	}
 	return nil
 }

@@ -22,6 +22,10 @@ deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] 
 deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
 deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
 EOF
+sed 's/^deb \[arch=amd64,arm64 /deb-src [/' "$apt_dir/etc/sources.list.new" >>"$apt_dir/etc/sources.list.new"
+if ! cmp -s "$apt_dir/etc/sources.list.new" "$apt_dir/etc/sources.list"; then
+  rm -f "$apt_dir"/lists/*Packages* "$apt_dir"/lists/*Sources*   # force a refresh below
+fi
 mv "$apt_dir/etc/sources.list.new" "$apt_dir/etc/sources.list"
 APT=(-o "Dir::Etc::SourceList=$apt_dir/etc/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/etc/sources.list.d"
   -o "Dir::Etc::PreferencesParts=$apt_dir/etc/preferences.d" -o "Dir::State::Lists=$apt_dir/lists"
@@ -97,6 +101,45 @@ QEMU_MODULE_DIR=$T/qemu/usr/lib/x86_64-linux-gnu/qemu "$T/qemu/usr/bin/qemu-syst
 # --- U-Boot pflash bank 0 ------------------------------------------------------
 cp /usr/lib/u-boot/qemu_arm64/u-boot.bin "$T/flash0.img"
 truncate -s 64M "$T/flash0.img"
+
+# --- optional: U-Boot from Debian's source with a redundant flash env ---------
+# (second copy at 0x4040000, boolean active/obsolete flags) and the native
+# CONFIG_BOOTCOUNT_LIMIT + CONFIG_BOOTCOUNT_ENV. bison/flex/m4 are unpacked,
+# not installed. A failure here only skips the scenarios that need it.
+build_uboot() {
+  local ub=$T/ubuild tools=$T/ubuild/tools
+  mkdir -p "$tools" "$BASE/src"
+  ( cd "$BASE/src" && { ls u-boot_"${uboot_ver#*:}".dsc >/dev/null 2>&1 ||
+      apt-get "${APT[@]}" source --download-only "u-boot=$uboot_ver" >/dev/null; } ) || return 1
+  dl "bison=$(ver bison)" "flex=$(ver flex)" "m4=$(ver m4)" || return 1
+  for p in bison flex m4; do dpkg -x "$(deb $p "$(ver $p)")" "$tools"; done
+  dpkg-source -x --no-check "$BASE/src/u-boot_${uboot_ver#*:}.dsc" "$ub/src" >/dev/null 2>&1 || return 1
+  export PATH=$tools/usr/bin:$PATH BISON_PKGDATADIR=$tools/usr/share/bison M4=$tools/usr/bin/m4
+  make -s -C "$ub/src" O="$ub/out" qemu_arm64_defconfig >/dev/null || return 1
+  cat >>"$ub/out/.config" <<'EOF2'
+CONFIG_SYS_REDUNDAND_ENVIRONMENT=y
+CONFIG_ENV_ADDR_REDUND=0x4040000
+CONFIG_BOOTCOUNT_LIMIT=y
+CONFIG_BOOTCOUNT_ENV=y
+EOF2
+  make -s -C "$ub/src" O="$ub/out" olddefconfig >/dev/null 2>&1 || return 1
+  make -s -C "$ub/src" O="$ub/out" CROSS_COMPILE=aarch64-linux-gnu- -j2 >"$ub/build.log" 2>&1 || { tail -20 "$ub/build.log" >&2; return 1; }
+  grep -q '^CONFIG_SYS_REDUNDAND_ENVIRONMENT=y' "$ub/out/.config" && grep -q '^CONFIG_BOOTCOUNT_ENV=y' "$ub/out/.config" || return 1
+  cp "$ub/out/u-boot.bin" "$2"
+}
+# Kept apart from the keyed directory: it depends only on the U-Boot version
+# and the lines above, and takes minutes on 2 cores.
+ub_key=$(echo "$uboot_ver $(declare -f build_uboot)" | sha256sum | cut -c1-12)
+ub_bin=$BASE/u-boot-redundant-$ub_key.bin
+if [[ ! -f $ub_bin ]]; then
+  log "building U-Boot $uboot_ver with redundant env + native bootcount (optional, ~2-5 min)"
+  if ( build_uboot "" "$ub_bin.tmp" ); then mv "$ub_bin.tmp" "$ub_bin"; else log "redundant-env U-Boot NOT built; its scenarios will be skipped"; fi
+  rm -rf "$T/ubuild"
+fi
+if [[ -f $ub_bin ]]; then
+  cp "$ub_bin" "$T/flash0-redundant.img"
+  truncate -s 64M "$T/flash0-redundant.img"
+fi
 
 # --- kernel + modules ----------------------------------------------------------
 log "unpacking kernel $kpkg $kver_pkg"
