@@ -177,10 +177,8 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 
 func readAll(r io.ReaderAt, n int64) ([]byte, error) {
 	b := make([]byte, n)
-	if _, err := r.ReadAt(b, 0); err != nil && !(err == io.EOF && n == 0) {
-		if rn, _ := r.ReadAt(b, 0); int64(rn) != n || err != io.EOF {
-			return nil, err
-		}
+	if _, err := io.ReadFull(io.NewSectionReader(r, 0, n), b); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

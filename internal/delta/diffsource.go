@@ -1,0 +1,179 @@
+package delta
+
+import (
+	"bufio"
+	"compress/bzip2"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Diff section encodings.
+const (
+	diffRaw         = 0 // the diff bytes themselves
+	diffBzip2       = 1 // uvarint length, then a bzip2 stream of the diff bytes
+	diffBzip2Sparse = 2 // uvarint length, then a bzip2 stream of sparse tokens
+)
+
+// diffSource supplies a window's diff bytes to its ADD operations.
+type diffSource interface {
+	add(b []byte, pos int64) error // add the next len(b) diff bytes to b (at image offset pos)
+	finish() error                 // the section must end exactly here
+}
+
+// openDiff reads the diff section header and returns its reader.
+func (w *windowApplier) openDiff() (diffSource, error) {
+	s := w.s
+	enc, err := s.uvarint("diff encoding")
+	if err != nil {
+		return nil, err
+	}
+	if enc == diffRaw {
+		w.raw = rawDiff{s}
+		return &w.raw, nil
+	}
+	if enc != diffBzip2 && enc != diffBzip2Sparse {
+		return nil, fmt.Errorf("%w: diff encoding %d", ErrMalformed, enc)
+	}
+	n, err := s.uvarint("diff length")
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 || n > 2*uint64(w.h.WindowSize)+1<<16 {
+		return nil, fmt.Errorf("%w: diff section of %d bytes", ErrMalformed, n)
+	}
+	w.bz.lim = io.LimitedReader{R: s.r, N: int64(n)}
+	// compress/bzip2 allocates at most 900,000 × 4 bytes of block state, as
+	// the stream header (level 1-9) declares.
+	if w.bz.r == nil {
+		w.bz.r = bufio.NewReaderSize(nil, 16<<10)
+	}
+	w.bz.r.Reset(bzip2.NewReader(&w.bz.lim))
+	if enc == diffBzip2 {
+		return &w.bz, nil
+	}
+	w.sparse = sparseDiff{bz: &w.bz}
+	return &w.sparse, nil
+}
+
+type rawDiff struct{ s *stream }
+
+func (d *rawDiff) add(b []byte, pos int64) error {
+	return addFrom(d.s.r, b, pos, func(err error) error { return d.s.bodyErr("diff bytes", err) })
+}
+
+func (d *rawDiff) finish() error { return nil }
+
+type bz2Diff struct {
+	r   *bufio.Reader
+	lim io.LimitedReader
+}
+
+func (d *bz2Diff) add(b []byte, pos int64) error {
+	return addFrom(d.r, b, pos, func(err error) error {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+	})
+}
+
+func (d *bz2Diff) finish() error {
+	// The bzip2 stream ends here; reading its end checks its CRCs.
+	if _, err := d.r.Peek(1); err != io.EOF {
+		return fmt.Errorf("%w: diff section too long or corrupt: %v", ErrMalformed, err)
+	}
+	if _, err := io.Copy(io.Discard, &d.lim); err != nil {
+		return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// sparseDiff decodes tokens "uvarint zeros, uvarint n, n bytes": runs of
+// zero diff bytes are skipped instead of being decompressed and added.
+type sparseDiff struct {
+	bz        *bz2Diff
+	zeros, nz uint64 // pending zero bytes, then pending literal diff bytes
+}
+
+func (d *sparseDiff) add(b []byte, pos int64) error {
+	r := d.bz.r
+	for i := 0; i < len(b); {
+		if d.zeros == 0 && d.nz == 0 {
+			z, err1 := binary.ReadUvarint(r)
+			n, err2 := binary.ReadUvarint(r)
+			if err := errors.Join(err1, err2); err != nil || z+n == 0 || z+n < z {
+				return fmt.Errorf("%w: diff token: %v", ErrMalformed, err)
+			}
+			d.zeros, d.nz = z, n
+		}
+		if d.zeros > 0 {
+			k := min(d.zeros, uint64(len(b)-i))
+			d.zeros -= k
+			i += int(k)
+			continue
+		}
+		k := int(min(d.nz, uint64(len(b)-i), uint64(r.Size())))
+		p, err := r.Peek(k)
+		if len(p) < k {
+			return fmt.Errorf("%w: diff token bytes: %v", ErrMalformed, err)
+		}
+		addCarry(b, i, p, pos)
+		r.Discard(k)
+		d.nz -= uint64(k)
+		i += k
+	}
+	return nil
+}
+
+func (d *sparseDiff) finish() error {
+	if d.zeros != 0 || d.nz != 0 {
+		return fmt.Errorf("%w: diff tokens run past the window", ErrMalformed)
+	}
+	return d.bz.finish()
+}
+
+// addCarry adds diff bytes p to b[i:], b starting at image offset pos,
+// carrying into the following bytes of the same aligned word (within b),
+// whose own diff bytes are zero or are added later: word addition is
+// associative, so this equals adding the whole word at once.
+func addCarry(b []byte, i int, p []byte, pos int64) {
+	carry := 0
+	for k := i; k < len(b); k++ {
+		if (pos+int64(k))&3 == 0 {
+			carry = 0 // a word boundary: carries stop here
+			if k >= i+len(p) {
+				return
+			}
+		}
+		v := int(b[k]) + carry
+		if k < i+len(p) {
+			v += int(p[k-i])
+		} else if carry == 0 {
+			return
+		}
+		b[k] = byte(v)
+		carry = v >> 8
+	}
+}
+
+// addFrom adds the next len(b) diff bytes from r to b, which starts at
+// image offset pos. Chunks read from the buffer end on word boundaries.
+func addFrom(r *bufio.Reader, b []byte, pos int64, fail func(error) error) error {
+	for len(b) > 0 {
+		n := len(b)
+		if n > r.Size() {
+			n = r.Size() - int((pos+int64(r.Size()))&3)
+		}
+		d, err := r.Peek(n)
+		if len(d) < n {
+			return fail(err)
+		}
+		addDiffWords(b[:n], d, pos)
+		r.Discard(n)
+		b = b[n:]
+		pos += int64(n)
+	}
+	return nil
+}
