@@ -263,6 +263,7 @@ type cutter struct {
 	ops   int
 	cutAt int // 0: never
 	dead  bool
+	fired bool
 }
 
 var errPowerCut = errors.New("test: power cut")
@@ -275,16 +276,20 @@ func (c *cutter) op() error {
 	}
 	c.ops++
 	if c.cutAt > 0 && c.ops >= c.cutAt {
-		c.dead = true
+		c.dead, c.fired = true, true
 		return errPowerCut
 	}
 	return nil
 }
 
+// restore powers the device back on after a cut; a cut that has not fired
+// yet stays armed.
 func (c *cutter) restore() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.dead, c.cutAt = false, 0
+	if c.dead {
+		c.dead, c.cutAt = false, 0
+	}
 }
 
 type cutStore struct {

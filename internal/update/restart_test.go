@@ -19,7 +19,13 @@ import (
 // not reached. cutAt > 0 kills the device at that state write (journal file
 // op or env save); the next iteration powers it on again. It returns the
 // number of state writes of the run.
-func life(t *testing.T, cutAt int, healthy bool, fx *fixture) int {
+func life(t *testing.T, cutAt int, healthy bool, fx *fixture) (ops int, fired bool) {
+	return lifeMode(t, cutAt, healthy, false, fx)
+}
+
+// lifeMode with killOnly models the cut as a daemon kill: the first restart
+// after it happens without a reboot (same boot, env unchanged by U-Boot).
+func lifeMode(t *testing.T, cutAt int, healthy, killOnly bool, fx *fixture) (ops int, fired bool) {
 	t.Helper()
 	d, rm := newShmDevice(t)
 	defer rm()
@@ -38,8 +44,11 @@ func life(t *testing.T, cutAt int, healthy bool, fx *fixture) int {
 	var lastFloor uint64
 	for boot := 0; boot < 16; boot++ {
 		if boot > 0 {
+			killed := d.cut.dead
 			d.cut.restore()
-			d.powerOn()
+			if !killed || !killOnly {
+				d.powerOn()
+			}
 		}
 		// The slot that runs is always a complete image.
 		want := map[string][]byte{"A": img1, "B": img2}[d.booted]
@@ -64,43 +73,55 @@ func life(t *testing.T, cutAt int, healthy bool, fx *fixture) int {
 			if d.slotRec("B").State != journal.SlotGood || fl != 3 {
 				t.Fatalf("cut %d: committed B but record %+v floor %d", cutAt, d.slotRec("B"), fl)
 			}
-			return d.cut.ops
+			return d.cut.ops, d.cut.fired
 		}
 		if !healthy && jr.State == journal.StateRolledBack && d.booted == "A" && d.envVar("upgrade_available") == "0" {
 			if d.slotRec("B").State != journal.SlotBad || fl != 0 || d.envVar("otad_slot") != "A" {
 				t.Fatalf("cut %d: rolled back but B %+v floor %d", cutAt, d.slotRec("B"), fl)
 			}
-			// otad can install again.
+			// otad can install again (not part of the swept cycle).
+			ops, fired := d.cut.ops, d.cut.fired
+			d.cut.cutAt = 0
 			d.health.err = nil
 			if _, err := e.installNow(b2, nil); err != nil {
 				t.Fatalf("cut %d: install after rollback: %v", cutAt, err)
 			}
-			return d.cut.ops
+			return ops, fired
 		}
+
 		if st := e.Status(); st.Operation == OpIdle && !st.TrialBoot {
 			_, _ = e.installNow(b2, nil) // a cut makes it fail; the next boot goes on
 		}
 	}
 	t.Fatalf("cut %d: no convergence; booted %s env slot=%s ua=%s journal %+v", cutAt, d.booted,
 		d.envVar("otad_slot"), d.envVar("upgrade_available"), d.journalRec())
-	return 0
+	return 0, false
 }
 
 // TestPowerCutAtEveryStateWrite kills the device at every journal, slot
 // record, floor and env write of a good cycle and of a cycle whose health
 // check fails, and checks that it always boots a complete image and ends
-// committed (or rolled back) with otad able to install again.
+// committed (or rolled back) with otad able to install again. Each cut
+// point runs twice: as a power cut (the next start is a new boot) and as a
+// daemon kill (the next start is in the same boot).
 func TestPowerCutAtEveryStateWrite(t *testing.T) {
 	fx := &fixture{img: image(2, 1<<20+4321)}
 	for _, healthy := range []bool{true, false} {
-		n := life(t, 0, healthy, fx)
+		n, _ := life(t, 0, healthy, fx)
 		if n < 10 {
 			t.Fatalf("only %d state writes in a cycle; the cutter is not counting", n)
 		}
 		for cut := 1; cut <= n; cut++ {
-			life(t, cut, healthy, fx)
+			if _, fired := life(t, cut, healthy, fx); !fired {
+				t.Fatalf("cut %d of %d never fired", cut, n)
+			}
 		}
 		t.Logf("healthy=%v: %d cut points", healthy, n)
+		for cut := 1; cut <= n; cut++ {
+			if _, fired := lifeMode(t, cut, healthy, true, fx); !fired {
+				t.Fatalf("kill %d of %d never fired", cut, n)
+			}
+		}
 	}
 }
 
