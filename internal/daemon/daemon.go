@@ -188,19 +188,31 @@ func FetchOptions(f config.Fetch) fetch.Options {
 }
 
 // NewConfirmer builds the trial-boot health confirmation from [health].
-func NewConfirmer(h config.Health) (*health.Confirmer, error) {
+func NewConfirmer(h config.Health) (update.Confirmer, error) {
 	c := &health.Confirmer{Window: h.Timeout,
 		Checkers: health.Standard(h.Target, h.NoFailedUnits, h.Checks, h.CheckTimeout)}
 	if h.Watchdog == config.WatchdogOtad {
-		// Opened lazily would race the trial; open now so a busy device is
-		// reported at start. The health package handles NOWAYOUT.
-		wd, err := health.OpenWatchdog(h.WatchdogDevice, 0)
-		if err != nil {
-			return nil, fmt.Errorf("watchdog %s: %w", h.WatchdogDevice, err)
-		}
-		c.Watchdog = wd
+		return &watchdogConfirmer{c: c, device: h.WatchdogDevice}, nil
 	}
 	return c, nil
+}
+
+// watchdogConfirmer opens the hardware watchdog only for the trial: opening
+// it starts the countdown, so a normal boot must never do it.
+type watchdogConfirmer struct {
+	c      *health.Confirmer
+	device string
+}
+
+func (w *watchdogConfirmer) Confirm(ctx context.Context) error {
+	wd, err := health.OpenWatchdog(w.device, 0)
+	if err != nil {
+		// Without the watchdog a hung check is still bounded by the window.
+		return fmt.Errorf("watchdog %s: %w", w.device, err)
+	}
+	c := *w.c
+	c.Watchdog = wd
+	return c.Confirm(ctx)
 }
 
 // RunWith is Run with serve in place of Options.Serve (benchmarks, tools).

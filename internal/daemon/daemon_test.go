@@ -439,3 +439,19 @@ func TestNotify(t *testing.T) {
 		t.Fatalf("notifications %q", msgs)
 	}
 }
+
+// watchdog = otad opens the device only when a trial is confirmed, never at
+// start (opening starts the hardware countdown).
+func TestWatchdogOpenedOnlyForTheTrial(t *testing.T) {
+	dev := filepath.Join(t.TempDir(), "watchdog")
+	c, err := NewConfirmer(config.Health{Watchdog: config.WatchdogOtad, WatchdogDevice: dev, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("building the confirmer touched the watchdog: %v", err)
+	}
+	if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("watchdog device touched at build time")
+	}
+	if err := c.Confirm(context.Background()); err == nil || !strings.Contains(err.Error(), "watchdog") {
+		t.Fatalf("trial without its watchdog: %v", err)
+	}
+}

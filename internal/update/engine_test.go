@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
 )
 
@@ -381,5 +383,24 @@ func TestProgressHeartbeatWhileStalled(t *testing.T) {
 	e.Wait()
 	if n < 3 {
 		t.Fatalf("%d progress events during a 200ms stall with a 20ms interval", n)
+	}
+}
+
+// A watchdog that cannot be magic-closed after healthy checks is not a
+// reason to roll back.
+func TestReleaseFailureStillCommits(t *testing.T) {
+	d := newDevice(t)
+	b := d.bundleFile("v2.otab", "2.0", 1, image(2, 1<<20), bundle.EncodingRaw)
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.powerOn()
+	d.health.err = fmt.Errorf("%w: ioctl: device busy", health.ErrRelease)
+	e = d.engine()
+	d.start(e)
+	if d.envVar("upgrade_available") != "0" || d.envVar("otad_slot") != "B" || d.slotRec("B").State != journal.SlotGood {
+		t.Fatal("not committed after healthy checks with a release error")
 	}
 }

@@ -259,6 +259,12 @@ func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 	} else if err == nil {
 		log.Warn("no health checks configured; committing the trial boot")
 	}
+	if errors.Is(err, health.ErrRelease) {
+		// Healthy; only the watchdog's magic close failed. The board may
+		// reset once, into the slot committed below.
+		log.WithError(err).Warn("health checks passed; committing")
+		err = nil
+	}
 	if ctx.Err() != nil && !e.canceledByUser() {
 		// Shutdown mid-check: still a trial boot; the next start checks again
 		// and the bootcount bounds how often.
