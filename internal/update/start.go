@@ -38,7 +38,18 @@ func (e *Engine) Start(ctx context.Context) error {
 }
 
 // recoverState is Start's synchronous part. It returns the job to run next
-// (nil: none) and its transaction id.
+// (nil: none) and its transaction id. The boot env decides, the journal
+// explains:
+//
+//	booted == otad_slot, upgrade_available=1      trial boot: confirm
+//	journal in flight, target booted, env on it   commit written, journal not: finish commit
+//	journal in flight, target booted, env not     fallback written, no reboot yet: record, reboot
+//	journal in flight, env armed for the target   waiting for the reboot
+//	journal "written", otad_failed != target      arm never took effect: read back, arm
+//	journal in flight, otherwise                  U-Boot (or a fallback) rolled back: record
+//	journal "writing"                             resume the write (MaxResumes cap) or fail it
+//
+// "In flight" is written, pending-reboot or confirming.
 func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error, string, error) {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
