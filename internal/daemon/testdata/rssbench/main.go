@@ -4,7 +4,8 @@
 //	                                 (internal/daemon, minus the bus), report
 //	                                 idle RSS after start and peak RSS (VmHWM)
 //	                                 after installing BUNDLE
-//	rssbench exec CMD [ARGS...]      run CMD, report its peak RSS (rusage)
+//	rssbench initenv CONFIG          write a fresh boot env if there is none
+//	rssbench exec CMD [ARGS...]      run CMD, report its peak RSS
 //
 // Output is one line of key=value pairs in KiB.
 package main
@@ -69,8 +70,15 @@ func run(args []string) error {
 			time.Sleep(time.Millisecond)
 		}
 	}
+	if len(args) == 2 && args[0] == "initenv" {
+		cfg, err := config.Load(args[1])
+		if err != nil {
+			return err
+		}
+		return initEnv(cfg.EnvConfig)
+	}
 	if len(args) != 3 || args[0] != "install" {
-		return errors.New("usage: rssbench install CONFIG BUNDLE | rssbench exec CMD [ARGS...]")
+		return errors.New("usage: rssbench install CONFIG BUNDLE | initenv CONFIG | exec CMD [ARGS...]")
 	}
 	cfg, err := config.Load(args[1])
 	if err != nil {
