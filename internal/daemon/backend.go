@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -139,17 +140,29 @@ func Classify(err error) string {
 
 // ServeSystemBus is the production Serve: export the engine on the system
 // bus as io.otad.Update1 until ctx ends.
-func ServeSystemBus(ctx context.Context, d *Daemon) error {
-	conn, err := dbus.ConnectSystemBus()
-	if err != nil {
-		return err
+func ServeSystemBus(ctx context.Context, d *Daemon) error { return ServeBus("")(ctx, d) }
+
+// ServeBus exports the engine on the bus at address (empty: the system
+// bus, honouring DBUS_SYSTEM_BUS_ADDRESS) until ctx ends.
+func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
+	return func(ctx context.Context, d *Daemon) error {
+		var conn *dbus.Conn
+		var err error
+		if address == "" {
+			conn, err = dbus.ConnectSystemBus()
+		} else {
+			conn, err = dbus.Connect(address)
+		}
+		if err != nil {
+			return fmt.Errorf("d-bus: %w", err)
+		}
+		defer conn.Close()
+		srv, err := dbusapi.Export(ctx, conn, Backend{E: d.Engine}, dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify})
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		srv.Stop()
+		return nil
 	}
-	defer conn.Close()
-	srv, err := dbusapi.Export(ctx, conn, Backend{E: d.Engine}, dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify})
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	srv.Stop()
-	return nil
 }
