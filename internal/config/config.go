@@ -40,6 +40,7 @@ type Config struct {
 	Compatible    string
 	DataDir       string
 	EnvConfig     string
+	EnvLock       string // "" the bootenv default lock file; "-" no lock
 	BootLimit     int
 	Reboot        string   // RebootAuto or RebootManual
 	RebootCommand []string // empty: StartUnit reboot.target over D-Bus
@@ -145,6 +146,7 @@ var sectionKeys = map[string]map[string]key{
 		"compatible":     {set: func(c *Config, _ *Slot, v string) error { c.Compatible = v; return nil }},
 		"data-dir":       {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.DataDir, v) }},
 		"env-config":     {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.EnvConfig, v) }},
+		"env-lock":       {set: func(c *Config, _ *Slot, v string) error { return lockPath(&c.EnvLock, v) }},
 		"bootlimit":      {set: func(c *Config, _ *Slot, v string) error { return intRange(&c.BootLimit, v, 1, 255) }},
 		"reboot":         {set: func(c *Config, _ *Slot, v string) error { return oneOf(&c.Reboot, v, RebootAuto, RebootManual) }},
 		"reboot-command": {set: func(c *Config, _ *Slot, v string) error { a, err := SplitArgs(v); c.RebootCommand = a; return err }},
@@ -331,6 +333,15 @@ func absPath(dst *string, v string) error {
 	}
 	*dst = v
 	return nil
+}
+
+// lockPath is absPath that also takes "-" (no lock).
+func lockPath(dst *string, v string) error {
+	if v == "-" {
+		*dst = v
+		return nil
+	}
+	return absPath(dst, v)
 }
 
 func nonEmpty(v string) error {

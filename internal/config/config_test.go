@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,6 +19,9 @@ func TestFullFile(t *testing.T) {
 	}
 	if !reflect.DeepEqual(c.RebootCommand, []string{"/sbin/shutdown", "-r", "now please"}) {
 		t.Fatalf("reboot-command %q", c.RebootCommand)
+	}
+	if c.EnvLock != "/run/lock/otad-env.lock" {
+		t.Fatalf("env-lock %q", c.EnvLock)
 	}
 	if c.Keyring.Threshold != 2 {
 		t.Fatalf("threshold %d", c.Keyring.Threshold)
@@ -43,7 +47,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.DataDir != "/var/lib/otad" || c.EnvConfig != "/etc/fw_env.config" || c.BootLimit != 3 ||
 		c.Reboot != RebootAuto || len(c.RebootCommand) != 0 || c.Health.Target != "boot-complete.target" ||
-		c.Health.Timeout != 5*time.Minute || c.Health.Watchdog != WatchdogSystemd {
+		c.Health.Timeout != 5*time.Minute || c.Health.Watchdog != WatchdogSystemd || c.EnvLock != "" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if a, _ := c.Slot("rootfs", "A"); a.Bootname != "A" {
@@ -90,6 +94,23 @@ func TestValidation(t *testing.T) {
 	} {
 		if _, err := Parse(strings.NewReader(in), "t"); err == nil {
 			t.Errorf("%q: accepted", in)
+		}
+	}
+}
+
+// env-lock is an absolute path or "-" (no lock); a relative path would
+// depend on the daemon's working directory.
+func TestEnvLock(t *testing.T) {
+	const base = "[system]\ncompatible=x\nenv-lock=%s\n[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=B\ndevice=/b\n"
+	for in, want := range map[string]string{"/tmp/demo/env.lock": "/tmp/demo/env.lock", "-": "-"} {
+		c, err := Parse(strings.NewReader(fmt.Sprintf(base, in)), "t")
+		if err != nil || c.EnvLock != want {
+			t.Errorf("env-lock=%s: got %q, %v", in, c.EnvLock, err)
+		}
+	}
+	for _, in := range []string{"env.lock", ""} {
+		if _, err := Parse(strings.NewReader(fmt.Sprintf(base, in)), "t"); err == nil {
+			t.Errorf("env-lock=%q accepted", in)
 		}
 	}
 }

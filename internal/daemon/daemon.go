@@ -71,6 +71,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		if err != nil {
 			return nil, fmt.Errorf("env-config: %w", err)
 		}
+		if cfg.EnvLock != "" {
+			ec.LockPath = cfg.EnvLock
+		}
 		ds, err := bootenv.OpenStore(ec)
 		if err != nil {
 			return nil, fmt.Errorf("env-config %s: %w", cfg.EnvConfig, err)
