@@ -1,40 +1,43 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/boot/bootsim"
 	"github.com/otadev/otad/internal/bootenv"
 	"github.com/otadev/otad/internal/config"
-	"github.com/otadev/otad/internal/daemon"
+	"github.com/otadev/otad/internal/dbusapi"
 	"github.com/otadev/otad/internal/floor"
 	"github.com/otadev/otad/internal/journal"
-	"github.com/otadev/otad/internal/update"
 )
 
 // cmdDemo runs the whole update loop on file-backed slots: a good update
 // that is confirmed by its health check, then a bad one that rolls back.
 // Everything lives in one work directory, removed and recreated first.
 //
-// The daemon runs in this process through internal/daemon, exactly as
-// `otad serve` wires it, minus the bus: the steps (start, install, reboot)
-// are methods of demoBoard, so driving a real `otad serve` over D-Bus
-// instead only changes those methods.
+// The demo is the board around a real daemon: it starts a private
+// dbus-daemon, runs `otad serve` (this binary) as a child process on it for
+// every power-on, installs through the D-Bus client exactly as `otactl
+// install` does, and reboots by stopping that process, stepping the
+// bootloader model and starting it again. The daemon's reboot-command is a
+// script that leaves a marker file, which is how the demo sees the request.
 func cmdDemo(ctx context.Context, e *Env, args []string) error {
-	fs := newFlags(e, "demo", "", "Runs a signed A/B update on file-backed slots through the real daemon code and\nthe bootloader model: install, reboot, health check, commit; then a bad update\nand its rollback. Needs no hardware; everything stays in -dir.")
+	fs := newFlags(e, "demo", "", "Runs a signed A/B update on file-backed slots: a private dbus-daemon, `otad serve`\nas a child process and the bootloader model: install over D-Bus, reboot, health\ncheck, commit; then a bad update and its rollback. Needs no hardware and\ndbus-daemon (make deps); everything stays in -dir.")
 	dir := fs.String("dir", "demo-work", "work `directory` (removed and recreated)")
 	sizeStr := fs.String("slot-size", "64M", "size of each slot file")
 	if err := parseFlags(e, fs, args); err != nil {
@@ -54,34 +57,77 @@ func cmdDemo(ctx context.Context, e *Env, args []string) error {
 	if work == "/" || work == filepath.Dir(work) {
 		return usagef("demo: refusing work directory %s", work)
 	}
-	b := &demoBoard{e: e, work: work, slotSize: size}
+	// The bus socket lives in the work dir; sun_path holds 107 bytes.
+	if len(work)+len("/bus.sock") > 107 {
+		return usagef("demo: work directory path too long for the bus socket (%d bytes); choose a shorter -dir", len(work))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("demo: finding this binary to run as otad serve: %w", err)
+	}
+	if err := demoCanInstall(); err != nil {
+		return err
+	}
+	b := &demoBoard{e: e, work: work, slotSize: size, exe: exe}
 	t0 := time.Now()
-	if err := b.run(ctx); err != nil {
-		return fmt.Errorf("demo: %w (logs: %s)", err, b.path("otad.log"))
+	err = b.run(ctx)
+	b.teardown()
+	if err != nil {
+		return fmt.Errorf("demo: %w (logs: %s, %s)", err, b.path("otad.log"), b.path("dbus.log"))
 	}
 	b.say("\ndone in %.1fs; everything is in %s (otad.log has the daemon's log)", time.Since(t0).Seconds(), work)
 	return nil
 }
 
+// demoCanInstall fails early where otad serve would refuse the demo's
+// Install: it lets only root or members of group otad mutate.
+func demoCanInstall() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	if u, err := user.Current(); err == nil {
+		if gids, err := u.GroupIds(); err == nil {
+			for _, gid := range gids {
+				if g, err := user.LookupGroupId(gid); err == nil && g.Name == "otad" {
+					return nil
+				}
+			}
+		}
+	}
+	return errors.New("demo: otad serve accepts installs only from root or group otad; run it as root (sudo make demo) or join group otad")
+}
+
 // demoMarker marks a work directory as the demo's own.
 const demoMarker = ".otad-demo"
+
+// demoWait bounds every wait for a child process or the daemon's state, so
+// a broken daemon fails the demo instead of hanging it.
+const demoWait = 30 * time.Second
 
 type demoBoard struct {
 	e        *Env
 	work     string
 	slotSize int64
+	exe      string // run as `otad serve`
 	env      *bootenv.DeviceStore
-	log      *logrus.Logger
 	logFile  *os.File
 	cfg      *config.Config
 	booted   string
 	boots    int
+	policy   string // where the bus policy came from
 
-	d      *daemon.Daemon
-	cancel context.CancelFunc
+	bus     *demoProc
+	busAddr string
+	serve   *demoProc
+	client  *dbusapi.Client
+}
 
-	mu       sync.Mutex
-	rebootAt string // why the daemon asked for a reboot, "" if it did not
+// demoProc is a child process and the result of waiting for it.
+type demoProc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // valid after done is closed
 }
 
 func (b *demoBoard) path(name string) string { return filepath.Join(b.work, name) }
@@ -92,13 +138,17 @@ func (b *demoBoard) run(ctx context.Context) error {
 	if err := b.setup(ctx); err != nil {
 		return err
 	}
-	defer b.teardown()
+	if err := b.startBus(ctx); err != nil {
+		return err
+	}
 
 	b.say("\n== 1. power on: the bootloader model boots the factory image")
 	if err := b.powerOn(ctx); err != nil {
 		return err
 	}
-	b.show()
+	if err := b.show(ctx); err != nil {
+		return err
+	}
 
 	b.say("\n== 2. build and sign release 2.0, install it into the inactive slot")
 	good, err := b.makeBundle(ctx, "2.0", 2, "app=ok")
@@ -108,16 +158,24 @@ func (b *demoBoard) run(ctx context.Context) error {
 	if err := b.install(ctx, good); err != nil {
 		return err
 	}
-	b.show()
+	if err := b.show(ctx); err != nil {
+		return err
+	}
 
 	b.say("\n== 3. reboot: the trial boot of slot B is confirmed by the health check")
 	if err := b.reboot(ctx); err != nil {
 		return err
 	}
-	if st := b.d.Engine.Status(); st.BootSlot != "B" || st.TrialBoot || st.Version != "2.0" {
+	st, err := b.client.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if st.BootSlot != "B" || st.TrialBoot || st.Version != "2.0" {
 		return fmt.Errorf("expected committed 2.0 in slot B, status %+v", st)
 	}
-	b.show()
+	if err := b.show(ctx); err != nil {
+		return err
+	}
 
 	b.say("\n== 4. release 2.1 is broken: its application never comes up")
 	bad, err := b.makeBundle(ctx, "2.1", 3, "app=crash")
@@ -127,23 +185,31 @@ func (b *demoBoard) run(ctx context.Context) error {
 	if err := b.install(ctx, bad); err != nil {
 		return err
 	}
-	b.show()
+	if err := b.show(ctx); err != nil {
+		return err
+	}
 
 	b.say("\n== 5. reboot into 2.1: the health check fails, otad falls back and reboots")
 	if err := b.reboot(ctx); err != nil {
 		return err
 	}
-	b.show()
+	if err := b.show(ctx); err != nil {
+		return err
+	}
+	if !b.rebootRequested() {
+		return errors.New("otad did not ask for a reboot after the failed trial")
+	}
 	if err := b.reboot(ctx); err != nil {
 		return err
 	}
-	st := b.d.Engine.Status()
+	if st, err = b.client.Status(ctx); err != nil {
+		return err
+	}
 	if st.BootSlot != "B" || st.Version != "2.0" {
 		return fmt.Errorf("expected to be back on 2.0 in slot B, status %+v", st)
 	}
 	b.say("   back on slot B, release %s; the bad slot stays marked bad until the next install", st.Version)
-	b.show()
-	return nil
+	return b.show(ctx)
 }
 
 // setup creates slots, env, keys, config and the health check.
@@ -164,14 +230,11 @@ func (b *demoBoard) setup(ctx context.Context) error {
 		return err
 	}
 	b.say("otad demo: A/B update on file-backed slots in %s (no hardware, nothing written outside it)", b.work)
-	lf, err := os.Create(b.path("otad.log"))
+	lf, err := os.OpenFile(b.path("otad.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	b.logFile = lf
-	b.log = logrus.New()
-	b.log.SetOutput(lf)
-	b.log.SetLevel(logrus.DebugLevel)
 
 	// Slots: A holds the factory image 1.0, B is blank.
 	for _, n := range []string{"A", "B"} {
@@ -208,7 +271,7 @@ func (b *demoBoard) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ec.LockPath = b.path("fw_env.lock") // keep the lock file inside the work dir
+	ec.LockPath = b.path("fw_env.lock") // the same lock otad serve takes (env-lock)
 	if b.env, err = bootenv.OpenStore(ec); err != nil {
 		return err
 	}
@@ -240,13 +303,21 @@ esac
 	if err := os.WriteFile(b.path("health-check.sh"), []byte(check), 0o755); err != nil {
 		return err
 	}
+	// The board's reboot: the demo sees the marker, stops otad serve and
+	// powers on again.
+	reboot := fmt.Sprintf("#!/bin/sh\n# Demo reboot command: tell the board (otad demo) to reboot.\ndate -u +%%FT%%TZ >> %s\n", b.path("reboot-requested"))
+	if err := os.WriteFile(b.path("reboot.sh"), []byte(reboot), 0o755); err != nil {
+		return err
+	}
 	conf := fmt.Sprintf(`# otad system.conf for the demo (see docs/configuration.md)
 [system]
 compatible = otad-demo-board
 data-dir = %[1]s/data
 env-config = %[1]s/fw_env.config
+env-lock = %[1]s/fw_env.lock
 bootlimit = 3
 reboot = auto
+reboot-command = /bin/sh %[1]s/reboot.sh
 cmdline = %[1]s/cmdline
 
 [keyring]
@@ -287,7 +358,7 @@ watchdog = none
 	}
 	b.say("   slots A and B: %d MiB files; slot A holds factory release 1.0", b.slotSize>>20)
 	b.say("   U-Boot env: redundant, 2 x 16 KiB (fw_env.config), boot variables otad_slot=A")
-	b.say("   keyring: keys/demo-release.pub; health check: health-check.sh; config: system.conf")
+	b.say("   keyring: keys/demo-release.pub; health check: health-check.sh; reboot command: reboot.sh; config: system.conf")
 	return nil
 }
 
@@ -339,6 +410,190 @@ func demoRel(work string, args []string) []string {
 	return out
 }
 
+// demoBusConfig is a system-bus-like dbus-daemon configuration: deny by
+// default, the bus driver reachable, plus otad's policy (%[2]s).
+const demoBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<!-- otad demo: a private bus configured like the system bus. -->
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%[1]s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+%[2]s
+</busconfig>
+`
+
+// demoInlinePolicy stands in for systemd/io.otad.Update1.conf when the demo
+// runs away from a checkout or an installed copy: root owns the name and
+// may call everything; anyone may read.
+const demoInlinePolicy = `  <policy user="root">
+    <allow own="io.otad.Update1"/>
+    <allow send_destination="io.otad.Update1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="io.otad.Update1" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>
+    <allow send_destination="io.otad.Update1" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>
+    <allow send_destination="io.otad.Update1" send_interface="io.otad.Update1" send_member="GetSlotStatus"/>
+  </policy>`
+
+// findPolicy looks for otad's bus policy: next to the binary in a checkout
+// (bin/otad → systemd/), above the working directory, or installed.
+func findPolicy(exe string) string {
+	const rel = "systemd/io.otad.Update1.conf"
+	var cands []string
+	for _, start := range []string{filepath.Dir(exe), "."} {
+		dir, err := filepath.Abs(start)
+		if err != nil {
+			continue
+		}
+		for range 8 {
+			cands = append(cands, filepath.Join(dir, rel))
+			if dir == filepath.Dir(dir) {
+				break
+			}
+			dir = filepath.Dir(dir)
+		}
+	}
+	cands = append(cands, "/usr/share/dbus-1/system.d/io.otad.Update1.conf", "/etc/dbus-1/system.d/io.otad.Update1.conf")
+	for _, c := range cands {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
+}
+
+// startBus starts the demo's private dbus-daemon and connects the client.
+func (b *demoBoard) startBus(ctx context.Context) error {
+	if _, err := exec.LookPath("dbus-daemon"); err != nil {
+		return errors.New("dbus-daemon not found: install package dbus (make deps)")
+	}
+	policy := demoInlinePolicy
+	b.policy = "inline (root only)"
+	if p := findPolicy(b.exe); p != "" {
+		policy = "  <include>" + p + "</include>"
+		b.policy = p
+	}
+	if os.Geteuid() != 0 {
+		// Not root: let this user own the name too (the in-process check
+		// has already been satisfied by group otad, see demoCanInstall).
+		if u, err := user.Current(); err == nil {
+			policy += fmt.Sprintf("\n  <policy user=%q><allow own=\"io.otad.Update1\"/><allow send_destination=\"io.otad.Update1\"/></policy>", u.Username)
+		}
+	}
+	conf := fmt.Sprintf(demoBusConfig, b.path("bus.sock"), policy)
+	if err := os.WriteFile(b.path("bus.conf"), []byte(conf), 0o644); err != nil {
+		return err
+	}
+	busLog, err := os.Create(b.path("dbus.log"))
+	if err != nil {
+		return err
+	}
+	defer busLog.Close() // the child has its own descriptor
+	cmd := exec.Command("dbus-daemon", "--config-file="+b.path("bus.conf"), "--nofork", "--nopidfile", "--print-address=1")
+	cmd.Stderr = busLog
+	cmd.Env = demoChildEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if b.bus, err = startProc("dbus-daemon", cmd); err != nil {
+		return err
+	}
+	line := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(out)
+		if s.Scan() {
+			line <- strings.TrimSpace(s.Text())
+		}
+		close(line)
+		_, _ = bytes.NewBuffer(nil).ReadFrom(out) // keep the pipe drained
+	}()
+	select {
+	case b.busAddr = <-line:
+	case <-b.bus.done:
+		return fmt.Errorf("dbus-daemon exited at start: %v", b.bus.err)
+	case <-time.After(demoWait):
+		return errors.New("dbus-daemon printed no address")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if b.busAddr == "" {
+		return errors.New("dbus-daemon printed no address")
+	}
+	if b.client, err = dbusapi.Dial(ctx, b.busAddr); err != nil {
+		return err
+	}
+	b.say("   bus: private dbus-daemon (pid %d) on bus.sock, system-bus policy + %s", b.bus.cmd.Process.Pid, demoRel(b.work, []string{b.policy})[0])
+	return nil
+}
+
+// demoChildEnv is this process's environment minus what would make a child
+// talk to the real systemd.
+func demoChildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "DBUS_SYSTEM_BUS_ADDRESS":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func startProc(name string, cmd *exec.Cmd) (*demoProc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &demoProc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM to the process (by its PID) and waits for it; after
+// demoWait it kills it.
+func (p *demoProc) stop() error {
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(demoWait):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v; killed", p.name, p.cmd.Process.Pid, demoWait)
+	}
+}
+
 // powerOn boots through the bootloader model and starts the daemon.
 func (b *demoBoard) powerOn(ctx context.Context) error {
 	slot, err := bootsim.Step(b.env)
@@ -356,63 +611,183 @@ func (b *demoBoard) powerOn(ctx context.Context) error {
 	if err := os.WriteFile(b.path("cmdline"), []byte("console=ttyS0 root=/dev/slot"+slot+" otad.slot="+slot+"\n"), 0o644); err != nil {
 		return err
 	}
-	return b.startDaemon(ctx)
+	return b.startDaemon(ctx, st.UpgradeAvailable)
 }
 
-func (b *demoBoard) startDaemon(ctx context.Context) error {
-	d, err := daemon.New(b.cfg, daemon.Options{Log: b.log, Env: b.env, Rebooter: demoRebooter{b}})
+// startDaemon runs `otad serve` on the demo bus, waits for its name and for
+// the trial-boot confirmation (if any) to settle, and tells what happened.
+func (b *demoBoard) startDaemon(ctx context.Context, trial bool) error {
+	if err := os.Remove(b.path("reboot-requested")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	fmt.Fprintf(b.logFile, "---- otad demo: power-on %d, starting otad serve\n", b.boots)
+	cmd := exec.Command(b.exe, "serve", "-config", b.path("system.conf"), "-bus", b.busAddr, "-log-level", "debug")
+	cmd.Stdout, cmd.Stderr = b.logFile, b.logFile
+	cmd.Env = demoChildEnv()
+	cmd.Dir = b.work
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	p, err := startProc("otad serve", cmd)
 	if err != nil {
 		return err
 	}
-	dctx, cancel := context.WithCancel(ctx)
-	b.d, b.cancel = d, cancel
-	b.mu.Lock()
-	b.rebootAt = ""
-	b.mu.Unlock()
-	ch, stop := d.Engine.Subscribe()
-	defer stop()
-	if err := d.Engine.Start(dctx); err != nil {
+	b.serve = p
+	deadline := time.Now().Add(demoWait)
+	var st dbusapi.Status
+	for {
+		if st, err = b.client.Status(ctx); err == nil {
+			break
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("otad serve exited at start: %v", p.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("io.otad.Update1 did not appear on the bus within %v: %w", demoWait, err)
+		}
+	}
+	how := ""
+	if trial {
+		how = ", trial boot: confirming"
+	}
+	b.say("   [otad] otad serve (pid %d) owns io.otad.Update1; booted slot %s%s", p.cmd.Process.Pid, st.BootSlot, how)
+	if st, err = b.settle(ctx); err != nil {
 		return err
 	}
-	st := d.Engine.Status()
-	b.say("   [otad] started on slot %s: %s%s", st.BootSlot, st.Operation, map[bool]string{true: " (trial boot)", false: ""}[st.TrialBoot])
-	d.Engine.Wait() // confirmation, if this is a trial boot
-	b.relay(ch)
+	if !trial {
+		return nil
+	}
+	slots, err := b.client.Slots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range slots {
+		if s.Name != st.BootSlot {
+			continue
+		}
+		switch state := demoProp(s, "state"); {
+		case state == string(journal.SlotBad):
+			b.say("   [otad] ROLLED BACK slot %s: %s", s.Name, demoProp(s, "reason"))
+			if b.rebootRequested() {
+				b.say("   [otad] reboot requested to fall back: reboot-command ran reboot.sh")
+			}
+		case !st.TrialBoot:
+			b.say("   [otad] slot %s confirmed and committed", s.Name)
+		default:
+			return fmt.Errorf("trial boot of slot %s neither committed nor rolled back (state %q)", s.Name, state)
+		}
+	}
 	return nil
 }
 
-// relay prints the events worth a line.
-func (b *demoBoard) relay(ch <-chan update.Event) {
+func demoProp(s dbusapi.SlotStatus, name string) string {
+	if v, ok := s.Props[name]; ok {
+		if str, ok := v.Value().(string); ok {
+			return str
+		}
+	}
+	return ""
+}
+
+// settle waits until the daemon has nothing running: idle, armed and
+// waiting for the reboot, or handing the board over to a reboot (after a
+// failed trial it stays rolling-back until the power goes).
+func (b *demoBoard) settle(ctx context.Context) (dbusapi.Status, error) {
+	deadline := time.Now().Add(demoWait)
 	for {
+		st, err := b.client.Status(ctx)
+		if err != nil {
+			return st, err
+		}
+		if st.Operation == "idle" || st.Operation == "pending-reboot" || b.rebootRequested() {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("otad still %s after %v", st.Operation, demoWait)
+		}
 		select {
-		case ev := <-ch:
-			switch ev.Kind {
-			case "completed":
-				if ev.Result == 0 {
-					b.say("   [otad] %s", ev.Message)
-				} else {
-					b.say("   [otad] failed: %s", ev.Message)
-				}
-			case "rolledback":
-				b.say("   [otad] ROLLED BACK slot %s: %s", ev.Slot, ev.Reason)
-			}
-		default:
-			return
+		case <-b.serve.done:
+			return st, fmt.Errorf("otad serve exited while %s: %v", st.Operation, b.serve.err)
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-func (b *demoBoard) stopDaemon() {
-	if b.d == nil {
-		return
+// rebootRequested reports whether the daemon ran its reboot command.
+func (b *demoBoard) rebootRequested() bool {
+	_, err := os.Stat(b.path("reboot-requested"))
+	return err == nil
+}
+
+// install is `otactl install` with a compact progress line.
+func (b *demoBoard) install(ctx context.Context, bundlePath string) error {
+	t0 := time.Now()
+	line := "   [otad] installing into slot " + map[string]string{"A": "B", "B": "A"}[b.booted] + ":"
+	next, lastOp := 25, ""
+	report := func(u dbusapi.Update) {
+		if op := u.Operation; op != "" && op != lastOp && op != "idle" && op != "pending-reboot" {
+			line += " " + op
+			lastOp = op
+		}
+		if p := u.Progress; p != nil && p.Total > 0 && int(p.Percent) >= next {
+			line += fmt.Sprintf(" %d%%", p.Percent)
+			next = (int(p.Percent)/25 + 1) * 25
+		}
 	}
-	b.cancel()
-	b.d.Engine.Wait()
-	b.d = nil
+	b.say("   $ %s install --bus unix:path=bus.sock %s", "otactl", filepath.Base(bundlePath))
+	_, res, msg, err := b.client.Install(ctx, bundlePath, nil, report)
+	if err != nil {
+		return err
+	}
+	b.say("%s (%.1fs)", line, time.Since(t0).Seconds())
+	if res != 0 {
+		return fmt.Errorf("install failed: %s", msg)
+	}
+	b.say("   [otad] %s", msg)
+	if _, err := b.settle(ctx); err != nil {
+		return err
+	}
+	// reboot = auto: the engine runs reboot-command right after arming.
+	deadline := time.Now().Add(demoWait)
+	for !b.rebootRequested() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no reboot request within %v after the install (reboot = auto)", demoWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	b.say("   [otad] reboot requested (reboot = auto): reboot-command ran reboot.sh")
+	return nil
+}
+
+// reboot restarts the board: otad serve gets SIGTERM as systemd would send
+// it, the bootloader model runs, otad serve starts again.
+func (b *demoBoard) reboot(ctx context.Context) error {
+	p := b.serve
+	b.serve = nil
+	if err := p.stop(); err != nil {
+		return fmt.Errorf("stopping otad serve (pid %d): %w", p.cmd.Process.Pid, err)
+	}
+	return b.powerOn(ctx)
 }
 
 func (b *demoBoard) teardown() {
-	b.stopDaemon()
+	if b.client != nil {
+		b.client.Close()
+	}
+	if err := b.serve.stop(); err != nil {
+		fmt.Fprintf(b.e.Stderr, "demo: otad serve: %v\n", err)
+	}
+	if b.bus != nil {
+		_ = b.bus.stop() // SIGTERM is how dbus-daemon is meant to end
+	}
 	if b.env != nil {
 		b.env.Close()
 	}
@@ -421,60 +796,19 @@ func (b *demoBoard) teardown() {
 	}
 }
 
-func (b *demoBoard) install(ctx context.Context, bundlePath string) error {
-	e := b.d.Engine
-	ch, stop := e.Subscribe()
-	defer stop()
-	t0 := time.Now()
-	if _, err := e.Install(ctx, bundlePath, nil); err != nil {
+// show prints the slot table the daemon reports over D-Bus and the env and
+// floor as the files hold them.
+func (b *demoBoard) show(ctx context.Context) error {
+	st, err := b.client.Status(ctx)
+	if err != nil {
 		return err
 	}
-	next := 25
-	line := "   [otad] installing into slot " + map[string]string{"A": "B", "B": "A"}[b.booted] + ":"
-	var final update.Event
-	lastOp := ""
-	for ev := range ch {
-		if ev.Kind == "operation" && ev.Message != lastOp && ev.Message != update.OpIdle && ev.Message != update.OpPendingReboot {
-			line += " " + ev.Message
-			lastOp = ev.Message
-		}
-		if ev.Kind == "progress" {
-			if p := e.Status().Progress; p.Percent >= next && p.Total > 0 {
-				line += fmt.Sprintf(" %d%%", p.Percent)
-				next = (p.Percent/25 + 1) * 25
-			}
-		}
-		if ev.Kind == "completed" {
-			final = ev
-			break
-		}
+	slots, err := b.client.Slots(ctx)
+	if err != nil {
+		return err
 	}
-	e.Wait()
-	b.say("%s (%.1fs)", line, time.Since(t0).Seconds())
-	if final.Result != 0 {
-		return fmt.Errorf("install failed: %s", final.Message)
-	}
-	b.say("   [otad] %s", final.Message)
-	b.mu.Lock()
-	why := b.rebootAt
-	b.mu.Unlock()
-	if why != "" {
-		b.say("   [otad] reboot requested (reboot = auto)")
-	}
-	return nil
-}
-
-// reboot restarts the board: daemon stops, bootloader model runs, daemon starts.
-func (b *demoBoard) reboot(ctx context.Context) error {
-	b.stopDaemon()
-	return b.powerOn(ctx)
-}
-
-func (b *demoBoard) show() {
-	e := b.d.Engine
-	st := e.Status()
-	for _, s := range st.Slots {
-		state := s.State
+	for _, s := range slots {
+		state := demoProp(s, "state")
 		if state == "" {
 			state = "empty"
 		}
@@ -482,29 +816,24 @@ func (b *demoBoard) show() {
 		if s.Name == st.BootSlot {
 			extra = "  <- booted"
 		}
-		if s.State == string(journal.SlotBad) {
+		if state == string(journal.SlotBad) {
 			extra += "  (rolled back; reason kept in data/journal.json)"
 		}
-		ver := s.Version
+		ver := demoProp(s, "version")
 		if ver == "" {
 			ver = "-"
 		}
 		b.say("   slot %s  %-8s %-5s%s", s.Name, state, ver, extra)
 	}
-	bs, _ := (&boot.Protocol{Store: b.env}).State()
+	bs, err := (&boot.Protocol{Store: b.env}).State()
+	if err != nil {
+		return err
+	}
 	fl := "?"
 	if f, err := floor.New(b.cfg.DataDir).Get(); err == nil {
 		fl = fmt.Sprint(f)
 	}
 	b.say("   env: otad_slot=%s otad_prev=%s upgrade_available=%d bootcount=%d; anti-rollback floor %s",
 		bs.Slot, bs.Prev, map[bool]int{true: 1}[bs.UpgradeAvailable], bs.BootCount, fl)
-}
-
-type demoRebooter struct{ b *demoBoard }
-
-func (r demoRebooter) Reboot(context.Context) error {
-	r.b.mu.Lock()
-	defer r.b.mu.Unlock()
-	r.b.rebootAt = time.Now().Format(time.RFC3339)
 	return nil
 }
