@@ -41,7 +41,7 @@ bench: build deps
 bench-delta: build deps
 	scripts/bench-delta.sh
 
-demo: build
+demo: build deps
 	scripts/demo.sh
 
 deps:
