@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -510,21 +511,28 @@ func (b *demoBoard) startBus(ctx context.Context) error {
 	cmd.Stderr = busLog
 	cmd.Env = demoChildEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
+	// Our own pipe rather than StdoutPipe: Wait (in startProc) must not
+	// close it under the reader.
+	out, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	if b.bus, err = startProc("dbus-daemon", cmd); err != nil {
+	cmd.Stdout = w
+	b.bus, err = startProc("dbus-daemon", cmd)
+	w.Close()
+	if err != nil {
+		out.Close()
 		return err
 	}
 	line := make(chan string, 1)
 	go func() {
+		defer out.Close()
 		s := bufio.NewScanner(out)
 		if s.Scan() {
 			line <- strings.TrimSpace(s.Text())
 		}
 		close(line)
-		_, _ = bytes.NewBuffer(nil).ReadFrom(out) // keep the pipe drained
+		_, _ = io.Copy(io.Discard, out) // until dbus-daemon exits
 	}()
 	select {
 	case b.busAddr = <-line:
@@ -738,7 +746,7 @@ func (b *demoBoard) install(ctx context.Context, bundlePath string) error {
 			next = (int(p.Percent)/25 + 1) * 25
 		}
 	}
-	b.say("   $ %s install --bus unix:path=bus.sock %s", "otactl", filepath.Base(bundlePath))
+	b.say("   $ otactl install -bus unix:path=bus.sock %s", filepath.Base(bundlePath))
 	_, res, msg, err := b.client.Install(ctx, bundlePath, nil, report)
 	if err != nil {
 		return err
