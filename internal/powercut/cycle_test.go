@@ -255,7 +255,9 @@ func (b *board) run(c cycle) (result, error) {
 			}
 			fired[gidx] = true
 			if g.irq == userCancel {
-				if err := e.Cancel(); err != nil {
+				// The hook runs on the install's own write path, where
+				// Cancel's wait for the job could never end.
+				if err := e.RequestCancel(); err != nil {
 					b.violate("cancel mid-write refused: %v", err)
 				}
 			} else {

@@ -43,6 +43,10 @@ var (
 	ErrNoSuchSlot  = errors.New("update: no such slot")
 	ErrTooManyRuns = errors.New("update: install interrupted too often, giving up")
 	ErrNotArmable  = errors.New("update: refusing to arm a slot that is not completely written and verified")
+	// ErrFallbackPending: the env already sends the next boot back to the
+	// other slot (a failed trial whose reboot has not happened yet).
+	// Installing now would overwrite the slot the device falls back to.
+	ErrFallbackPending = errors.New("update: a fallback to the other slot is pending; reboot first")
 )
 
 // Operations, as Status.Operation and the D-Bus Operation property show them.
@@ -177,6 +181,7 @@ type Engine struct {
 	busy       bool
 	cancel     context.CancelFunc
 	userCancel bool
+	jobDone    chan struct{} // closed by end(): the job's outcome is on disk
 	status     Status
 	lastEmit   time.Time
 	subs       map[int]chan Event
@@ -375,6 +380,7 @@ func (e *Engine) begin(tx string) (context.Context, error) {
 	}
 	ctx, cancel := context.WithCancel(e.baseCtx)
 	e.busy, e.cancel, e.userCancel = true, cancel, false
+	e.jobDone = make(chan struct{})
 	e.status.Tx = tx
 	e.status.LastError = ""
 	return ctx, nil
@@ -385,6 +391,10 @@ func (e *Engine) end() {
 	defer e.mu.Unlock()
 	if e.cancel != nil {
 		e.cancel()
+	}
+	if e.jobDone != nil {
+		close(e.jobDone)
+		e.jobDone = nil
 	}
 	e.busy, e.cancel = false, nil
 }
@@ -409,18 +419,45 @@ func (e *Engine) spawn(fn func()) {
 // disarmed, the active slot untouched. The job returns within the time the
 // current read or write takes (chunks are at most 8 MiB).
 func (e *Engine) Cancel() error {
+	done, err := e.requestCancel()
+	if err != nil {
+		return err
+	}
+	// Return only once the failed install is on disk (target disarmed and
+	// recorded bad): a power cut after Cancel returned must not resume
+	// and arm the canceled install.
+	select {
+	case <-done:
+		return nil
+	case <-time.After(cancelWait):
+		return errors.New("update: cancel requested; the install is still stopping")
+	}
+}
+
+// RequestCancel stops the running install without waiting for it to
+// record its end. For callers on the install's own path (test hooks inside
+// a device write), where Cancel's wait could never finish.
+func (e *Engine) RequestCancel() error {
+	_, err := e.requestCancel()
+	return err
+}
+
+func (e *Engine) requestCancel() (<-chan struct{}, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.busy {
-		return errors.New("update: nothing to cancel")
+		return nil, errors.New("update: nothing to cancel")
 	}
 	if e.status.Operation == OpConfirming || e.status.Operation == OpRollingBack {
-		return fmt.Errorf("update: cannot cancel %s", e.status.Operation)
+		return nil, fmt.Errorf("update: cannot cancel %s", e.status.Operation)
 	}
 	e.userCancel = true
 	e.cancel()
-	return nil
+	return e.jobDone, nil
 }
+
+// cancelWait bounds how long Cancel waits for the job to record its end.
+const cancelWait = 5 * time.Second
 
 func (e *Engine) newTx() string {
 	e.mu.Lock()

@@ -243,6 +243,11 @@ func TestBusyAndCancel(t *testing.T) {
 	if err := e.Cancel(); err != nil {
 		t.Fatal(err)
 	}
+	// Cancel returns only once the outcome is durable: a power cut now
+	// must not resume the canceled install.
+	if jr := d.journalRec(); jr.State != journal.StateFailed {
+		t.Fatalf("journal right after Cancel returned: %+v", jr)
+	}
 	e.Wait()
 	if el := time.Since(t0); el > time.Second {
 		t.Errorf("cancel took %v", el)
@@ -402,5 +407,48 @@ func TestReleaseFailureStillCommits(t *testing.T) {
 	d.start(e)
 	if d.envVar("upgrade_available") != "0" || d.envVar("otad_slot") != "B" || d.slotRec("B").State != journal.SlotGood {
 		t.Fatal("not committed after healthy checks with a release error")
+	}
+}
+
+// After a failed trial the engine writes the fallback and asks for a
+// reboot. Until that reboot happens, an install would target the slot the
+// device is about to fall back to: it must be refused, with nothing written.
+func TestInstallRefusedWhileFallbackPending(t *testing.T) {
+	d := newDevice(t)
+	img2 := image(2, 1<<20)
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(d.bundleFile("v2.otab", "2.0", 1, img2, bundle.EncodingRaw), nil); err != nil {
+		t.Fatal(err)
+	}
+	d.powerOn() // trial boot of B
+	d.health.err = errors.New("app-check: exit status 1")
+	e = d.engine()
+	d.start(e) // health fails: fallback written, reboot requested (the fake does not reboot)
+	if d.booted != "B" || d.envVar("otad_slot") != "A" || d.envVar("upgrade_available") != "0" {
+		t.Fatalf("booted %s, env otad_slot=%s upgrade_available=%s", d.booted, d.envVar("otad_slot"), d.envVar("upgrade_available"))
+	}
+	before := d.slotBytes("A", 1<<20)
+	img3 := image(3, 1<<20)
+	_, err := e.installNow(d.bundleFile("v3.otab", "3.0", 2, img3, bundle.EncodingRaw), nil)
+	if !errors.Is(err, ErrFallbackPending) {
+		t.Fatalf("install during a pending fallback: %v, want ErrFallbackPending", err)
+	}
+	if !bytes.Equal(d.slotBytes("A", 1<<20), before) {
+		t.Fatal("the fallback slot was written")
+	}
+	if d.envVar("otad_slot") != "A" {
+		t.Fatalf("env changed: otad_slot=%s", d.envVar("otad_slot"))
+	}
+	// After the reboot the device is on A and installs work again.
+	d.powerOn()
+	d.health.err = nil
+	e = d.engine()
+	d.start(e)
+	if d.booted != "A" {
+		t.Fatalf("after fallback booted %s", d.booted)
+	}
+	if _, err := e.installNow(d.bundleFile("v3b.otab", "3.0", 2, img3, bundle.EncodingRaw), nil); err != nil {
+		t.Fatalf("install after the fallback reboot: %v", err)
 	}
 }

@@ -232,6 +232,11 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 	if st := e.Status(); st.TrialBoot {
 		return errors.New("update: the booted slot is still in its trial boot; confirm it first")
 	}
+	if st, err := e.protocol().State(); err != nil {
+		return err
+	} else if !st.UpgradeAvailable && st.Slot != "" && st.Slot != e.bootname(active) {
+		return fmt.Errorf("%w (U-Boot boots slot %s next, this is slot %s)", ErrFallbackPending, st.Slot, e.bootname(active))
+	}
 	b, err := e.openBundle(ctx, req.source)
 	if err != nil {
 		return err
