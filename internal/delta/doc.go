@@ -13,18 +13,21 @@
 // declared limits (which are themselves capped), never by the image size.
 //
 // Invariants of Apply:
-//   - Nothing is written to dst before the whole source table has been
-//     verified against src, so a wrong source image fails with
-//     ErrSourceMismatch before the first byte is written.
-//   - A window's output is written only after the SHA-256 of the source bytes
-//     it read and of the output it built match the patch. A corrupt patch or a
-//     source that changed under us stops at the first bad window; everything
-//     written before belongs to the new image.
+//   - Nothing is written to dst before the whole source table (SHA-256 of
+//     every source block the patch reads) has been verified against src, so
+//     a wrong source image fails with ErrSourceMismatch before the first
+//     byte is written.
+//   - A window's output is written only after its SHA-256 matches the patch.
+//     A corrupt patch, or a source that changed after the check, stops at the
+//     first bad window; everything written before belongs to the new image.
 //   - Only source bytes the patch actually needs are read and checked. The
 //     generator never reads all-zero 4 KiB blocks of the old image (it emits
-//     the equivalent literal bytes instead), so blocks discarded by fstrim on
-//     the active slot, which may read back as anything, cannot break an
-//     update.
+//     the equivalent zero or literal bytes instead), so blocks discarded by
+//     fstrim on the active slot, which may read back as anything, cannot
+//     break an update.
+//   - Memory is bounded by the header's declared limits, which are capped
+//     (MaxWindowSize, MaxCtrlSize, MaxZstdWindow; bzip2 diff sections at most
+//     3.6 MB of block state), whatever the image size or the patch content.
 //
 // Apply is not atomic and keeps no state: after a power cut the caller starts
 // again from the beginning (the inactive slot is not booted until its
