@@ -27,10 +27,11 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	// The working set is a few fixed buffers; collect early so garbage never
-	// piles up, and keep the heap under a hard ceiling.
-	debug.SetGCPercent(20)
-	debug.SetMemoryLimit(8 << 20)
+	// The working set is a few fixed buffers plus one bzip2 block state per
+	// window. GOGC 50 with a 12 MiB soft limit keeps the peak RSS near 8 MiB;
+	// tighter settings (GOGC 20, 8 MiB) cost ~50% more CPU in GC for ~2 MiB.
+	debug.SetGCPercent(50)
+	debug.SetMemoryLimit(12 << 20)
 	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2)); err != nil {
 		fmt.Fprintln(os.Stderr, "deltaapply:", err)
 		os.Exit(1)
