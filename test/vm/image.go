@@ -159,6 +159,14 @@ func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
 		}
 		_ = os.Symlink("/bin/busybox", filepath.Join(root, l))
 	}
+	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
+		return "", err
+	}
+	for l, t := range map[string]string{"var/run": "/run", "var/lock": "/run/lock", "var/tmp": "/tmp"} {
+		if err := os.Symlink(t, filepath.Join(root, l)); err != nil {
+			return "", err
+		}
+	}
 	// board-specific, written by rcS from the harness's board description
 	if err := os.Symlink("/run/fw_env.config", filepath.Join(root, "etc/fw_env.config")); err != nil {
 		return "", err
