@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 )
 
 // header is the fixed 16-byte start of a bundle. Its lengths are framing
@@ -66,8 +65,6 @@ const (
 	algCodeP256    = 2
 	sigSize        = 64
 )
-
-var keyIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // marshalSignatures encodes entries as
 // alg(1) idlen(1) id siglen(2, big endian) sig, back to back.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -211,9 +210,6 @@ func walkJSON(dec *json.Decoder, s *shape, path string) error {
 }
 
 var (
-	hexSHA256  = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	classRe    = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-	printable  = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
 	maxImages  = 16
 	maxPayload = int64(1) << 50
 )

@@ -23,6 +23,9 @@ UNPACKDIR ??= "${WORKDIR}"
 do_compile[network] = "1"
 GO_LINKSHARED = ""
 GOBUILDFLAGS:append = " -trimpath"
+# The device build leaves out the build-host tools (bundle create/sign/keygen,
+# delta generation, demo); otad-native keeps them for the bundle class.
+GOBUILDFLAGS:append:class-target = " -tags otad_device"
 export CGO_ENABLED = "0"
 
 # Board settings, overridable from local.conf or a machine/distro conf.

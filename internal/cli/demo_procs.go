@@ -1,0 +1,211 @@
+//go:build !otad_device
+
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/otadev/otad/internal/dbusapi"
+)
+
+// demoBusConfig is a system-bus-like dbus-daemon configuration: deny by
+// default, the bus driver reachable, plus otad's policy (%[2]s).
+const demoBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<!-- otad demo: a private bus configured like the system bus. -->
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%[1]s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+%[2]s
+</busconfig>
+`
+
+// demoInlinePolicy stands in for systemd/io.otad.Update1.conf when the demo
+// runs away from a checkout or an installed copy: root owns the name and
+// may call everything; anyone may read.
+const demoInlinePolicy = `  <policy user="root">
+    <allow own="io.otad.Update1"/>
+    <allow send_destination="io.otad.Update1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="io.otad.Update1" send_interface="org.freedesktop.DBus.Properties" send_member="GetAll"/>
+    <allow send_destination="io.otad.Update1" send_interface="org.freedesktop.DBus.Properties" send_member="Get"/>
+    <allow send_destination="io.otad.Update1" send_interface="io.otad.Update1" send_member="GetSlotStatus"/>
+  </policy>`
+
+// findPolicy looks for otad's bus policy: next to the binary in a checkout
+// (bin/otad → systemd/), above the working directory, or installed.
+func findPolicy(exe string) string {
+	const rel = "systemd/io.otad.Update1.conf"
+	var cands []string
+	for _, start := range []string{filepath.Dir(exe), "."} {
+		dir, err := filepath.Abs(start)
+		if err != nil {
+			continue
+		}
+		for range 8 {
+			cands = append(cands, filepath.Join(dir, rel))
+			if dir == filepath.Dir(dir) {
+				break
+			}
+			dir = filepath.Dir(dir)
+		}
+	}
+	cands = append(cands, "/usr/share/dbus-1/system.d/io.otad.Update1.conf", "/etc/dbus-1/system.d/io.otad.Update1.conf")
+	for _, c := range cands {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
+}
+
+// startBus starts the demo's private dbus-daemon and connects the client.
+func (b *demoBoard) startBus(ctx context.Context) error {
+	if _, err := exec.LookPath("dbus-daemon"); err != nil {
+		return errors.New("dbus-daemon not found: install package dbus (make deps)")
+	}
+	policy := demoInlinePolicy
+	b.policy = "inline (root only)"
+	if p := findPolicy(b.exe); p != "" {
+		policy = "  <include>" + p + "</include>"
+		b.policy = p
+	}
+	if os.Geteuid() != 0 {
+		// Not root: let this user own the name too (the in-process check
+		// has already been satisfied by group otad, see demoCanInstall).
+		if u, err := user.Current(); err == nil {
+			policy += fmt.Sprintf("\n  <policy user=%q><allow own=\"io.otad.Update1\"/><allow send_destination=\"io.otad.Update1\"/></policy>", u.Username)
+		}
+	}
+	conf := fmt.Sprintf(demoBusConfig, b.path("bus.sock"), policy)
+	if err := os.WriteFile(b.path("bus.conf"), []byte(conf), 0o644); err != nil {
+		return err
+	}
+	busLog, err := os.Create(b.path("dbus.log"))
+	if err != nil {
+		return err
+	}
+	defer busLog.Close() // the child has its own descriptor
+	cmd := exec.Command("dbus-daemon", "--config-file="+b.path("bus.conf"), "--nofork", "--nopidfile", "--print-address=1")
+	cmd.Stderr = busLog
+	cmd.Env = demoChildEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Our own pipe rather than StdoutPipe: Wait (in startProc) must not
+	// close it under the reader.
+	out, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout = w
+	b.bus, err = startProc("dbus-daemon", cmd)
+	w.Close()
+	if err != nil {
+		out.Close()
+		return err
+	}
+	line := make(chan string, 1)
+	go func() {
+		defer out.Close()
+		s := bufio.NewScanner(out)
+		if s.Scan() {
+			line <- strings.TrimSpace(s.Text())
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out) // until dbus-daemon exits
+	}()
+	select {
+	case b.busAddr = <-line:
+	case <-b.bus.done:
+		return fmt.Errorf("dbus-daemon exited at start: %v", b.bus.err)
+	case <-time.After(demoWait):
+		return errors.New("dbus-daemon printed no address")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if b.busAddr == "" {
+		return errors.New("dbus-daemon printed no address")
+	}
+	if b.client, err = dbusapi.Dial(ctx, b.busAddr); err != nil {
+		return err
+	}
+	b.say("   bus: private dbus-daemon (pid %d) on bus.sock, system-bus policy + %s", b.bus.cmd.Process.Pid, demoRel(b.work, []string{b.policy})[0])
+	return nil
+}
+
+// demoChildEnv is this process's environment minus what would make a child
+// talk to the real systemd.
+func demoChildEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "DBUS_SYSTEM_BUS_ADDRESS":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func startProc(name string, cmd *exec.Cmd) (*demoProc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &demoProc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGTERM to the process (by its PID) and waits for it; after
+// demoWait it kills it.
+func (p *demoProc) stop() error {
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(demoWait):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v; killed", p.name, p.cmd.Process.Pid, demoWait)
+	}
+}
