@@ -102,18 +102,22 @@ func (b Backend) Slots() []dbusapi.SlotStatus {
 	return out
 }
 
-// Subscribe relays engine events; "operation" becomes "status".
+// Subscribe relays engine events; "operation" becomes "status" carrying
+// the operation entered.
 func (b Backend) Subscribe() (<-chan dbusapi.Event, func()) {
 	in, stop := b.E.Subscribe()
 	out := make(chan dbusapi.Event, 64)
 	go func() {
 		defer close(out)
 		for ev := range in {
-			kind := ev.Kind
-			if kind == "operation" {
-				kind = "status"
+			d := dbusapi.Event{Kind: ev.Kind, Tx: ev.Tx, Result: int32(ev.Result), Message: ev.Message, Slot: ev.Slot, Reason: ev.Reason}
+			if ev.Kind == "operation" {
+				// The operation entered travels with the event: a short
+				// phase (downloading a local file) is over before the
+				// server reads Status.
+				d.Kind, d.Operation = "status", ev.Message
 			}
-			out <- dbusapi.Event{Kind: kind, Tx: ev.Tx, Result: int32(ev.Result), Message: ev.Message, Slot: ev.Slot, Reason: ev.Reason}
+			out <- d
 		}
 	}()
 	return out, stop

@@ -81,6 +81,10 @@ type Event struct {
 	Message string
 	Slot    string
 	Reason  string
+	// Operation, on "status" events, is the operation this change entered.
+	// It is published before the current Status so that a phase shorter
+	// than the server's reaction still shows on the bus, in order.
+	Operation string
 }
 
 // Backend is the engine as the bus sees it. The daemon adapts

@@ -149,6 +149,9 @@ func (s *Server) handle(ev Event) {
 		s.publishStatus()
 		_ = s.conn.Emit(ObjectPath, Interface+".RolledBack", ev.Slot, ev.Reason)
 	default:
+		if ev.Operation != "" {
+			s.set("Operation", ev.Operation)
+		}
 		s.publishStatus()
 	}
 }

@@ -63,7 +63,9 @@ func (f *fakeBackend) Install(ctx context.Context, source string, opts map[strin
 	f.st.Operation = "writing"
 	f.st.Progress = Progress{Total: int64(f.steps) * 1000, Phase: "writing " + source}
 	f.mu.Unlock()
-	f.emit(Event{Kind: "status"})
+	// A phase already over when the server handles its event (Status says
+	// writing by now): it must still reach the bus, before writing.
+	f.emit(Event{Kind: "status", Operation: "downloading"})
 	go func() {
 		result, msg := int32(0), "installed"
 		for i := 1; i <= f.steps; i++ {
@@ -196,8 +198,8 @@ func TestInstallReportsProgressThenCompletedInOrder(t *testing.T) {
 	if res != 0 || msg != "installed" || tx != "tx-1" {
 		t.Fatalf("Completed(%q, %d, %q), want (tx-1, 0, installed)", tx, res, msg)
 	}
-	if len(ops) == 0 || ops[0] != "writing" {
-		t.Fatalf("operations seen %v, want writing first", ops)
+	if len(ops) < 2 || ops[0] != "downloading" || ops[1] != "writing" {
+		t.Fatalf("operations seen %v, want downloading then writing", ops)
 	}
 	if len(percents) == 0 || percents[len(percents)-1] != 100 {
 		t.Fatalf("last progress %v, want 100 at the end", percents)
