@@ -147,7 +147,7 @@ var sectionKeys = map[string]map[string]key{
 		"data-dir":       {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.DataDir, v) }},
 		"env-config":     {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.EnvConfig, v) }},
 		"env-lock":       {set: func(c *Config, _ *Slot, v string) error { return lockPath(&c.EnvLock, v) }},
-		"bootlimit":      {set: func(c *Config, _ *Slot, v string) error { return intRange(&c.BootLimit, v, 1, 255) }},
+		"bootlimit":      {set: func(c *Config, _ *Slot, v string) error { return intRange(&c.BootLimit, v, 1, 9) }},
 		"reboot":         {set: func(c *Config, _ *Slot, v string) error { return oneOf(&c.Reboot, v, RebootAuto, RebootManual) }},
 		"reboot-command": {set: func(c *Config, _ *Slot, v string) error { a, err := SplitArgs(v); c.RebootCommand = a; return err }},
 		"cmdline":        {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Cmdline, v) }},

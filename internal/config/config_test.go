@@ -66,6 +66,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		"[sytem]\n":                              1,
 		"compatible = x\n":                       1,
 		"[system]\nbootlimit = zero\n":           2,
+		"[system]\nbootlimit = 10\n":             2,
 		"[system]\nreboot = later\n":             2,
 		"[slot.rootfs.2]\n":                      1,
 		"[system]\n[system]\n":                   2,
