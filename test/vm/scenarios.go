@@ -129,6 +129,7 @@ var scenarios = []scenario{
 	{name: "good-update", quick: true, run: scenGoodUpdate},
 	{name: "refused", run: scenRefused},
 	{name: "bad-update", run: scenBadUpdate},
+	{name: "power-cuts", run: scenPowerCuts},
 	{name: "mtd-nor-env", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, false) }},
 	{name: "mtd-nor-env-redundant", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, true) }},
 }
