@@ -7,7 +7,7 @@ pkgs=(
   busybox-static mmdebstrap qemu-user-static mtd-utils e2fsprogs dosfstools
   mtools bsdiff xdelta3 zstd rauc parted fdisk bc kmod cpio util-linux
   gcc-aarch64-linux-gnu
-  time
+  time unzip squashfs-tools
 )
 missing=()
 for p in "${pkgs[@]}"; do
