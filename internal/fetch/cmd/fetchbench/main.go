@@ -38,8 +38,12 @@ func run(args []string, out io.Writer) error {
 	dir := fs.String("dir", os.TempDir(), "directory for the test bundle")
 	rounds := fs.Int("rounds", 5, "measurements per source")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	serve := fs.String("serve", "", "only serve this `file` on loopback: print its URL, run until stdin closes")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *serve != "" {
+		return serveFile(*serve, out)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -141,4 +145,24 @@ func median(v []float64) float64 {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// serveFile serves one file over loopback HTTP for another process (the
+// install-from-URL bench) until stdin reaches EOF.
+func serveFile(path string, out io.Writer) error {
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, path)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	fmt.Fprintf(out, "http://%s/%s\n", ln.Addr(), filepath.Base(path))
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
 }
