@@ -92,6 +92,7 @@ type Reader struct {
 	tables  [][]chunkEntry
 	starts  []int64 // payload offset of each image from the bundle start
 	base    int64   // source offset of the bundle start (seekable sources)
+	size    int64   // declared bundle length (Size)
 
 	img       int // current image, -1 before the first Next
 	chunk     int // next chunk to load
@@ -156,8 +157,14 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 		br.starts = append(br.starts, off)
 		off += f.Manifest.Images[i].PayloadSize
 	}
+	br.size = off
 	return br, nil
 }
+
+// Size is the bundle's length in bytes as its verified manifest declares
+// it; a source may cap its reads there (one more byte lets the reader see
+// trailing data and refuse it).
+func (r *Reader) Size() int64 { return r.size }
 
 func checkMetadata(m *Manifest, o *Options) error {
 	if !o.AnyCompatible && m.Compatible != o.Compatible {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
 )
@@ -200,6 +201,11 @@ func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error)
 	if err != nil {
 		src.Close()
 		return nil, err
+	}
+	// Never download more than the signed manifest declares (+1 byte for
+	// the reader's trailing-data check): a server cannot make us read on.
+	if fs, ok := src.(fetch.Source); ok {
+		fetch.LowerCap(fs, br.Size()+1)
 	}
 	m := br.Manifest()
 	if len(m.Images) != 1 || m.Images[0].Class != RootfsClass {
