@@ -33,7 +33,7 @@ type bundleServer struct {
 	// status, when set, answers request n with this code instead (0: serve).
 	status func(n int) (code int, retryAfter string)
 	// after is called after request n started (e.g. to change the object).
-	after func(n int, s *bundleServer)
+	after   func(n int, s *bundleServer)
 	trickle bool
 }
 
