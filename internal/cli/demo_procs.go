@@ -17,36 +17,8 @@ import (
 	"time"
 
 	"github.com/otadev/otad/internal/dbusapi"
+	"github.com/otadev/otad/internal/privbus"
 )
-
-// demoBusConfig is a system-bus-like dbus-daemon configuration: deny by
-// default, the bus driver reachable, plus otad's policy (%[2]s).
-const demoBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<!-- otad demo: a private bus configured like the system bus. -->
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=%[1]s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-  </policy>
-%[2]s
-</busconfig>
-`
 
 // demoInlinePolicy stands in for systemd/io.otad.Update1.conf when the demo
 // runs away from a checkout or an installed copy: root owns the name and
@@ -96,7 +68,7 @@ func (b *demoBoard) startBus(ctx context.Context) error {
 	policy := demoInlinePolicy
 	b.policy = "inline (root only)"
 	if p := findPolicy(b.exe); p != "" {
-		policy = "  <include>" + p + "</include>"
+		policy = privbus.Include(p)
 		b.policy = p
 	}
 	if os.Geteuid() != 0 {
@@ -106,7 +78,7 @@ func (b *demoBoard) startBus(ctx context.Context) error {
 			policy += fmt.Sprintf("\n  <policy user=%q><allow own=\"io.otad.Update1\"/><allow send_destination=\"io.otad.Update1\"/></policy>", u.Username)
 		}
 	}
-	conf := fmt.Sprintf(demoBusConfig, b.path("bus.sock"), policy)
+	conf := privbus.SystemConfig(b.path("bus.sock"), policy)
 	if err := os.WriteFile(b.path("bus.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}
