@@ -15,8 +15,8 @@ build:
 	ln -sf otad $(BIN)/otactl
 
 cross:
-	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_B) -tags otad_device -ldflags '$(LDFLAGS)' -o $(BIN)/linux-armv7/otad ./cmd/otad
-	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -tags otad_device -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/otad ./cmd/otad
+	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_B) -tags otad_device,nethttpomithttp2 -ldflags '$(LDFLAGS)' -o $(BIN)/linux-armv7/otad ./cmd/otad
+	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -tags otad_device,nethttpomithttp2 -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/otad ./cmd/otad
 	@for f in $(BIN)/linux-armv7/otad $(BIN)/linux-arm64/otad; do \
 	  s=$$(stat -c %s $$f); printf '%-26s %9d bytes (%.2f MiB)\n' $$f $$s $$(echo "$$s/1048576" | bc -l); done
 

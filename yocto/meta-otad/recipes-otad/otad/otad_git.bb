@@ -24,8 +24,9 @@ do_compile[network] = "1"
 GO_LINKSHARED = ""
 GOBUILDFLAGS:append = " -trimpath"
 # The device build leaves out the build-host tools (bundle create/sign/keygen,
-# delta generation, demo); otad-native keeps them for the bundle class.
-GOBUILDFLAGS:append:class-target = " -tags otad_device"
+# delta generation, demo) and HTTP/2 (bundles download as one HTTP/1.1 stream
+# with Range resume); otad-native keeps the tools for the bundle class.
+GOBUILDFLAGS:append:class-target = " -tags otad_device,nethttpomithttp2"
 export CGO_ENABLED = "0"
 
 # Board settings, overridable from local.conf or a machine/distro conf.
