@@ -144,11 +144,15 @@ func mainErr(cache, repo, work, otadArm, otadHost, mode string, keep bool) int {
 			fmt.Printf("vmtest: %s FAILED: %v\n", s.name, err)
 		default:
 			r.ok = true
-			if !keep {
-				os.RemoveAll(filepath.Join(work, "m-"+s.name))
-			}
 		}
 		results = append(results, r)
+	}
+	// Machines of passing scenarios go at the end (later scenarios may
+	// continue on an earlier one's machine); failing ones stay for a look.
+	for _, r := range results {
+		if r.ok && !keep {
+			os.RemoveAll(filepath.Join(work, "m-"+r.name))
+		}
 	}
 	return printTable(results, time.Since(t0))
 }

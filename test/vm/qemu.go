@@ -192,23 +192,3 @@ func (m *machine) exitErr() string {
 		return "running"
 	}
 }
-
-// waitConsole waits for text to appear in the current console log; used
-// only for moments the guest cannot report itself (U-Boot's own actions).
-func (m *machine) waitConsole(ctx context.Context, text string, count int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		if strings.Count(m.console(), text) >= count {
-			return nil
-		}
-		if !m.running() {
-			return fmt.Errorf("qemu exited while waiting for %q (%s)", text, m.exitErr())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timeout after %v waiting for %q on the console", timeout, text)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}

@@ -189,7 +189,7 @@ fi
 	}
 	_, n, err = m.waitEvent(ctx, n, 2*time.Minute, isBoot("B", "v2"))
 	if err != nil {
-		return fmt.Errorf("B did not boot after the install: %w\n%s", err, tail(m.console(), 15))
+		return fmt.Errorf("slot B did not boot after the install: %w\n%s", err, tail(m.console(), 15))
 	}
 	trialEnv, err := m.guestEnv()
 	if err != nil {
@@ -211,7 +211,7 @@ fi
 	}
 	// the reboot after the commit: B again, and the env bank not rewritten
 	if _, _, err = m.waitEvent(ctx, n, 90*time.Second, isBoot("B", "v2")); err != nil {
-		return fmt.Errorf("B did not boot again after the commit: %w", err)
+		return fmt.Errorf("slot B did not boot again after the commit: %w", err)
 	}
 	committed, err := os.ReadFile(filepath.Join(m.share(), "env-at-boot.bin"))
 	if err != nil {
@@ -222,7 +222,7 @@ fi
 		return err
 	}
 	if string(beforeReboot) != string(committed) {
-		return fmt.Errorf("U-Boot wrote the environment while booting the committed slot")
+		return fmt.Errorf("u-boot wrote the environment while booting the committed slot")
 	}
 	if _, _, err = m.waitEvent(ctx, n, 90*time.Second, func(e event) bool { return e.kind == "status-B" }); err != nil {
 		return err
