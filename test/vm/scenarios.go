@@ -132,6 +132,7 @@ var scenarios = []scenario{
 	{name: "power-cuts", run: scenPowerCuts},
 	{name: "mtd-nor-env", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, false) }},
 	{name: "mtd-slot-writer", run: scenMTDSlotWriter},
+	{name: "mtd-nandsim", run: scenNandsim},
 	{name: "mtd-nor-env-redundant", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, true) }},
 }
 

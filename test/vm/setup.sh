@@ -61,7 +61,11 @@ dbus_pkgs="dbus-daemon libdbus-1-3 libexpat1 libsystemd0 libapparmor1 libaudit1 
 dbus_specs=()
 for p in $dbus_pkgs; do dbus_specs+=("$p:arm64=$(ver "$p:arm64")"); done
 ver_line="$ver_line ${dbus_specs[*]}"
-key=$( { echo "$ver_line"; cat "$here/setup.sh" "$here/initramfs-init"; } | sha256sum | cut -c1-16)
+kpkg64=$(apt-cache "${APT[@]}" depends "linux-image-amd64=$(ver linux-image-amd64 '^6\.1\.')" | awk '/Depends: linux-image-6/{print $2}')
+kver64_pkg=$(ver "$kpkg64")
+seabios_ver=$(ver seabios)
+ver_line="$ver_line amd64-kernel=$kpkg64/$kver64_pkg seabios=$seabios_ver"
+key=$( { echo "$ver_line"; cat "$here/setup.sh" "$here/initramfs-init" "$here/initramfs-init-amd64"; } | sha256sum | cut -c1-16)
 C=$BASE/$key
 if [[ -f $C/stamp ]]; then log "cached: $C ($ver_line)"; echo "$C"; exit 0; fi
 log "building $C"
@@ -84,7 +88,7 @@ log "downloading packages"
 dl "qemu-system-arm=$qemu_ver" "qemu-system-common=$qemu_ver" "qemu-system-data=$qemu_ver" \
   "$kpkg:arm64=$kver_pkg" "linux-headers-$kabi:arm64=$kver_pkg" "$kcommon:all=$kver_pkg" \
   "linux-kbuild-6.1:amd64=$kbuild_ver" "busybox-static:arm64=$bb_ver" "linux-source-6.1:all=$src_ver" \
-  "${dbus_specs[@]}"
+  "${dbus_specs[@]}" "qemu-system-x86=$qemu_ver" "seabios:all=$seabios_ver" "$kpkg64:amd64=$kver64_pkg"
 
 # --- QEMU 10, unpacked -------------------------------------------------------
 log "unpacking QEMU $qemu_ver"
@@ -97,6 +101,11 @@ exec "$d/usr/bin/qemu-system-aarch64" -L "$d/usr/share/qemu" "$@"
 EOF
 chmod +x "$T/qemu-system-aarch64"
 QEMU_MODULE_DIR=$T/qemu/usr/lib/x86_64-linux-gnu/qemu "$T/qemu/usr/bin/qemu-system-aarch64" --version | head -1 >&2
+# amd64 helper VM (nandsim): QEMU x86 and SeaBIOS from the same suites
+dpkg -x "$(deb qemu-system-x86 "$qemu_ver")" "$T/qemu"
+dpkg -x "$(deb seabios "$seabios_ver")" "$T/qemu"
+sed 's/qemu-system-aarch64/qemu-system-x86_64/' "$T/qemu-system-aarch64" >"$T/qemu-system-x86_64"
+chmod +x "$T/qemu-system-x86_64"
 
 # --- U-Boot pflash bank 0 ------------------------------------------------------
 cp /usr/lib/u-boot/qemu_arm64/u-boot.bin "$T/flash0.img"
@@ -230,6 +239,44 @@ install -m755 "$here/initramfs-init" "$ir/init"
 (cd "$ir" && find . | cpio -o -H newc --quiet | gzip -9) >"$T/initrd.img"
 log "initramfs $(du -h "$T/initrd.img" | cut -f1), modules: $(tr '\n' ' ' <"$ir/lib/modules/order")"
 rm -rf "$ir" "$T/k/boot" "$T/k/usr"
+# --- amd64 helper VM: Debian's amd64 kernel has nandsim (bad blocks), mtdram, UBI
+log "amd64 VM: kernel $kpkg64 $kver64_pkg, nandsim initramfs"
+mkdir -p "$T/k64"
+dpkg -x "$(deb "$kpkg64" "$kver64_pkg")" "$T/k64"
+kver64=$(ls "$T/k64/lib/modules" | head -1)
+cp "$T/k64/boot/vmlinuz-$kver64" "$T/bzImage-amd64"
+depmod -b "$T/k64" "$kver64"
+md64=$T/k64/lib/modules/$kver64
+ir=$T/initramfs64; mkdir -p "$ir"/{bin,sbin,dev,proc,sys,lib/modules,lib64,usr/sbin}
+cp /bin/busybox "$ir/bin/busybox"
+declare -A seen64=(); order64=()
+add64() {
+  local rel=$1 d
+  [[ -n ${seen64[$rel]:-} ]] && return; seen64[$rel]=1
+  for d in $(grep -E "^${rel}:" "$md64/modules.dep" | cut -d: -f2); do add64 "$d"; done
+  order64+=("$rel")
+}
+for w in virtio_pci 9pnet_virtio 9p nandsim mtdram ubi; do
+  rel=$(grep -E "/${w}\.ko(\.xz)?:" "$md64/modules.dep" | cut -d: -f1 | head -1 || true)
+  [[ -n $rel ]] && add64 "$rel"
+done
+for rel in "${order64[@]}"; do
+  b=$(basename "$rel"); f=$md64/$rel
+  case $b in *.xz) xz -dc "$f" >"$ir/lib/modules/${b%.xz}"; b=${b%.xz};; *) cp "$f" "$ir/lib/modules/$b";; esac
+  # nandsim, mtdram and ubi take parameters: the test script loads them
+  case $b in nandsim.ko|mtdram.ko|ubi.ko) ;; *) echo "$b" >>"$ir/lib/modules/order";; esac
+done
+# mtd-utils for UBI (the host's amd64 build, with its libraries)
+for t in ubiattach ubidetach ubimkvol ubinfo flash_erase; do
+  p=$(command -v $t) || continue
+  cp "$p" "$ir/usr/sbin/"
+  for l in $(ldd "$p" | grep -o '/[^ ]*\.so[^ ]*'); do mkdir -p "$ir$(dirname "$l")"; cp -L "$l" "$ir$l"; done
+done
+install -m755 "$here/initramfs-init-amd64" "$ir/init"
+(cd "$ir" && find . | cpio -o -H newc --quiet | gzip -9) >"$T/initrd-amd64.img"
+log "amd64 initramfs $(du -h "$T/initrd-amd64.img" | cut -f1), modules: $(ls "$ir/lib/modules" | tr '\n' ' ')"
+rm -rf "$ir" "$T/k64"
+
 # --- U-Boot's default environment, captured once ------------------------------
 # A loaded env replaces the built-in defaults, so the harness seeds the env with
 # these plus otad's variables. Captured through U-Boot itself: a one-off boot
