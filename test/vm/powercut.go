@@ -76,7 +76,7 @@ ev "install rc=$?"
 		}
 		ev, n, err := m.waitEvent(ctx, pos, 5*time.Minute, func(e event) bool { return e.kind == "ready" || e.kind == "error" })
 		if err != nil {
-			return ev, fmt.Errorf("%s: board did not settle: %w\n%s\n%s", what, err, m.stepLog(), tail(m.console(), 12))
+			return ev, fmt.Errorf("%s: board did not settle: %w%s\n%s\n%s", what, err, m.staleHint(), m.stepLog(), tail(m.console(), 12))
 		}
 		pos = n
 		if ev.kind == "error" {
@@ -161,4 +161,18 @@ ev "install rc=$?"
 	r.detail = fmt.Sprintf("cycle %.0fs, cuts at %ss; final install → slot %s", window.Seconds(), strings.Join(ms, ","), evB.fields["slot"])
 	_ = os.Remove(filepath.Join(m.share(), "go"))
 	return nil
+}
+
+// staleHint names the case seen on these runs: otad logged the commit of a
+// trial boot, yet its D-Bus status still says "confirming" (trial) minutes
+// later, so the guest never sees a settled state.
+func (m *machine) staleHint() string {
+	o, _ := os.ReadFile(filepath.Join(m.share(), "otad.log"))
+	st, _ := os.ReadFile(filepath.Join(m.share(), "step.log"))
+	lines := strings.Split(strings.TrimSpace(string(o)), "\n")
+	if len(lines) > 0 && strings.Contains(lines[len(lines)-1], "trial boot confirmed and committed") &&
+		strings.Contains(tail(string(st), 25), "operation:  confirming") {
+		return " (otad logged the commit but its D-Bus status still reports operation=confirming, trial=true: stale status, not a slot or env problem)"
+	}
+	return ""
 }

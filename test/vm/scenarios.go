@@ -129,11 +129,11 @@ var scenarios = []scenario{
 	{name: "good-update", quick: true, run: scenGoodUpdate},
 	{name: "refused", run: scenRefused},
 	{name: "bad-update", run: scenBadUpdate},
-	{name: "power-cuts", run: scenPowerCuts},
 	{name: "mtd-nor-env", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, false) }},
 	{name: "mtd-slot-writer", run: scenMTDSlotWriter},
 	{name: "mtd-nandsim", run: scenNandsim},
 	{name: "mtd-nor-env-redundant", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, true) }},
+	{name: "power-cuts", run: scenPowerCuts},
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be
