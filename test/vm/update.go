@@ -21,9 +21,9 @@ import (
 
 // engineRedundant selects the U-Boot for the engine scenarios. It is the
 // single-copy Debian U-Boot: on the redundant NOR env otad's boolean-scheme
-// "mark obsolete" is a 1-byte program, which the kernel's CFI driver on
-// QEMU's pflash (bank width 4) rejects (ETIME, then EINVAL), so the install
-// fails at the arm step; see mtd-nor-env-redundant.
+// "mark obsolete" is a 1-byte program, and small writes through Linux's CFI
+// driver hang on QEMU's pflash (ETIME, then EINVAL; sector-sized writes
+// work), so arming fails there; see mtd-nor-env-redundant and README.md.
 const engineRedundant = false
 
 // guestWait is shell for the step scripts: wait for the daemon on the bus,
