@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"unsafe"
@@ -15,9 +16,11 @@ import (
 
 // ubiTarget is a UBI volume character device (/dev/ubiX_Y). Writing is a
 // volume update: UBI_IOCVOLUP announces the exact size, then the data is
-// streamed. The kernel sets the volume's "corrupted" flag until the last byte
-// arrives, so an interrupted update can never be mistaken for a good one,
-// and it cannot be continued either: a resume starts over at 0.
+// streamed. The kernel keeps the volume's update marker ("upd_marker" in
+// sysfs) set until the last byte arrives and flags a volume whose data
+// fails its checks as "corrupted", so an interrupted update can never be
+// mistaken for a good one, and it cannot be continued either: a resume
+// starts over at 0.
 type ubiTarget struct {
 	f      *os.File
 	size   int64
@@ -88,13 +91,23 @@ func (t *ubiTarget) ReadAt(p []byte, off int64) (int, error) {
 	return t.f.ReadAt(p[:min(int64(len(p)), t.size-off)], off)
 }
 
-// Corrupted reports the kernel's verdict on the last update.
+// Corrupted reports the kernel's verdict on the last update: the update
+// marker still set (the update never finished; seen on a real kernel after
+// an interrupted UBI_IOCVOLUP) or the corrupted flag.
 func (t *ubiTarget) Corrupted() (bool, error) {
-	n, err := sysfsInt(filepath.Join(t.sysdir, "corrupted"))
-	if err != nil {
-		return false, fmt.Errorf("slot: reading UBI corrupted flag: %w", err)
+	for _, attr := range []string{"upd_marker", "corrupted"} {
+		n, err := sysfsInt(filepath.Join(t.sysdir, attr))
+		if errors.Is(err, fs.ErrNotExist) && attr == "upd_marker" {
+			continue // kernels before 2.6.x lack it; corrupted still counts
+		}
+		if err != nil {
+			return false, fmt.Errorf("slot: reading UBI %s flag: %w", attr, err)
+		}
+		if n != 0 {
+			return true, nil
+		}
 	}
-	return n != 0, nil
+	return false, nil
 }
 
 // VolumeCorrupted reports whether t is a UBI volume whose last update was

@@ -12,13 +12,17 @@ import (
 // sysfs: the sysfs handling and the update bookkeeping are tested here; the
 // UBI_IOCVOLUP path itself needs a kernel with UBI (VM tests).
 func ubiOnNull(t *testing.T, corrupted string) (*ubiTarget, string) {
+	return ubiOnNullMarker(t, corrupted, "0\n")
+}
+
+func ubiOnNullMarker(t *testing.T, corrupted, updMarker string) (*ubiTarget, string) {
 	t.Helper()
 	sys := t.TempDir()
 	vol := filepath.Join(sys, "devices/virtual/ubi/ubi0/ubi0_1")
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]string{"corrupted": corrupted, "reserved_ebs": "10\n", "usable_eb_size": "126976\n"} {
+	for name, v := range map[string]string{"corrupted": corrupted, "upd_marker": updMarker, "reserved_ebs": "10\n", "usable_eb_size": "126976\n"} {
 		if err := os.WriteFile(filepath.Join(vol, name), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -72,6 +76,18 @@ func TestUBIVolumeModel(t *testing.T) {
 	}
 	if err := VerifyReadBack(ctx, tg, 0, sum(nil)); !errors.Is(err, ErrVolumeCorrupted) {
 		t.Fatalf("corrupted volume passed read-back: %v", err)
+	}
+}
+
+// A real kernel leaves an interrupted update with the update marker set and
+// "corrupted" at 0 (seen in the VM on nandsim): that is interrupted too.
+func TestUBIUpdateMarkerMeansInterrupted(t *testing.T) {
+	tg, _ := ubiOnNullMarker(t, "0\n", "1\n")
+	if bad, err := VolumeCorrupted(tg); err != nil || !bad {
+		t.Fatalf("VolumeCorrupted = %v, %v with upd_marker set", bad, err)
+	}
+	if err := VerifyReadBack(context.Background(), tg, 0, sum(nil)); !errors.Is(err, ErrVolumeCorrupted) {
+		t.Fatalf("volume with its update marker set passed read-back: %v", err)
 	}
 }
 
