@@ -28,10 +28,25 @@ func dial(ctx context.Context, addr string) (*dbusapi.Client, error) {
 	return dbusapi.Dial(ctx, addr)
 }
 
-// failedInstall carries a non-zero Completed result as exit status 1.
-type failedInstall struct{ msg string }
+// failedInstall carries a non-zero Completed result: a refused bundle
+// (result 3) exits 5 like a refusal on the bus, any other failure 1.
+type failedInstall struct {
+	msg    string
+	result int32
+}
 
 func (f *failedInstall) Error() string { return "install failed: " + f.msg }
+
+func (f *failedInstall) ExitCode() int {
+	if f.result == completedRefused {
+		return dbusapi.ExitBadBundle
+	}
+	return dbusapi.ExitFailure
+}
+
+// completedRefused is the Completed result for a bundle refused before
+// anything was written (signature, compatible, downgrade, expiry).
+const completedRefused = 3
 
 func cmdInstall(ctx context.Context, e *Env, args []string) error {
 	fs := newFlags(e, "install", "FILE|URL", "Install a bundle through the running daemon and wait for the result.\nExit codes: 0 installed, 1 failed, 2 usage, 3 busy, 4 not authorized,\n5 bad bundle (signature, compatible, downgrade), 6 daemon not reachable.")
@@ -88,7 +103,7 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 		fmt.Fprintf(e.Stdout, "%s: %s\n", tx, msg)
 	}
 	if res != 0 {
-		return &failedInstall{msg: msg}
+		return &failedInstall{msg: msg, result: res}
 	}
 	return nil
 }

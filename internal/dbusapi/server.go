@@ -83,6 +83,9 @@ func Export(ctx context.Context, conn *dbus.Conn, backend Backend, o Options) (*
 		return nil, fmt.Errorf("dbusapi: export introspection: %w", err)
 	}
 	events, unsubscribe := backend.Subscribe()
+	// Whatever happened between reading the initial values and subscribing
+	// (a trial boot confirmed within the first moments) is published now.
+	s.publishStatus()
 	go s.pump(events, unsubscribe)
 	if !o.NoRequestName {
 		reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
@@ -131,7 +134,10 @@ func (s *Server) pump(events <-chan Event, unsubscribe func()) {
 			s.handle(ev)
 		case <-tick.C:
 			// Guarantees a progress update at least once a second even
-			// when the backend's events were coalesced away.
+			// when the backend's events were coalesced away, and that the
+			// properties never stay behind the backend for longer (set
+			// emits only what changed).
+			s.publishStatus()
 			s.publishProgress()
 		}
 	}

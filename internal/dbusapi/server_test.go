@@ -591,3 +591,29 @@ func TestRunningServiceMatchesContract(t *testing.T) {
 		}
 	}
 }
+
+// A change the backend made without an event the server saw (the engine
+// confirmed a trial boot before the bus was up) still reaches the bus.
+func TestPropertiesCatchUpWithoutEvents(t *testing.T) {
+	b := newFake(1, time.Millisecond)
+	b.st.Operation, b.st.TrialBoot = "confirming", true
+	addr, _ := serve(t, includePolicy(t), b, nil)
+	c := dialT(t, addr)
+	b.mu.Lock()
+	b.st.Operation, b.st.TrialBoot = "idle", false // no event emitted
+	b.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Operation == "idle" && !st.TrialBoot {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("properties stuck at %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

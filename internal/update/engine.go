@@ -49,6 +49,28 @@ var (
 	ErrFallbackPending = errors.New("update: a fallback to the other slot is pending; reboot first")
 )
 
+// Results of a "completed" event (the D-Bus Completed signal's result).
+const (
+	ResultOK       = 0
+	ResultFailed   = 1
+	ResultCanceled = 2
+	// ResultRefused: the bundle itself was refused (signature, key,
+	// compatible, downgrade, expiry) before anything was written.
+	ResultRefused = 3
+)
+
+// resultOf classifies a failed install for its completed event.
+func resultOf(err error) int {
+	switch {
+	case errors.Is(err, ErrCanceled):
+		return ResultCanceled
+	case errors.Is(err, bundle.ErrBadSignature), errors.Is(err, bundle.ErrUnknownKey), errors.Is(err, bundle.ErrThreshold),
+		errors.Is(err, bundle.ErrIncompatible), errors.Is(err, bundle.ErrDowngrade), errors.Is(err, bundle.ErrExpired):
+		return ResultRefused
+	}
+	return ResultFailed
+}
+
 // Operations, as Status.Operation and the D-Bus Operation property show them.
 const (
 	OpIdle          = "idle"
@@ -158,7 +180,8 @@ type Status struct {
 }
 
 // Event is what subscribers receive. Kind is "operation" (Status changed),
-// "progress", "completed" (Result 0 = success) or "rolledback".
+// "progress", "completed" (Result: ResultOK, ResultFailed, ResultCanceled,
+// ResultRefused) or "rolledback".
 type Event struct {
 	Kind    string
 	Tx      string

@@ -184,9 +184,18 @@ func TestBelowFloorRefused(t *testing.T) {
 	d.start(e)
 	b := d.bundleFile("old.otab", "1.9", 6, image(9, 1<<20), bundle.EncodingRaw)
 	before := d.slotBytes("B", 1<<20)
+	ch, stop := e.Subscribe()
 	_, err := e.installNow(b, nil)
+	stop()
 	if !errors.Is(err, bundle.ErrDowngrade) {
 		t.Fatalf("got %v, want ErrDowngrade", err)
+	}
+	refused := false
+	for ev := range ch {
+		refused = refused || ev.Kind == "completed" && ev.Result == ResultRefused
+	}
+	if !refused {
+		t.Fatal("no completed event with ResultRefused for a downgrade")
 	}
 	if _, err := e.Inspect(context.Background(), b); !errors.Is(err, bundle.ErrDowngrade) {
 		t.Fatalf("Inspect: %v", err)

@@ -117,7 +117,7 @@ func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 	e.failInstall(req.tx, err)
 	e.setLastError(err.Error())
 	e.setOp(OpIdle, "")
-	e.emit(Event{Kind: "completed", Tx: req.tx, Result: 1, Message: err.Error()})
+	e.emit(Event{Kind: "completed", Tx: req.tx, Result: resultOf(err), Message: err.Error()})
 	return err
 }
 
