@@ -123,3 +123,18 @@ func mustEqual(t *testing.T, got, want []byte) {
 		t.Fatalf("content differs: got %d bytes, want %d, first difference at %d", len(got), len(want), i)
 	}
 }
+
+// fetchAll opens src with opts and reads it to the end; any error fails t.
+func fetchAll(t *testing.T, src string, opts Options) []byte {
+	t.Helper()
+	s, err := Open(context.Background(), src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := readAll(t, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}

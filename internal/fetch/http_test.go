@@ -95,15 +95,7 @@ func TestDroppedConnectionsManyTimes(t *testing.T) {
 	s := &sleeper{}
 	opts := fastOpts(s)
 	opts.MaxRetries = 2 // each drop delivered bytes, so the count resets
-	src, err := Open(context.Background(), ts.URL, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	got, err := readAll(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := fetchAll(t, ts.URL, opts)
 	mustEqual(t, got, want)
 	reqs := log.all()
 	if drops.Load() != 40 || len(reqs) != 41 {
@@ -197,15 +189,7 @@ func TestRetryAfterAndServerErrors(t *testing.T) {
 	opts := fastOpts(s)
 	opts.Now = func() time.Time { return now }
 	opts.BackoffBase, opts.BackoffCap = time.Second, 4*time.Second
-	src, err := Open(context.Background(), ts.URL, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	got, err := readAll(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := fetchAll(t, ts.URL, opts)
 	mustEqual(t, got, want)
 	d := s.got()
 	if len(d) != 4 {
@@ -364,15 +348,7 @@ func TestProxyOption(t *testing.T) {
 	pu, _ := url.Parse(proxy.URL)
 	opts := fastOpts(&sleeper{})
 	opts.Proxy = http.ProxyURL(pu)
-	src, err := Open(context.Background(), "http://bundles.example.invalid/b.otab", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	got, err := readAll(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := fetchAll(t, "http://bundles.example.invalid/b.otab", opts)
 	mustEqual(t, got, want)
 	if !sawAbsolute.Load() {
 		t.Fatal("request did not go through the proxy")

@@ -128,15 +128,7 @@ func TestTLSWithConfiguredCA(t *testing.T) {
 	s := &sleeper{}
 	opts := fastOpts(s)
 	opts.CAFile = pki.caFile
-	src, err := Open(context.Background(), ts.URL, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	got, err := readAll(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := fetchAll(t, ts.URL, opts)
 	mustEqual(t, got, want)
 	if len(s.got()) != 1 {
 		t.Fatalf("%d retries, want 1 (the resume after the drop)", len(s.got()))
@@ -162,15 +154,7 @@ func TestMutualTLS(t *testing.T) {
 	}), true)
 	opts := fastOpts(&sleeper{})
 	opts.CAFile, opts.CertFile, opts.KeyFile = pki.caFile, pki.certFile, pki.keyFile
-	src, err := Open(context.Background(), ts.URL, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	got, err := readAll(t, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := fetchAll(t, ts.URL, opts)
 	mustEqual(t, got, want)
 
 	s := &sleeper{}
