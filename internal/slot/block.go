@@ -22,8 +22,12 @@ type fdTarget struct {
 	o     Options
 
 	mu    sync.Mutex
-	trail *trail        // read-back following the last writer, if enabled
+	proof *proof        // per-chunk read-back of the last writer, if any
 	live  *directWriter // last direct writer, to end it if abandoned
+
+	// afterWrite, if set (tests), runs on the direct writer's I/O goroutine
+	// after each chunk reached the device and before it is compared.
+	afterWrite func(off int64, n int)
 }
 
 const fdAlign = 4096
@@ -109,46 +113,44 @@ func NewFileTarget(path string, size int64) (Target, error) {
 func (t *fdTarget) Size() int64       { return t.size }
 func (t *fdTarget) WriteAlign() int64 { return fdAlign }
 
-// Close stops a read-back still following a writer before closing the file
-// it reads.
+// Close ends a writer nobody closed and waits for a comparison still
+// running before closing the file.
 func (t *fdTarget) Close() error {
 	t.stopWriter()
-	t.stopTrail()
+	t.dropProof()
 	return t.f.Close()
 }
 
-func (t *fdTarget) stopTrail() {
+// takeProof hands out the last writer's proof, once.
+func (t *fdTarget) takeProof() *proof {
 	t.mu.Lock()
-	tr := t.trail
-	t.trail = nil
-	t.mu.Unlock()
-	if tr != nil {
-		tr.abort(ErrClosed)
-		<-tr.done
+	defer t.mu.Unlock()
+	p := t.proof
+	t.proof = nil
+	return p
+}
+
+func (t *fdTarget) dropProof() {
+	if p := t.takeProof(); p != nil {
+		p.abort()
+		<-p.done // the writer that feeds it has ended (stopWriter)
 	}
 }
 
-// hashMedium hashes [0, size) as stored on the medium: from the read-back
-// that followed the last writer if it covered exactly that (once), else with
-// O_DIRECT reads, else through a dropped page cache.
-func (t *fdTarget) hashMedium(ctx context.Context, size int64) ([]byte, error) {
-	t.mu.Lock()
-	tr := t.trail
-	t.trail = nil
-	t.mu.Unlock()
-	if tr != nil {
-		tr.mu.Lock()
-		final := tr.final
-		tr.mu.Unlock()
-		if final {
-			if sum, ok := tr.result(ctx, size); ok {
-				return sum, nil
-			}
-		} else {
-			tr.abort(errors.New("read-back requested before the writer closed"))
-			<-tr.done
-		}
+// proved settles VerifyReadBack from the last writer's per-chunk
+// comparison when that covered exactly [0, size) of a stream vouched to
+// hash to sum; ok false means the medium must be hashed.
+func (t *fdTarget) proved(ctx context.Context, size int64, sum []byte) (bool, error) {
+	p := t.takeProof()
+	if p == nil {
+		return false, nil
 	}
+	return p.verdict(ctx, size, sum)
+}
+
+// hashMedium hashes [0, size) as stored on the medium, with O_DIRECT reads,
+// else through a dropped page cache.
+func (t *fdTarget) hashMedium(ctx context.Context, size int64) ([]byte, error) {
 	if t.rw {
 		if err := unix.Fdatasync(int(t.f.Fd())); err != nil {
 			return nil, fmt.Errorf("slot: sync before read-back: %w", err)
@@ -200,35 +202,30 @@ func (t *fdTarget) dropCache() error {
 }
 
 func (t *fdTarget) OpenWriter(ctx context.Context, off int64) (Writer, error) {
+	return t.openWriter(ctx, off, nil)
+}
+
+// openWriter starts a writer at off; sum non-nil: the caller vouches for
+// the stream (OpenVerifiedWriter) and the direct writer proves each chunk.
+// Buffered writers and files never prove: VerifyReadBack hashes them.
+func (t *fdTarget) openWriter(ctx context.Context, off int64, sum []byte) (Writer, error) {
 	if !t.rw {
 		return nil, fmt.Errorf("slot: target opened read-only")
 	}
 	if err := checkResume(t, off); err != nil {
 		return nil, err
 	}
-	t.stopTrail()
 	t.stopWriter()
-	var tr *trail
-	if t.o.ReadBackWhileWriting {
-		// Without O_DIRECT there is no cheap way to read behind the
-		// writer from the medium; VerifyReadBack then reads it all.
-		if d, err := openDirect(t.f); err == nil {
-			tr = startTrail(ctx, d, off)
-			t.mu.Lock()
-			t.trail = tr
-			t.mu.Unlock()
-		}
-	}
+	t.dropProof()
 	if t.block && !t.o.Buffered {
-		if dw, err := newDirectWriter(ctx, t, off); err == nil {
-			dw.tr = tr
+		if dw, err := newDirectWriter(ctx, t, off, sum); err == nil {
 			t.mu.Lock()
-			t.live = dw
+			t.live, t.proof = dw, dw.pf
 			t.mu.Unlock()
 			return dw, nil
 		}
 	}
-	return &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize), started: off, waited: off, tr: tr}, nil
+	return &fdWriter{ctx: ctx, t: t, off: off, buf: make([]byte, 0, t.o.ChunkSize), started: off, waited: off}, nil
 }
 
 // stopWriter ends a direct writer that was never closed (its caller gave

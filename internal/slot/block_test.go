@@ -235,7 +235,7 @@ func TestBlockSyncAnywhereAndSkipUnchanged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, err := OpenWriter(ctx, tg, 0, int64(len(img)))
+			w, err := OpenVerifiedWriter(ctx, tg, 0, int64(len(img)), sum(img))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,6 +253,19 @@ func TestBlockSyncAnywhereAndSkipUnchanged(t *testing.T) {
 			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
+			}
+			// The direct writer's comparison must cover the image exactly,
+			// across the rewritten remainders and skipped chunks.
+			if p := tg.(*fdTarget).proof; !buffered {
+				if p == nil {
+					t.Fatal("no per-chunk comparison")
+				}
+				<-p.done
+				if !p.final || p.upto != int64(len(img)) || p.gap || p.bad != nil {
+					t.Fatalf("skip=%v: compared [0,%d) gap=%v bad=%v final=%v", skip, p.upto, p.gap, p.bad, p.final)
+				}
+			} else if p != nil {
+				t.Fatal("buffered writer claims a comparison")
 			}
 			if err := VerifyReadBack(ctx, tg, int64(len(img)), sum(img)); err != nil {
 				t.Fatalf("skip=%v: %v", skip, err)

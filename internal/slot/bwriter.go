@@ -19,7 +19,6 @@ type fdWriter struct {
 	sinceSync int64
 	err       error // sticky: after a failed write the device state is unknown
 	closed    bool
-	tr        *trail
 	// Writeback pacing: [waited, started) is being written back.
 	started, waited int64
 	noPacing        bool
@@ -53,9 +52,6 @@ func (w *fdWriter) pace() error {
 
 func (w *fdWriter) fail(err error) error {
 	w.err = err
-	if w.tr != nil {
-		w.tr.abort(err)
-	}
 	return err
 }
 
@@ -102,9 +98,6 @@ func (w *fdWriter) writeChunk(b []byte) error {
 	}
 	w.off += int64(len(b))
 	w.sinceSync += int64(len(b))
-	if w.tr != nil {
-		w.tr.publish(w.off)
-	}
 	if w.t.o.SyncEvery > 0 && w.sinceSync >= w.t.o.SyncEvery {
 		return w.sync()
 	}
@@ -147,9 +140,6 @@ func (w *fdWriter) flush() error {
 	w.off += int64(len(w.buf))
 	w.sinceSync += int64(len(w.buf))
 	w.buf = w.buf[:0]
-	if w.tr != nil {
-		w.tr.publish(w.off)
-	}
 	return nil
 }
 
@@ -180,12 +170,5 @@ func (w *fdWriter) Close() error {
 	}
 	err := w.Sync()
 	w.closed = true
-	if w.tr != nil {
-		if err != nil {
-			w.tr.abort(err)
-		} else {
-			w.tr.finish(w.off)
-		}
-	}
 	return err
 }

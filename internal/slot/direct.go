@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -135,93 +134,4 @@ func hashDirect(ctx context.Context, d *directReader, size int64) ([]byte, error
 		err = fmt.Errorf("slot: read-back hashed %d of %d bytes", n, size)
 	}
 	return sum, err
-}
-
-// trail re-reads what a writer has written, from the medium, while the
-// writer goes on: read-back overlaps writing instead of following it.
-type trail struct {
-	mu        sync.Mutex
-	cond      *sync.Cond
-	published int64 // the writer has handed [0, published) to the kernel
-	final     bool  // the writer closed cleanly; published is the end
-	stopped   error // aborted: writer failed, cancelled, or target closed
-	done      chan struct{}
-	sum       []byte // result, valid after done if err == nil
-	end       int64
-	err       error
-}
-
-func startTrail(ctx context.Context, d *directReader, from int64) *trail {
-	tr := &trail{published: from, done: make(chan struct{})}
-	tr.cond = sync.NewCond(&tr.mu)
-	stopCtx := context.AfterFunc(ctx, func() { tr.abort(ctx.Err()) })
-	go func() {
-		defer close(tr.done)
-		defer stopCtx()
-		defer d.Close()
-		bufs := [2][]byte{alignedBuf(verifyChunk), alignedBuf(verifyChunk)}
-		tr.sum, tr.end, tr.err = hashPipe(context.Background(), bufs, tr.fill(d))
-	}()
-	return tr
-}
-
-func (tr *trail) fill(d *directReader) func([]byte, int64) (int, error) {
-	return func(b []byte, off int64) (int, error) {
-		tr.mu.Lock()
-		// Wait for a whole buffer, so the kernel writes back and the
-		// device reads large extents.
-		for tr.stopped == nil && !tr.final && tr.published < off+int64(len(b)) {
-			tr.cond.Wait()
-		}
-		stopped, avail := tr.stopped, tr.published-off
-		tr.mu.Unlock()
-		if stopped != nil {
-			return 0, stopped
-		}
-		if avail <= 0 {
-			return 0, io.EOF
-		}
-		return d.readAt(b, off, int(min(avail, int64(len(b)))))
-	}
-}
-
-func (tr *trail) publish(off int64) {
-	tr.mu.Lock()
-	tr.published = off
-	tr.mu.Unlock()
-	tr.cond.Broadcast()
-}
-
-// finish marks the end: call only after the data is durable.
-func (tr *trail) finish(off int64) {
-	tr.mu.Lock()
-	tr.published, tr.final = off, true
-	tr.mu.Unlock()
-	tr.cond.Broadcast()
-}
-
-func (tr *trail) abort(err error) {
-	tr.mu.Lock()
-	if tr.stopped == nil && !tr.final {
-		tr.stopped = fmt.Errorf("slot: read-back while writing stopped: %w", err)
-	}
-	tr.mu.Unlock()
-	tr.cond.Broadcast()
-}
-
-// result waits for the hash of [0, size); ok is false when the trail did
-// not cover exactly that range and a full read-back is needed.
-func (tr *trail) result(ctx context.Context, size int64) ([]byte, bool) {
-	select {
-	case <-tr.done:
-	case <-ctx.Done():
-		return nil, false
-	}
-	tr.mu.Lock()
-	final := tr.final
-	tr.mu.Unlock()
-	if !final || tr.err != nil || tr.end != size {
-		return nil, false
-	}
-	return tr.sum, true
 }

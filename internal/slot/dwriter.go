@@ -11,9 +11,12 @@ import (
 
 // directWriter writes a block device with O_DIRECT from aligned chunk
 // buffers: one chunk goes to the device while the caller fills the next.
-// No page cache copy and no dirty pages, so the CPU is left to the read-back
-// hash, progress is what the device has, and a chunk read back afterwards
-// can only come from the device.
+// No page cache copy and no dirty pages, so progress is what the device
+// has, and a chunk read back afterwards can only come from the device.
+//
+// With a proof (OpenVerifiedWriter from offset 0), each written chunk is
+// then re-read and compared on a third goroutine before its buffer is
+// reused: three chunk buffers instead of two, plus the proof's read buffer.
 //
 // The offset of buffer start is always a multiple of directAlign. A Sync
 // in the middle of a sector writes the unaligned remainder through the page
@@ -25,31 +28,37 @@ type directWriter struct {
 	rd     *directReader // SkipUnchanged comparisons
 	base   int64         // device offset of cur[0]
 	cur    []byte        // chunk being filled
-	spare  []byte        // the other chunk buffer, when not in flight
+	bufLen int
+	free   chan []byte // chunk buffers not in use
+	made   int         // chunk buffers allocated so far
+	nbuf   int         // at most this many
 	jobs   chan dwJob
 	res    chan dwJob
+	ioDone chan struct{}
 	flying bool
 	err    error
 	closed bool
-	tr     *trail
+	pf     *proof // nil: VerifyReadBack hashes the medium instead
 }
 
 type dwJob struct {
-	b   []byte
-	off int64
-	err error
+	b    []byte
+	off  int64
+	err  error
+	same bool // skip-unchanged read b from the medium: nothing written
 }
 
-func newDirectWriter(ctx context.Context, t *fdTarget, off int64) (*directWriter, error) {
+// newDirectWriter starts a direct writer at off; sum non-nil asks for the
+// per-chunk proof (honoured only from offset 0 and without FullReadBack).
+func newDirectWriter(ctx context.Context, t *fdTarget, off int64, sum []byte) (*directWriter, error) {
 	df, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", t.f.Fd()), os.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	n := int(t.o.ChunkSize+directAlign-1) / directAlign * directAlign
 	w := &directWriter{
-		ctx: ctx, t: t, df: df, base: off,
-		cur: alignedBuf(n)[:0], spare: alignedBuf(n),
-		jobs: make(chan dwJob), res: make(chan dwJob),
+		ctx: ctx, t: t, df: df, base: off, bufLen: n, nbuf: 2,
+		jobs: make(chan dwJob), res: make(chan dwJob), ioDone: make(chan struct{}),
 	}
 	if t.o.SkipUnchanged {
 		if w.rd, err = openDirect(t.f); err != nil {
@@ -57,32 +66,72 @@ func newDirectWriter(ctx context.Context, t *fdTarget, off int64) (*directWriter
 			return nil, err
 		}
 	}
+	if sum != nil && off == 0 && !t.o.FullReadBack {
+		// Without a second O_DIRECT descriptor there is no proof and
+		// VerifyReadBack hashes the medium, as for any other writer.
+		if rd, err := openDirect(t.f); err == nil {
+			w.nbuf = 3
+			w.free = make(chan []byte, w.nbuf)
+			w.pf = newProof(rd, sum, off, w.free)
+			go w.pf.run(ctx, min(n, compareBuf))
+		}
+	}
+	if w.free == nil {
+		w.free = make(chan []byte, w.nbuf)
+	}
+	w.cur = w.buffer()[:0]
 	go w.io()
 	return w, nil
 }
 
-// io is the one goroutine writing chunks, in order.
+// buffer returns a free chunk buffer, allocating up to nbuf of them.
+func (w *directWriter) buffer() []byte {
+	select {
+	case b := <-w.free:
+		return b
+	default:
+	}
+	if w.made < w.nbuf {
+		w.made++
+		return alignedBuf(w.bufLen)
+	}
+	return <-w.free
+}
+
+// io is the one goroutine writing chunks, in order. A written chunk goes
+// to the proof, which recycles its buffer; without one it is free at once.
 func (w *directWriter) io() {
+	defer close(w.ioDone)
 	var cmp []byte
 	for j := range w.jobs {
 		if w.rd != nil {
 			if cmp == nil {
-				cmp = alignedBuf(cap(j.b))
+				cmp = alignedBuf(w.bufLen)
 			}
 			if n, err := w.rd.readAt(cmp, j.off, len(j.b)); err == nil && n == len(j.b) && bytes.Equal(cmp[:n], j.b) {
-				w.res <- j
-				continue
+				j.same = true
 			}
 		}
-		for done := 0; done < len(j.b); {
-			n, err := w.df.WriteAt(j.b[done:], j.off+int64(done))
-			if err != nil {
-				j.err = fmt.Errorf("slot: write at %d: %w", j.off+int64(done), err)
-				break
+		if !j.same {
+			for done := 0; done < len(j.b); {
+				n, err := w.df.WriteAt(j.b[done:], j.off+int64(done))
+				if err != nil {
+					j.err = fmt.Errorf("slot: write at %d: %w", j.off+int64(done), err)
+					break
+				}
+				done += n
 			}
-			done += n
 		}
-		w.res <- j
+		if j.err == nil && w.t.afterWrite != nil {
+			w.t.afterWrite(j.off, len(j.b))
+		}
+		res := dwJob{off: j.off, err: j.err}
+		if w.pf != nil && j.err == nil {
+			w.pf.q <- j
+		} else {
+			w.free <- j.b[:cap(j.b)]
+		}
+		w.res <- res
 	}
 }
 
@@ -93,12 +142,8 @@ func (w *directWriter) wait() error {
 	}
 	j := <-w.res
 	w.flying = false
-	w.spare = j.b[:cap(j.b)]
 	if j.err != nil {
 		return w.fail(j.err)
-	}
-	if w.tr != nil {
-		w.tr.publish(j.off + int64(len(j.b)))
 	}
 	return w.err
 }
@@ -107,24 +152,29 @@ func (w *directWriter) fail(err error) error {
 	if w.err == nil {
 		w.err = err
 	}
-	if w.tr != nil {
-		w.tr.abort(err)
-	}
 	return w.err
 }
 
-// submit hands the full current chunk to the I/O goroutine.
-func (w *directWriter) submit() error {
+// send hands cur[:n] to the I/O goroutine; cur[n:] moves to the front of
+// another buffer.
+func (w *directWriter) send(n int) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
 	if err := w.wait(); err != nil {
 		return err
 	}
-	w.jobs <- dwJob{b: w.cur, off: w.base}
+	if w.pf != nil {
+		if err := w.pf.failed(); err != nil {
+			return w.fail(err) // no use writing on: the slot is bad
+		}
+	}
+	next := w.buffer()
+	rest := copy(next, w.cur[n:])
+	w.jobs <- dwJob{b: w.cur[:n], off: w.base}
 	w.flying = true
-	w.base += int64(len(w.cur))
-	w.cur, w.spare = w.spare[:0], nil
+	w.base += int64(n)
+	w.cur = next[:rest]
 	return nil
 }
 
@@ -144,7 +194,7 @@ func (w *directWriter) Write(p []byte) (int, error) {
 		w.cur = w.cur[:len(w.cur)+n]
 		done += n
 		if len(w.cur) == cap(w.cur) {
-			if err := w.submit(); err != nil {
+			if err := w.send(len(w.cur)); err != nil {
 				return done, err
 			}
 		}
@@ -157,17 +207,13 @@ func (w *directWriter) Sync() error {
 	if w.closed {
 		return ErrClosed
 	}
+	if aligned := len(w.cur) / directAlign * directAlign; aligned > 0 {
+		if err := w.send(aligned); err != nil {
+			return err
+		}
+	}
 	if err := w.wait(); err != nil {
 		return err
-	}
-	aligned := len(w.cur) / directAlign * directAlign
-	if aligned > 0 {
-		if err := writeAll(w.df, w.cur[:aligned], w.base); err != nil {
-			return w.fail(err)
-		}
-		rest := copy(w.cur, w.cur[aligned:])
-		w.cur = w.cur[:rest]
-		w.base += int64(aligned)
 	}
 	if len(w.cur) > 0 {
 		if err := writeAll(w.t.f, w.cur, w.base); err != nil {
@@ -177,25 +223,28 @@ func (w *directWriter) Sync() error {
 	if err := unix.Fdatasync(int(w.t.f.Fd())); err != nil {
 		return w.fail(fmt.Errorf("slot: sync: %w", err))
 	}
-	if w.tr != nil {
-		w.tr.publish(w.base + int64(len(w.cur)))
-	}
 	return nil
 }
 
-// Close is Sync, then the I/O goroutine ends; the target stays open.
+// Close is Sync, then the I/O goroutine ends; the target stays open. The
+// unaligned tail, written through the page cache and now durable, is
+// compared last (an O_DIRECT read first writes back that range).
 func (w *directWriter) Close() error {
 	if w.closed {
 		return ErrClosed
 	}
 	err := w.Sync()
-	w.release()
-	if w.tr != nil {
-		if err != nil {
-			w.tr.abort(err)
-		} else {
-			w.tr.finish(w.base + int64(len(w.cur)))
+	end := w.base + int64(len(w.cur))
+	if err == nil && w.pf != nil && len(w.cur) > 0 {
+		if w.t.afterWrite != nil {
+			w.t.afterWrite(w.base, len(w.cur))
 		}
+		w.pf.q <- dwJob{b: w.cur, off: w.base}
+		w.cur = nil
+	}
+	w.release()
+	if w.pf != nil && err == nil {
+		w.pf.finish(end)
 	}
 	return err
 }
@@ -204,20 +253,28 @@ func (w *directWriter) release() {
 	w.closed = true
 	w.wait()
 	close(w.jobs)
+	<-w.ioDone
 	w.df.Close()
 	if w.rd != nil {
 		w.rd.Close()
 	}
+	if w.pf != nil {
+		close(w.pf.q)
+	}
 }
 
-// abandon ends a writer nobody closed: no sync, nothing more written.
+// abandon ends a writer nobody closed: no sync, nothing more written or
+// compared; it returns once its goroutines are gone.
 func (w *directWriter) abandon() {
 	if w.closed {
 		return
 	}
+	if w.pf != nil {
+		w.pf.abort()
+	}
 	w.release()
-	if w.tr != nil {
-		w.tr.abort(ErrClosed)
+	if w.pf != nil {
+		<-w.pf.done
 	}
 }
 

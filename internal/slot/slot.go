@@ -19,18 +19,42 @@
 //     table, so a resumed writer lands where a fresh one would).
 //   - A UBI volume update cannot be resumed: the kernel marks an interrupted
 //     update corrupted; WriteAlign is the volume size so a resume restarts at 0.
-//   - VerifyReadBack hashes what the medium returns, never a cache: O_DIRECT
-//     reads for block devices and files (BLKFLSBUF / fadvise where O_DIRECT
-//     is unavailable); MTD and UBI reads are uncached by nature.
+//   - VerifyReadBack passes only if the medium, not a cache, holds exactly
+//     an image hashing to the given SHA-256. It proves that one of two ways:
+//     1. Per-chunk comparison (the default for block devices written by
+//     OpenVerifiedWriter from offset 0 with the O_DIRECT writer): as each
+//     chunk's O_DIRECT write returns, the chunk is read again with O_DIRECT
+//     (the page cache cannot serve it) and compared byte for byte with the
+//     buffer it was written from; the unaligned tail after the final
+//     fdatasync. The caller vouched that the stream hashes to the SHA-256
+//     (the engine's bundle reader checks a compressed image's SHA-256 on its
+//     way in and withholds the last chunk if it fails), so equality over
+//     [0, size) proves the medium hashes to it without a second SHA-256
+//     pass. A mismatch or failed read fails closed with the offset
+//     (ErrReadBackMismatch, and the writer's next Write stops early). What
+//     this does not see: a chunk damaged on the medium after it was compared
+//     (the full re-hash, after the final sync, would), and a device that
+//     answers reads from its own volatile cache (neither way can see that).
+//     2. Full re-hash in every other case: a resumed writer (offset > 0, as
+//     after a restart), the buffered writer, files, MTD and UBI, a writer
+//     from plain OpenWriter, Options.FullReadBack, a size or SHA-256 other
+//     than the writer's, a comparison that stopped (cancel, abandon), and
+//     any second VerifyReadBack (a proof is used once). It fdatasyncs, then
+//     hashes [0, size) with O_DIRECT reads for block devices and files
+//     (BLKFLSBUF / fadvise where O_DIRECT is unavailable); MTD and UBI
+//     reads are uncached by nature.
 //
 // Block devices are written with O_DIRECT from aligned 4 MiB buffers, one
-// chunk in flight while the next is filled (Options.Buffered: through the
-// page cache instead, with writeback paced by sync_file_range). Sync and
-// Close end with fdatasync, which also flushes the device's write cache.
+// chunk in flight while the next is filled, and with the per-chunk
+// comparison one more being compared: three 4 MiB buffers and one 1 MiB
+// read buffer (Options.Buffered: through the page cache instead, with
+// writeback paced by sync_file_range). Sync and Close end with fdatasync,
+// which also flushes the device's write cache.
 package slot
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -113,13 +137,11 @@ type Options struct {
 	// pacing, instead of with O_DIRECT from aligned buffers (the default,
 	// which leaves the CPU to the read-back hash). Files are always buffered.
 	Buffered bool
-	// ReadBackWhileWriting (block devices and files) re-reads each written
-	// chunk from the medium with O_DIRECT while the writer carries on, so the
-	// VerifyReadBack that follows the writer's Close only waits for the last
-	// chunk instead of reading the whole image again. The trade: damage done
-	// to the slot after its chunk was re-read, by someone else, is not seen;
-	// a second VerifyReadBack always reads everything.
-	ReadBackWhileWriting bool
+	// FullReadBack makes VerifyReadBack always read the whole image back
+	// and hash it, even after OpenVerifiedWriter (which then does not
+	// compare chunks while writing): an independent check of the medium
+	// after the final sync, at the cost of a second SHA-256 pass.
+	FullReadBack bool
 	// Sysfs is the sysfs root, "/sys" unless a test fakes it.
 	Sysfs string
 }
@@ -179,6 +201,28 @@ func OpenWriter(ctx context.Context, t Target, off, size int64) (Writer, error) 
 		return st.OpenSizedWriter(ctx, off, size)
 	}
 	return t.OpenWriter(ctx, off)
+}
+
+// OpenVerifiedWriter is OpenWriter for a stream the caller checks, on its
+// way in, to hash to sha256sum: it promises that if all size bytes are
+// written and the writer is closed without error, those bytes hash to
+// sha256sum (a checker that fails must fail before handing over the last
+// bytes). On a block device written from offset 0 with the O_DIRECT writer,
+// each chunk is then compared with the medium right after its write, and
+// VerifyReadBack with the same size and sha256sum settles from that
+// comparison instead of hashing the device again (see the package
+// invariants). Anywhere else it is OpenWriter.
+func OpenVerifiedWriter(ctx context.Context, t Target, off, size int64, sha256sum []byte) (Writer, error) {
+	if len(sha256sum) != sha256.Size {
+		return nil, fmt.Errorf("slot: verified writer needs a %d-byte SHA-256, got %d bytes", sha256.Size, len(sha256sum))
+	}
+	if ft, ok := t.(*fdTarget); ok {
+		if err := CheckFit(t, size); err != nil {
+			return nil, err
+		}
+		return ft.openWriter(ctx, off, sha256sum)
+	}
+	return OpenWriter(ctx, t, off, size)
 }
 
 // CheckFit returns ErrTooLarge if an image of size bytes cannot fit t.

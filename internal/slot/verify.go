@@ -20,6 +20,13 @@ type mediumHasher interface {
 	hashMedium(ctx context.Context, size int64) ([]byte, error)
 }
 
+// prover is implemented by targets whose last writer may have compared
+// every chunk it wrote with the medium (see OpenVerifiedWriter). ok false:
+// no such proof for this call, hash the medium.
+type prover interface {
+	proved(ctx context.Context, size int64, sum []byte) (ok bool, err error)
+}
+
 // healthReporter is implemented by targets that know an update was
 // interrupted (UBI's corrupted flag).
 type healthReporter interface{ health() error }
@@ -27,6 +34,15 @@ type healthReporter interface{ health() error }
 // VerifyReadBack proves the first size bytes of t hash to sha256sum, reading
 // from the medium rather than from caches. A slot is only good if this
 // passes; ErrReadBackMismatch otherwise.
+//
+// When the last writer of t was opened with OpenVerifiedWriter for the same
+// sha256sum, started at 0, closed cleanly at size and compared every chunk
+// it wrote with what the medium returned (block devices, O_DIRECT writer),
+// VerifyReadBack only waits for the last comparisons: the caller checked
+// the stream against sha256sum, the medium returned that stream byte for
+// byte. That proof is used once. In every other case (resume, buffered
+// writer, file, Options.FullReadBack, a second call) it reads all size
+// bytes back and hashes them.
 func VerifyReadBack(ctx context.Context, t Target, size int64, sha256sum []byte) error {
 	if len(sha256sum) != sha256.Size {
 		return fmt.Errorf("slot: read-back needs a %d-byte SHA-256, got %d bytes", sha256.Size, len(sha256sum))
@@ -36,6 +52,11 @@ func VerifyReadBack(ctx context.Context, t Target, size int64, sha256sum []byte)
 	}
 	if h, ok := t.(healthReporter); ok {
 		if err := h.health(); err != nil {
+			return err
+		}
+	}
+	if p, ok := t.(prover); ok {
+		if ok, err := p.proved(ctx, size, sha256sum); ok {
 			return err
 		}
 	}
