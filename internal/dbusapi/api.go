@@ -2,8 +2,10 @@
 // the client the CLI uses to talk to it.
 //
 // The contract is io.otad.Update1.xml (docs/ links to it): the server serves
-// that XML as its introspection and a test proves by reflection that the Go
-// object implements exactly those methods with those signatures.
+// that XML as its introspection and a test proves that the exported method
+// table holds exactly those methods with those signatures. Nothing here
+// calls conn.Export (reflect.Value.Method would defeat the linker's dead
+// method elimination for the whole binary); see props.go.
 //
 // Invariants: every mutating method is authorized twice — by the bus policy
 // (systemd/io.otad.Update1.conf) and here, from the caller's UID and groups

@@ -2,7 +2,6 @@ package dbusapi
 
 import (
 	"context"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 )
 
 // Server is the exported io.otad.Update1 object.
@@ -19,7 +16,7 @@ type Server struct {
 	conn    *dbus.Conn
 	backend Backend
 	authz   *Authorizer
-	props   *prop.Properties
+	props   *properties
 	// Classify maps a backend error to a D-Bus error name (ErrorPrefix+…).
 	classify func(error) string
 	// ctx bounds the calls the server makes into the backend.
@@ -58,29 +55,32 @@ func Export(ctx context.Context, conn *dbus.Conn, backend Backend, o Options) (*
 	s.ctx, s.cancel = context.WithCancel(ctx)
 
 	st := backend.Status()
-	spec := prop.Map{Interface: {
-		"Operation":  {Value: st.Operation, Emit: prop.EmitTrue},
-		"Progress":   {Value: st.Progress, Emit: prop.EmitTrue},
-		"LastError":  {Value: st.LastError, Emit: prop.EmitTrue},
-		"BootSlot":   {Value: st.BootSlot, Emit: prop.EmitTrue},
-		"Compatible": {Value: st.Compatible, Emit: prop.EmitTrue},
-		"Version":    {Value: st.Version, Emit: prop.EmitTrue},
-		"TrialBoot":  {Value: st.TrialBoot, Emit: prop.EmitTrue},
+	s.props = &properties{conn: conn, m: map[string]any{
+		"Operation":  st.Operation,
+		"Progress":   st.Progress,
+		"LastError":  st.LastError,
+		"BootSlot":   st.BootSlot,
+		"Compatible": st.Compatible,
+		"Version":    st.Version,
+		"TrialBoot":  st.TrialBoot,
 	}}
-	props, err := prop.Export(conn, ObjectPath, spec)
-	if err != nil {
-		return nil, fmt.Errorf("dbusapi: export properties: %w", err)
-	}
-	s.props = props
-	if err := conn.Export((*object)(s), ObjectPath, Interface); err != nil {
-		return nil, fmt.Errorf("dbusapi: export object: %w", err)
-	}
-	node, err := contractNode()
+	xmlData, err := introspectionXML()
 	if err != nil {
 		return nil, err
 	}
-	if err := conn.Export(introspect.NewIntrospectable(node), ObjectPath, "org.freedesktop.DBus.Introspectable"); err != nil {
-		return nil, fmt.Errorf("dbusapi: export introspection: %w", err)
+	// Method tables rather than conn.Export: see props.go.
+	introspect := func() (string, *dbus.Error) { return xmlData, nil }
+	for _, e := range []struct {
+		iface   string
+		methods map[string]any
+	}{
+		{propertiesIface, s.props.methodTable()},
+		{Interface, (*object)(s).methodTable()},
+		{introspectIface, map[string]any{"Introspect": introspect}},
+	} {
+		if err := conn.ExportMethodTable(e.methods, ObjectPath, e.iface); err != nil {
+			return nil, fmt.Errorf("dbusapi: export %s: %w", e.iface, err)
+		}
 	}
 	events, unsubscribe := backend.Subscribe()
 	// Whatever happened between reading the initial values and subscribing
@@ -105,17 +105,6 @@ func Export(ctx context.Context, conn *dbus.Conn, backend Backend, o Options) (*
 func (s *Server) Stop() {
 	s.cancel()
 	<-s.done
-}
-
-// contractNode is the introspection data: the checked-in XML plus the
-// standard interfaces (godbus adds org.freedesktop.DBus.Peer itself).
-func contractNode() (*introspect.Node, error) {
-	var n introspect.Node
-	if err := xml.Unmarshal([]byte(contractXML), &n); err != nil {
-		return nil, fmt.Errorf("dbusapi: contract XML: %w", err)
-	}
-	n.Interfaces = append([]introspect.Interface{introspect.IntrospectData, prop.IntrospectData}, n.Interfaces...)
-	return &n, nil
 }
 
 func (s *Server) pump(events <-chan Event, unsubscribe func()) {
@@ -192,13 +181,7 @@ func (s *Server) publishProgress() {
 	}
 }
 
-func (s *Server) set(name string, v any) {
-	cur, err := s.props.Get(Interface, name)
-	if err == nil && fmt.Sprint(cur.Value()) == fmt.Sprint(v) {
-		return
-	}
-	s.props.SetMust(Interface, name, v)
-}
+func (s *Server) set(name string, v any) { s.props.set(name, v) }
 
 // dbusErr turns a backend error into a named D-Bus error.
 func (s *Server) dbusErr(err error) *dbus.Error {
@@ -217,10 +200,25 @@ func (s *Server) dbusErr(err error) *dbus.Error {
 	return dbus.NewError(name, []any{err.Error()})
 }
 
-// object carries the exported methods; its method set is the contract.
+// object carries the exported methods; its method table is the contract.
 type object Server
 
 func (o *object) srv() *Server { return (*Server)(o) }
+
+// methodTable is what io.otad.Update1 exports; a test holds it to the
+// contract XML.
+func (o *object) methodTable() map[string]any {
+	return map[string]any{
+		"Install":       o.Install,
+		"Cancel":        o.Cancel,
+		"Reboot":        o.Reboot,
+		"MarkGood":      o.MarkGood,
+		"MarkBad":       o.MarkBad,
+		"MarkActive":    o.MarkActive,
+		"GetSlotStatus": o.GetSlotStatus,
+		"InspectBundle": o.InspectBundle,
+	}
+}
 
 func (o *object) Install(sender dbus.Sender, source string, options map[string]dbus.Variant) (string, *dbus.Error) {
 	s := o.srv()
