@@ -14,11 +14,14 @@ build:
 	$(GO) build $(GOFLAGS_B) -o $(BIN)/otad ./cmd/otad
 	ln -sf otad $(BIN)/otactl
 
+# Device binaries must stay within 8 MiB each (issue 6).
+CROSS_BUDGET := 8388608
 cross:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_B) -tags otad_device,nethttpomithttp2 -ldflags '$(LDFLAGS)' -o $(BIN)/linux-armv7/otad ./cmd/otad
 	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -tags otad_device,nethttpomithttp2 -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/otad ./cmd/otad
 	@for f in $(BIN)/linux-armv7/otad $(BIN)/linux-arm64/otad; do \
-	  s=$$(stat -c %s $$f); printf '%-26s %9d bytes (%.2f MiB)\n' $$f $$s $$(echo "$$s/1048576" | bc -l); done
+	  s=$$(stat -c %s $$f); printf '%-26s %9d bytes (%.2f MiB)\n' $$f $$s $$(echo "$$s/1048576" | bc -l); \
+	  if [ $$s -gt $(CROSS_BUDGET) ]; then echo "$$f is over the $(CROSS_BUDGET)-byte budget (issue 6)"; exit 1; fi; done
 
 # The README's test command: installs what the tests need, then the default suite.
 test: deps unit lint fuzz
