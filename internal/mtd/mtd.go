@@ -48,6 +48,41 @@ type Info struct {
 	Size      int64 // bytes
 	EraseSize int64 // erase block size
 	WriteSize int64 // minimal program unit (NAND page; 1 on most NOR)
+	// WriteBufSize is the chip's write buffer (sysfs writebufsize): the
+	// largest piece the driver sends to the chip as one buffered program.
+	// 0 = unknown.
+	WriteBufSize int64
+}
+
+// DefaultProgramUnit is ProgramUnit when the write buffer size is unknown:
+// many bus words on any NOR bus, and within one write buffer of any CFI chip
+// seen in practice (32 bytes per chip and up) or split into pieces of
+// several bus words each.
+const DefaultProgramUnit = 64
+
+// ProgramUnit is the size and alignment in which a program of a few bytes
+// in place (a flag byte) should be issued: one whole write buffer.
+//
+// Linux's CFI drivers cut every write at write-buffer boundaries.
+// cfi_cmdset_0001 (Intel/Sharp, QEMU's pflash_cfi01) sends each piece as
+// one buffered program (command 0xE8 with a word count), however short;
+// cfi_cmdset_0002 (AMD/Spansion) uses buffered programs only for the
+// bus-aligned part of at least two bus words and single-word programs for
+// the rest. A write of exactly one buffer at a buffer-aligned offset is
+// therefore one full buffered program on both, never a one-word program,
+// which some emulations get wrong (QEMU 9 and later refuse a buffered
+// program with a word count of 0, i.e. one bus word).
+func (i Info) ProgramUnit() int64 {
+	u := i.WriteBufSize
+	if u <= 0 {
+		u = DefaultProgramUnit
+	}
+	u = max(u, i.WriteSize)
+	if i.EraseSize > 0 && (u > i.EraseSize || i.EraseSize%u != 0) {
+		// Never straddle an erase block: fall back to the smallest legal unit.
+		u = i.WriteSize
+	}
+	return max(u, 1)
 }
 
 // Blocks is the number of erase blocks.
@@ -65,6 +100,8 @@ func (i Info) Validate() error {
 		return fmt.Errorf("%w: size %d, erase %d, write %d", ErrGeometry, i.Size, i.EraseSize, i.WriteSize)
 	case i.EraseSize%i.WriteSize != 0 || i.Size%i.EraseSize != 0:
 		return fmt.Errorf("%w: size %d, erase %d, write %d not nested multiples", ErrGeometry, i.Size, i.EraseSize, i.WriteSize)
+	case i.WriteBufSize < 0 || i.WriteBufSize > 0 && (i.WriteBufSize%i.WriteSize != 0 || i.EraseSize%i.WriteBufSize != 0):
+		return fmt.Errorf("%w: write buffer %d does not nest between write size %d and erase size %d", ErrGeometry, i.WriteBufSize, i.WriteSize, i.EraseSize)
 	}
 	return nil
 }

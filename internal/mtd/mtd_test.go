@@ -77,3 +77,30 @@ func FuzzParseSysfsInt(f *testing.F) {
 		}
 	})
 }
+
+func TestProgramUnit(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		info Info
+		want int64
+	}{
+		{"qemu virt pflash (2 x16 chips, 2 KiB buffers)", Info{Kind: NOR, Size: 128 << 20, EraseSize: 256 << 10, WriteSize: 1, WriteBufSize: 4096}, 4096},
+		{"unknown buffer", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1}, DefaultProgramUnit},
+		{"nand: at least a page", Info{Kind: NAND, Size: 1 << 20, EraseSize: 128 << 10, WriteSize: 2048}, 2048},
+		{"erase block smaller than default", Info{Kind: NOR, Size: 4096, EraseSize: 32, WriteSize: 1}, 1},
+	} {
+		if got := c.info.ProgramUnit(); got != c.want {
+			t.Errorf("%s: ProgramUnit = %d, want %d", c.name, got, c.want)
+		}
+	}
+	for _, bad := range []Info{
+		{Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1, WriteBufSize: 96},
+		{Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1, WriteBufSize: 128 << 10},
+		{Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 2048, WriteBufSize: 1024},
+		{Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1, WriteBufSize: -1},
+	} {
+		if err := bad.Validate(); !errors.Is(err, ErrGeometry) {
+			t.Errorf("write buffer %d with erase %d, write %d: %v", bad.WriteBufSize, bad.EraseSize, bad.WriteSize, err)
+		}
+	}
+}

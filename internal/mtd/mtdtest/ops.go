@@ -59,7 +59,7 @@ func (s *Sim) WriteAt(p []byte, off int64) (n int, err error) {
 		return 0, nil
 	}
 	tear := s.begin(size)
-	es, ws := s.info.EraseSize, s.info.WriteSize
+	es := s.info.EraseSize
 	for pos := int64(0); pos < size; {
 		abs := off + pos
 		block := int(abs / es)
@@ -68,15 +68,15 @@ func (s *Sim) WriteAt(p []byte, off int64) (n int, err error) {
 			return int(pos), fmt.Errorf("%w: program at %#x failed", mtd.ErrBadBlock, abs)
 		}
 		if tear >= pos && tear < end {
-			page := tear - tear%ws
-			if err := s.program(off+pos, p[pos:page]); err != nil {
+			lo, hi := s.tornSpan(off, size, tear)
+			if err := s.program(off+pos, p[pos:lo]); err != nil {
 				return int(pos), err
 			}
-			if err := s.tearPage(off+page, p[page:page+ws]); err != nil {
-				return int(page), err
+			if err := s.tearPage(off+lo, p[lo:hi]); err != nil {
+				return int(lo), err
 			}
 			s.cut = true
-			return int(page), ErrPowerCut
+			return int(lo), ErrPowerCut
 		}
 		if err := s.program(abs, p[pos:end]); err != nil {
 			return int(pos), err
@@ -84,6 +84,21 @@ func (s *Sim) WriteAt(p []byte, off int64) (n int, err error) {
 		pos = end
 	}
 	return int(size), nil
+}
+
+// tornSpan is the part [lo, hi) of a write of size bytes at off that a cut
+// at byte tear of it leaves torn: the page being programmed, or on NOR with
+// a write buffer the whole buffered program in flight (the chip clears the
+// bits of the buffer together, in no defined order). Write buffers divide
+// the erase size (Info.Validate), so the span never leaves the erase block.
+func (s *Sim) tornSpan(off, size, tear int64) (lo, hi int64) {
+	u := s.info.WriteSize
+	if s.info.Kind == mtd.NOR && s.info.WriteBufSize > 0 {
+		u = s.info.WriteBufSize
+	}
+	abs := off + tear
+	start := abs - abs%u
+	return max(start-off, 0), min(start+u-off, size)
 }
 
 func (s *Sim) program(off int64, p []byte) error {
@@ -103,9 +118,10 @@ func (s *Sim) program(off int64, p []byte) error {
 	return nil
 }
 
-// tearPage leaves the page an interrupted program would: on NAND the page
-// reads back as garbage; on NOR each bit that should have been cleared may
-// or may not be.
+// tearPage leaves the page (or NOR write buffer) an interrupted program
+// would: on NAND the page reads back as garbage; on NOR each bit that should
+// have been cleared may or may not be, and bits programmed with the value
+// they already have stay as they are.
 func (s *Sim) tearPage(off int64, want []byte) error {
 	b := make([]byte, len(want))
 	if _, err := s.store.ReadAt(b, off); err != nil {

@@ -11,8 +11,11 @@
 //     with MarkBadBlock), as on a real NAND;
 //   - power cuts after N erase/program operations or after N bytes: the
 //     operation being cut leaves a torn page (NAND: random bytes; NOR: a
-//     random subset of the bits that should have been cleared) or a partially
-//     erased block, and every later call fails with ErrPowerCut until PowerOn.
+//     random subset of the bits that should have been cleared, over the whole
+//     write buffer in flight when Info.WriteBufSize is set, since a buffered
+//     program clears them together) or a partially erased block; what came
+//     before the torn part is programmed, what comes after untouched, and
+//     every later call fails with ErrPowerCut until PowerOn.
 //
 // Contents live in memory or, with OpenFile, in a file, so a test can corrupt
 // the medium behind the writer's back. The bad block table is not part of the
