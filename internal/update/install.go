@@ -357,7 +357,17 @@ func (e *Engine) canResume(r journal.Resume, img *bundle.Image, t slot.Target) b
 func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume) error {
 	img := b.img
 	e.setOp(OpWriting, "writing slot "+rec.Target)
-	w, err := slot.OpenWriter(ctx, t, start.Bytes, img.Size)
+	// The bundle reader checks a compressed image's SHA-256 on its way in
+	// (withholding the last chunk if it fails), so the slot may settle the
+	// read-back by comparing each written chunk with the medium; raw and
+	// delta output are hashed back from the slot.
+	var w slot.Writer
+	var err error
+	if sum, herr := hex.DecodeString(img.SHA256); herr == nil && img.Encoding == bundle.EncodingZstd {
+		w, err = slot.OpenVerifiedWriter(ctx, t, start.Bytes, img.Size, sum)
+	} else {
+		w, err = slot.OpenWriter(ctx, t, start.Bytes, img.Size)
+	}
 	if err != nil {
 		return err
 	}
