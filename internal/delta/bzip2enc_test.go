@@ -43,6 +43,9 @@ func TestBzip2EncodeRoundTrip(t *testing.T) {
 			if !bytes.Equal(got, in) {
 				t.Fatalf("round trip differs (%d vs %d bytes)", len(got), len(in))
 			}
+			if got, err := bz2DecodeAll(enc); err != nil || !bytes.Equal(got, in) {
+				t.Fatalf("bz2Reader: %v (%d vs %d bytes)", err, len(got), len(in))
+			}
 			// The reference decoder agrees, when installed.
 			if _, err := exec.LookPath("bzip2"); err == nil {
 				f := filepath.Join(t.TempDir(), "x.bz2")

@@ -2,7 +2,6 @@ package delta
 
 import (
 	"bufio"
-	"compress/bzip2"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,13 +42,15 @@ func (w *windowApplier) openDiff() (diffSource, error) {
 	if n == 0 || n > 2*uint64(w.h.WindowSize)+1<<16 {
 		return nil, fmt.Errorf("%w: diff section of %d bytes", ErrMalformed, n)
 	}
-	w.bz.lim = io.LimitedReader{R: s.r, N: int64(n)}
-	// compress/bzip2 allocates at most 900,000 × 4 bytes of block state, as
-	// the stream header (level 1-9) declares.
+	// The decoder keeps at most 900,000 × 4 bytes of block state, as the
+	// stream header (level 1-9) declares, reused by every window.
+	if err := w.bz.dec.reset(s.r, int64(n)); err != nil {
+		return nil, fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
+	}
 	if w.bz.r == nil {
 		w.bz.r = bufio.NewReaderSize(nil, 16<<10)
 	}
-	w.bz.r.Reset(bzip2.NewReader(&w.bz.lim))
+	w.bz.r.Reset(&w.bz.dec)
 	if enc == diffBzip2 {
 		return &w.bz, nil
 	}
@@ -66,8 +67,8 @@ func (d *rawDiff) add(b []byte, pos int64) error {
 func (d *rawDiff) finish() error { return nil }
 
 type bz2Diff struct {
-	r   *bufio.Reader
-	lim io.LimitedReader
+	r   *bufio.Reader // over dec
+	dec bz2Reader
 }
 
 func (d *bz2Diff) add(b []byte, pos int64) error {
@@ -81,10 +82,10 @@ func (d *bz2Diff) add(b []byte, pos int64) error {
 
 func (d *bz2Diff) finish() error {
 	// The bzip2 stream ends here; reading its end checks its CRCs.
-	if _, err := d.r.Peek(1); err != io.EOF {
-		return fmt.Errorf("%w: diff section too long or corrupt: %v", ErrMalformed, err)
+	if d.r.Buffered() > 0 {
+		return fmt.Errorf("%w: diff section longer than its window needs", ErrMalformed)
 	}
-	if _, err := io.Copy(io.Discard, &d.lim); err != nil {
+	if err := d.dec.finish(); err != nil {
 		return fmt.Errorf("%w: diff section: %v", ErrMalformed, err)
 	}
 	return nil
