@@ -175,7 +175,7 @@ func (s *DeviceStore) openMTD(d Device) (area, FlagScheme, error) {
 	if info.Kind == mtd.NOR {
 		scheme = FlagsBoolean
 	}
-	return &mediumArea{m: c, off: off, size: d.EnvSize, sector: sector, label: d.Path}, scheme, nil
+	return &mediumArea{m: c, off: off, size: d.EnvSize, sector: sector, unit: info.ProgramUnit(), label: d.Path}, scheme, nil
 }
 
 // Redundant reports whether the environment has two copies; a single copy

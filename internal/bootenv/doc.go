@@ -16,6 +16,20 @@
 //     is then programmed to 0 "obsolete"). A power cut at any instant of a
 //     redundant Save leaves either the whole old or the whole new variable
 //     set readable; the torn copy fails its CRC.
+//   - The obsolete mark (boolean scheme, a Medium such as /dev/mtdN) is the
+//     only write that is not a whole erased-and-programmed copy: the old
+//     copy's flag byte goes from 1 to 0 by programming alone. It is issued
+//     as ONE aligned program of the medium's program unit (a whole write
+//     buffer, mtd.Info.ProgramUnit, so Linux's CFI drivers send one full
+//     buffered program and never a one-word program) holding the bytes read
+//     from the medium just before, with only the flag byte set to 0; the
+//     unit is then read back and compared. Programming only clears bits
+//     and a byte programmed with the value it holds keeps it, so the
+//     program changes nothing but the flag byte. A power cut tearing it
+//     leaves that byte with a subset of its bits cleared (still 1, or 0)
+//     and the CRC and data bytes as they were, so both copies stay valid:
+//     with the flag still 1 both are active and readers take copy 0, with 0
+//     they take the new copy; whole either way.
 //   - A single-copy environment is rewritten in place and is NOT power-fail
 //     safe; Redundant() lets callers warn about it.
 //   - Nothing is guessed: a copy with a bad CRC is never used, no valid copy

@@ -1,9 +1,12 @@
 package bootenv
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/otadev/otad/internal/mtd"
 )
 
 // Medium is byte-addressed storage with an erase operation: flash, the
@@ -21,7 +24,17 @@ type mediumArea struct {
 	off    int64
 	size   int64
 	sector int64
+	unit   int64 // program unit of the flag write (mtd.Info.ProgramUnit)
 	label  string
+}
+
+// programUnit is the unit writeFlag programs in: the medium's own when it
+// knows its geometry (mtd.Char, the simulator), else mtd's default.
+func programUnit(m Medium) int64 {
+	if g, ok := m.(interface{ Info() mtd.Info }); ok {
+		return g.Info().ProgramUnit()
+	}
+	return mtd.DefaultProgramUnit
 }
 
 func (a *mediumArea) name() string { return a.label }
@@ -39,14 +52,7 @@ func (a *mediumArea) read(p []byte, fresh bool) error {
 	if err := a.checkBad(); err != nil {
 		return err
 	}
-	n, err := a.m.ReadAt(p, a.off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = fmt.Errorf("%w: %d of %d bytes at %#x", ErrShortRead, n, len(p), a.off)
-	}
-	return err
+	return readFull(a.m, p, a.off)
 }
 
 // checkBad refuses a copy that lies on a block in the bad block table,
@@ -91,11 +97,63 @@ func (a *mediumArea) write(p []byte) error {
 	return syncMedium(a.m)
 }
 
+// flagUnit is the byte range writeFlag programs: the aligned program unit
+// holding the flag byte, cut to the erase sector of the copy so it never
+// reaches another copy.
+func (a *mediumArea) flagUnit() (lo, hi int64) {
+	pos, u := a.off+4, max(a.unit, 1)
+	lo, hi = pos-pos%u, pos-pos%u+u
+	if a.sector > 0 {
+		slo := pos - pos%a.sector
+		lo, hi = max(lo, slo), min(hi, slo+a.sector)
+	}
+	return lo, hi
+}
+
+// writeFlag programs the flag byte as part of the aligned program unit
+// around it (see mtd.Info.ProgramUnit), every other byte of the unit
+// programmed with the value just read from the medium. Programming only
+// clears bits and a byte programmed with its own value stays as it is, so
+// the program changes nothing but bits of the flag byte, even when a power
+// cut tears it. A 1-byte write would be the same on paper, but Linux's CFI
+// driver turns it into a one-word buffered program, which QEMU's pflash
+// rejects; a whole write buffer is what drivers and chips all handle.
 func (a *mediumArea) writeFlag(b byte) error {
-	if _, err := a.m.WriteAt([]byte{b}, a.off+4); err != nil {
+	pos := a.off + 4
+	lo, hi := a.flagUnit()
+	buf := make([]byte, hi-lo)
+	if err := readFull(a.m, buf, lo); err != nil {
+		return fmt.Errorf("read flag unit %#x+%#x: %w", lo, hi-lo, err)
+	}
+	if cur := buf[pos-lo]; cur&b != b {
+		return fmt.Errorf("bootenv: flag byte at %#x is %#x: programming cannot turn it into %#x", pos, cur, b)
+	}
+	buf[pos-lo] = b
+	if _, err := a.m.WriteAt(buf, lo); err != nil {
 		return err
 	}
-	return syncMedium(a.m)
+	if err := syncMedium(a.m); err != nil {
+		return err
+	}
+	chk := make([]byte, len(buf))
+	if err := readFull(a.m, chk, lo); err != nil {
+		return fmt.Errorf("read back flag unit %#x+%#x: %w", lo, hi-lo, err)
+	}
+	if !bytes.Equal(chk, buf) {
+		return fmt.Errorf("%w: flag unit %#x+%#x", ErrReadBack, lo, hi-lo)
+	}
+	return nil
+}
+
+func readFull(m Medium, p []byte, off int64) error {
+	n, err := m.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = fmt.Errorf("%w: %d of %d bytes at %#x", ErrShortRead, n, len(p), off)
+	}
+	return err
 }
 
 func syncMedium(m Medium) error {
@@ -127,7 +185,7 @@ func NewSectorMediumStore(media []Medium, offsets []int64, envSize, sectorSize i
 	s := &MediumStore{c: copies{size: int(envSize), scheme: scheme}}
 	for i, m := range media {
 		s.c.areas = append(s.c.areas, &mediumArea{m: m, off: offsets[i], size: envSize, sector: sectorSize,
-			label: fmt.Sprintf("medium %d @%#x", i, offsets[i])})
+			unit: programUnit(m), label: fmt.Sprintf("medium %d @%#x", i, offsets[i])})
 	}
 	return s
 }
