@@ -22,6 +22,17 @@ type Applier struct {
 	// MaxOldSize, when > 0, refuses patches made from a larger source
 	// (e.g. the active slot's size).
 	MaxOldSize int64
+	// Stats, when not nil, receives the counts of the last Apply.
+	Stats *ApplyStats
+}
+
+// ApplyStats counts what one Apply read and hashed.
+type ApplyStats struct {
+	Windows      int
+	SourceBytes  int64 // source bytes verified against the source table
+	HashedOutput int64 // output bytes hashed (version 2: ADD and LIT output)
+	CopyBytes    int64 // output copied from the verified source
+	ZeroBytes    int64
 }
 
 // Apply reconstructs the new image from patch (read once, sequentially) and
@@ -51,7 +62,8 @@ func VerifySource(ctx context.Context, patch io.Reader, src io.ReaderAt) error {
 		return err
 	}
 	defer s.close()
-	return s.verifySourceTable(ctx, h, src)
+	_, err = s.verifySourceTable(ctx, h, src, make([]byte, 256<<10))
+	return err
 }
 
 // Apply is the configurable form of the package-level Apply.
@@ -71,15 +83,22 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		return err
 	}
 	defer s.close()
-	if err := s.verifySourceTable(ctx, h, src); err != nil {
-		return err
-	}
 	w := &windowApplier{
 		h:    h,
 		s:    s,
 		src:  src,
 		out:  make([]byte, h.WindowSize),
 		ctrl: make([]byte, h.MaxCtrl),
+		sh:   sha256.New(),
+	}
+	// The window buffer is free until the first window: source reads use it.
+	srcBytes, err := s.verifySourceTable(ctx, h, src, w.out)
+	if err != nil {
+		return err
+	}
+	w.st.SourceBytes = srcBytes
+	if a.Stats != nil {
+		defer func() { *a.Stats = w.st }()
 	}
 	var written int64
 	for n := 0; written < h.NewSize; n++ {
@@ -94,6 +113,7 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 			return fmt.Errorf("delta: write window %d: %w", n, err)
 		}
 		written += int64(len(out))
+		w.st.Windows++
 	}
 	// The stream must end here; reading to EOF also checks the zstd frame
 	// checksum.
@@ -151,59 +171,61 @@ func (s *stream) bodyErr(what string, err error) error {
 
 // verifySourceTable checks the source table: chunks of block runs (strictly
 // increasing, so the work is bounded by the source size) each with the
-// SHA-256 of the blocks' bytes.
-func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.ReaderAt) error {
+// SHA-256 of the blocks' bytes. It returns the number of source bytes
+// checked; buf is scratch space for reading them.
+func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.ReaderAt, buf []byte) (int64, error) {
 	oldBlocks := uint64((h.OldSize + SourceBlock - 1) / SourceBlock)
 	nChunks, err := s.uvarint("source table")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if nChunks > oldBlocks {
-		return fmt.Errorf("%w: %d source chunks for %d blocks", ErrMalformed, nChunks, oldBlocks)
+		return 0, fmt.Errorf("%w: %d source chunks for %d blocks", ErrMalformed, nChunks, oldBlocks)
 	}
-	buf := make([]byte, 32<<10)
+	var total int64
 	sh := sha256.New()
 	var next uint64 // first block not yet covered
 	var want [32]byte
 	for c := uint64(0); c < nChunks; c++ {
 		if err := ctx.Err(); err != nil {
-			return err
+			return 0, err
 		}
 		nRuns, err := s.uvarint("source chunk")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if nRuns == 0 || nRuns > oldBlocks-next {
-			return fmt.Errorf("%w: source chunk %d has %d runs", ErrMalformed, c, nRuns)
+			return 0, fmt.Errorf("%w: source chunk %d has %d runs", ErrMalformed, c, nRuns)
 		}
 		sh.Reset()
 		for i := uint64(0); i < nRuns; i++ {
 			gap, err := s.uvarint("source run")
 			if err != nil {
-				return err
+				return 0, err
 			}
 			count, err := s.uvarint("source run")
 			if err != nil {
-				return err
+				return 0, err
 			}
 			if gap > oldBlocks-next || count == 0 || count > oldBlocks-next-gap {
-				return fmt.Errorf("%w: source run outside the %d-block source", ErrMalformed, oldBlocks)
+				return 0, fmt.Errorf("%w: source run outside the %d-block source", ErrMalformed, oldBlocks)
 			}
 			start := next + gap
 			next = start + count
 			off, end := int64(start)*SourceBlock, min(int64(next)*SourceBlock, h.OldSize)
 			if err := hashSource(src, off, end-off, buf, sh); err != nil {
-				return err
+				return 0, err
 			}
+			total += end - off
 		}
 		if err := s.full(want[:], "source chunk hash"); err != nil {
-			return err
+			return 0, err
 		}
 		if !bytes.Equal(sh.Sum(nil), want[:]) {
-			return &SourceMismatchError{Where: fmt.Sprintf("source table chunk %d (blocks up to %d)", c, next)}
+			return 0, &SourceMismatchError{Where: fmt.Sprintf("source table chunk %d (blocks up to %d)", c, next)}
 		}
 	}
-	return nil
+	return total, nil
 }
 
 // hashSource feeds src[off:off+n] to sh through buf.
@@ -234,6 +256,8 @@ func readOld(src io.ReaderAt, off int64, p []byte) error {
 }
 
 type windowApplier struct {
+	st     ApplyStats
+	sh     hash.Hash
 	h      *Header
 	s      *stream
 	src    io.ReaderAt
@@ -279,6 +303,9 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 			if err := readOld(w.src, off, b); err != nil {
 				return err
 			}
+			if op == opCopy {
+				w.st.CopyBytes += int64(len(b))
+			}
 			if op == opAdd {
 				if diff == nil {
 					if diff, err = w.openDiff(); err != nil {
@@ -289,6 +316,7 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 			}
 		case opZero:
 			clear(b)
+			w.st.ZeroBytes += int64(len(b))
 		case opLit:
 			lits = true
 		}
@@ -315,10 +343,43 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 	}
 	// The source bytes read were verified by the source table; a mismatch
 	// here means a corrupt patch or a source that changed since.
-	if sha256.Sum256(out) != want {
+	var sum [32]byte
+	if h.Version == version1 {
+		w.st.HashedOutput += int64(len(out))
+		sum = sha256.Sum256(out)
+	} else if sum, err = w.hashV2(n, newOff, base, ctrl, out); err != nil {
+		return nil, err
+	}
+	if sum != want {
 		return nil, fmt.Errorf("%w: window %d", ErrOutputHash, n)
 	}
 	return out, nil
+}
+
+// hashV2 hashes a version 2 window (windowHashStart): its context and
+// control section, then the output of its ADD and LIT operations. COPY
+// output is old bytes the source table verified, at offsets the hashed
+// control section fixes; ZERO output is fixed by it too.
+func (w *windowApplier) hashV2(n int, newOff, base int64, ctrl, out []byte) ([32]byte, error) {
+	sh := w.sh
+	sh.Reset()
+	windowHashStart(sh, newOff, base, len(out), ctrl)
+	start, end := 0, 0 // output not yet hashed, merged across adjacent ADD/LIT
+	err := w.walk(n, base, ctrl, out, func(op byte, _ int64, at int, b []byte) error {
+		if op == opAdd || op == opLit {
+			if at != end {
+				sh.Write(out[start:end])
+				start = at
+			}
+			end = at + len(b)
+			w.st.HashedOutput += int64(len(b))
+		}
+		return nil
+	})
+	sh.Write(out[start:end])
+	var sum [32]byte
+	sh.Sum(sum[:0])
+	return sum, err
 }
 
 // walk parses the control section, checking every operation against the

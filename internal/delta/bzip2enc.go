@@ -8,8 +8,8 @@ import (
 // A bzip2 encoder for the diff sections. Diff bytes are mostly zeros with
 // sparse, repetitive changes; a Burrows-Wheeler block sorter codes them
 // markedly smaller than the LZ77 coders available in Go, and the device
-// decodes them with the standard library's compress/bzip2 (a bounded
-// decoder: at most 9 × 100,000 × 4 bytes of block state). The encoder only
+// decodes them with bz2Reader (bzip2dec.go; a bounded decoder: at most
+// 9 × 100,000 × 4 bytes of block state). The encoder only
 // has to produce a valid stream, so it is written here from the format: RLE
 // of runs of 4+ bytes, BWT (rotations sorted with index/suffixarray on the
 // doubled block), move-to-front, zero-run coding and up to six Huffman tables

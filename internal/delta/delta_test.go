@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -308,5 +309,87 @@ func TestCorpusPairs(t *testing.T) {
 			st := roundTrip(t, old, nw, GenOptions{})
 			t.Logf("patch %d bytes (%.2f%% of %d), generated in %v", st.PatchSize, 100*float64(st.PatchSize)/float64(len(nw)), len(nw), st.Duration)
 		})
+	}
+}
+
+// In version 2, COPY output is not hashed again, so the window hash must
+// bind where the copy comes from: a COPY moved to another offset of the
+// (genuine) source is refused before its window is written.
+func TestMovedCopyRefused(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	old := randBytes(r, 256<<10)
+	nw := bytes.Clone(old)
+	nw[200<<10] ^= 1 // one edit late: the first windows are single COPYs
+	patch, _ := genPatch(t, old, nw, GenOptions{WindowSize: 64 << 10})
+	h, _ := ReadHeader(bytes.NewReader(patch))
+	if h.Version != version2 || string(patch[:8]) != "OTADDLT2" {
+		t.Fatalf("version %d, magic %q", h.Version, patch[:8])
+	}
+	body := decodeBody(t, patch)
+	// Skip the source table to the first window.
+	rd := bytes.NewReader(body)
+	uv := func() uint64 {
+		v, err := binary.ReadUvarint(rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for c := uv(); c > 0; c-- {
+		for runs := uv(); runs > 0; runs-- {
+			uv()
+			uv()
+		}
+		rd.Seek(32, io.SeekCurrent)
+	}
+	winAt := len(body) - rd.Len()
+	uv() // outLen
+	ctrlLen := uv()
+	rd.Seek(32, io.SeekCurrent)
+	ctrlAt := len(body) - rd.Len()
+	ctrl := body[ctrlAt : ctrlAt+int(ctrlLen)]
+	if !bytes.Equal(ctrl, []byte{1, opCopy, 3, 0x80, 0x80, 0x04, 0}) {
+		t.Fatalf("first window is not one COPY of 64 KiB from 0: % x", ctrl)
+	}
+	moved := bytes.Clone(body[:winAt])
+	moved = append(moved, body[winAt:ctrlAt]...)
+	moved = append(moved, 1, opCopy, 3, 0x80, 0x80, 0x04, 0x80, 0x40) // Δoff +4096
+	moved = append(moved, body[ctrlAt+int(ctrlLen):]...)
+	moved[winAt+3] = byte(ctrlLen + 1) // outLen is 3 bytes, ctrlLen one
+	var buf bytes.Buffer
+	buf.Write(h.marshal())
+	writeBody(t, &buf, moved, int(h.ZstdWindow))
+	var dst recorder
+	err := Apply(context.Background(), bytes.NewReader(buf.Bytes()), bytes.NewReader(old), &dst)
+	if !errors.Is(err, ErrOutputHash) || dst.Len() != 0 {
+		t.Fatalf("moved COPY: err %v, %d bytes written", err, dst.Len())
+	}
+}
+
+// Version 1 patches (hash of the whole window output) still apply, and the
+// stats show what each version hashes.
+func TestVersion1StillApplies(t *testing.T) {
+	p := syntheticPairs()["inserted"]
+	for _, v := range []uint16{version1, version2} {
+		patch, gst := genPatch(t, p[0], p[1], GenOptions{WindowSize: 64 << 10, version: v})
+		if string(patch[:8]) != "OTADDLT"+string('0'+byte(v)) {
+			t.Fatalf("magic %q", patch[:8])
+		}
+		var st ApplyStats
+		var out bytes.Buffer
+		if err := (&Applier{Stats: &st}).Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(p[0]), &out); err != nil {
+			t.Fatalf("version %d: %v", v, err)
+		}
+		if !bytes.Equal(out.Bytes(), p[1]) {
+			t.Fatalf("version %d: wrong output", v)
+		}
+		hashed := gst.AddBytes + gst.LitBytes
+		if v == version1 {
+			hashed = int64(len(p[1]))
+		}
+		if st.HashedOutput != hashed || st.CopyBytes != gst.CopyBytes || st.ZeroBytes != gst.ZeroBytes ||
+			st.SourceBytes != gst.SourceBytes || st.Windows != gst.Windows {
+			t.Fatalf("version %d: apply stats %+v, generate stats %+v", v, st, gst)
+		}
 	}
 }

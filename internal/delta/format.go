@@ -4,11 +4,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 )
 
-// Magic starts every patch; the last byte is the format version.
-const Magic = "OTADDLT1"
+// Magic starts every patch Generate writes; the last byte is the format
+// version. Version 1 patches ("OTADDLT1": window hashes over the whole
+// window output) are still applied.
+const Magic = "OTADDLT2"
+
+// Format versions: how a window's hash is formed (see windowHash).
+const (
+	version1 = 1 // SHA-256 of the window's output
+	version2 = 2 // SHA-256 of the window's context, control section and ADD/LIT output
+)
 
 // HeaderSize is the size of the fixed, uncompressed patch header.
 const HeaderSize = 112
@@ -62,6 +71,7 @@ func (e *SourceMismatchError) Is(target error) bool { return target == ErrSource
 
 // Header is the fixed start of a patch.
 type Header struct {
+	Version    uint16 // 2 (Generate), or 1
 	WindowSize uint32 // max output bytes per window
 	MaxCtrl    uint32 // max control bytes per window
 	ZstdWindow uint32 // zstd window size the body was compressed with
@@ -73,8 +83,13 @@ type Header struct {
 
 func (h *Header) marshal() []byte {
 	b := make([]byte, HeaderSize)
-	copy(b, Magic)
-	binary.LittleEndian.PutUint16(b[8:], 1) // version
+	v := h.Version
+	if v == 0 {
+		v = version2
+	}
+	copy(b, Magic[:7])
+	b[7] = '0' + byte(v)
+	binary.LittleEndian.PutUint16(b[8:], v)
 	binary.LittleEndian.PutUint32(b[12:], SourceBlock)
 	binary.LittleEndian.PutUint32(b[16:], h.WindowSize)
 	binary.LittleEndian.PutUint32(b[20:], h.MaxCtrl)
@@ -92,11 +107,12 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if string(b[:8]) != Magic {
+	if string(b[:7]) != Magic[:7] {
 		return nil, fmt.Errorf("%w: bad magic", ErrMalformed)
 	}
-	if v := binary.LittleEndian.Uint16(b[8:]); v != 1 {
-		return nil, fmt.Errorf("%w: version %d", ErrMalformed, v)
+	v := binary.LittleEndian.Uint16(b[8:])
+	if (v != version1 && v != version2) || b[7] != '0'+byte(v) {
+		return nil, fmt.Errorf("%w: version %q/%d", ErrMalformed, b[7], v)
 	}
 	if flags := binary.LittleEndian.Uint16(b[10:]); flags != 0 {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, flags)
@@ -105,6 +121,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: source block size %d", ErrMalformed, bs)
 	}
 	h := &Header{
+		Version:    v,
 		WindowSize: binary.LittleEndian.Uint32(b[16:]),
 		MaxCtrl:    binary.LittleEndian.Uint32(b[20:]),
 		ZstdWindow: binary.LittleEndian.Uint32(b[24:]),
@@ -124,6 +141,21 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: image sizes %d/%d", ErrMalformed, h.OldSize, h.NewSize)
 	}
 	return h, nil
+}
+
+// windowHashStart begins the hash of a version 2 window: its offset in the
+// new image, the old offset its first Δoff is relative to, its length and
+// its control section. The output of its ADD and LIT operations follows, in
+// order. With the verified source, this determines every output byte: a
+// COPY is old bytes at a hashed offset, a ZERO is zeros, and ADD/LIT output
+// is hashed itself, so COPY and ZERO output is not hashed a second time.
+func windowHashStart(sh hash.Hash, newOff, oldPos int64, outLen int, ctrl []byte) {
+	var b [24]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(newOff))
+	binary.LittleEndian.PutUint64(b[8:], uint64(oldPos))
+	binary.LittleEndian.PutUint64(b[16:], uint64(outLen))
+	sh.Write(b[:])
+	sh.Write(ctrl)
 }
 
 func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }

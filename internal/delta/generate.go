@@ -38,6 +38,8 @@ type GenOptions struct {
 	CopyRun int
 	// DiffCoding selects how each window's diff bytes are stored.
 	DiffCoding DiffCoding
+
+	version uint16 // format version to write (0: 2); tests write 1
 }
 
 // DiffCoding is the encoding of diff sections.
@@ -86,6 +88,9 @@ func (o *GenOptions) defaults() error {
 	if o.SegmentSize == 0 {
 		o.SegmentSize = 32 << 20
 	}
+	if o.version == 0 {
+		o.version = version2
+	}
 	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize {
 		return fmt.Errorf("delta: window size %d out of range", o.WindowSize)
 	}
@@ -118,6 +123,7 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 		return st, fmt.Errorf("delta: read new image: %w", err)
 	}
 	h := &Header{
+		Version:    opts.version,
 		WindowSize: uint32(opts.WindowSize),
 		MaxCtrl:    uint32(min(MaxCtrlSize, opts.WindowSize/4)),
 		ZstdWindow: uint32(opts.ZstdWindow),
@@ -173,6 +179,16 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 	}
 	st.Duration = time.Since(start)
 	return st, nil
+}
+
+// appendSpan adds new-image range [a, b) to spans, merging it with the
+// previous range when they touch.
+func appendSpan(spans [][2]int, a, b int) [][2]int {
+	if k := len(spans) - 1; k >= 0 && spans[k][1] == a {
+		spans[k][1] = b
+		return spans
+	}
+	return append(spans, [2]int{a, b})
 }
 
 func readAll(r io.ReaderAt, n int64) ([]byte, error) {
@@ -261,6 +277,8 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 	var ops, lens, offs, diff, lit []byte
 	oldPos := 0
 	winStart, pos := 0, 0
+	winOldPos := 0
+	var spans [][2]int // the window's ADD and LIT output, as nw ranges
 	flush := func() error {
 		if pos == winStart {
 			return nil
@@ -272,7 +290,17 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		var hdr []byte
 		hdr = appendUvarint(hdr, uint64(pos-winStart))
 		hdr = appendUvarint(hdr, uint64(len(ctrl)))
-		sum := sha256.Sum256(nw[winStart:pos])
+		var sum [32]byte
+		if h.Version == version1 {
+			sum = sha256.Sum256(nw[winStart:pos])
+		} else {
+			sh := sha256.New()
+			windowHashStart(sh, int64(winStart), int64(winOldPos), pos-winStart, ctrl)
+			for _, sp := range spans {
+				sh.Write(nw[sp[0]:sp[1]])
+			}
+			sh.Sum(sum[:0])
+		}
 		hdr = append(hdr, sum[:]...)
 		var dsec []byte
 		if len(diff) > 0 {
@@ -296,8 +324,8 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 			}
 		}
 		st.Windows++
-		ops, lens, offs, diff, lit = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0]
-		winStart = pos
+		ops, lens, offs, diff, lit, spans = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0], spans[:0]
+		winStart, winOldPos = pos, oldPos
 		return ctx.Err()
 	}
 	const maxOp = 1 + 2*10 // opcode and two varints
@@ -320,6 +348,7 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 				ops = append(ops, opLit)
 				lens = appendUvarint(lens, uint64(n))
 				lit = append(lit, nb...)
+				spans = appendSpan(spans, p.newOff, p.newOff+n)
 				st.LitBytes += int64(n)
 			default:
 				ob := old[p.oldOff : p.oldOff+n]
@@ -329,6 +358,7 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 				} else {
 					ops = append(ops, opAdd)
 					diff = appendDiff(diff, nb, ob, int64(pos))
+					spans = appendSpan(spans, p.newOff, p.newOff+n)
 					st.AddBytes += int64(n)
 				}
 				lens = appendUvarint(lens, uint64(n))
