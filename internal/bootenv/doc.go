@@ -19,11 +19,11 @@
 //   - The obsolete mark (boolean scheme, a Medium such as /dev/mtdN) is the
 //     only write that is not a whole erased-and-programmed copy: the old
 //     copy's flag byte goes from 1 to 0 by programming alone. It is issued
-//     as ONE aligned program of the medium's program unit (a whole write
-//     buffer, mtd.Info.ProgramUnit, so Linux's CFI drivers send one full
-//     buffered program and never a one-word program) holding the bytes read
-//     from the medium just before, with only the flag byte set to 0; the
-//     unit is then read back and compared. Programming only clears bits
+//     as ONE aligned program of the medium's program unit (64 bytes on NOR,
+//     mtd.Info.ProgramUnit, so Linux's CFI drivers send it as buffered
+//     programs and never as a one-word program) holding the bytes read from
+//     the medium just before, with only the flag byte set to 0; the unit is
+//     then read back and compared. Programming only clears bits
 //     and a byte programmed with the value it holds keeps it, so the
 //     program changes nothing but the flag byte. A power cut tearing it
 //     leaves that byte with a subset of its bits cleared (still 1, or 0)

@@ -21,12 +21,13 @@ type flagGeometry struct {
 
 var flagGeometries = []flagGeometry{
 	// QEMU's virt pflash as Linux sees it: two interleaved x16 chips with
-	// 2 KiB buffers each, 256 KiB sectors, env copies of a whole sector.
+	// 2 KiB buffers each, 256 KiB sectors, env copies of a whole sector;
+	// the 64-byte flag unit tears as one piece of the buffer.
 	{"qemu-virt", mtd.Info{Kind: mtd.NOR, Size: 4 << 18, EraseSize: 1 << 18, WriteSize: 1, WriteBufSize: 4096}, 1 << 18, 1 << 18, []int64{0, 1 << 18}},
-	// A small buffer, copies not at the start of their sector.
+	// A buffer as small as the unit, copies not at the start of their sector.
 	{"buffer-64", mtd.Info{Kind: mtd.NOR, Size: 4 << 16, EraseSize: 1 << 16, WriteSize: 1, WriteBufSize: 64}, 0x2000, 1 << 16, []int64{0x1000, 0x11000}},
-	// No write buffer known: mtd.DefaultProgramUnit, torn byte by byte.
-	{"unknown-buffer", mtd.Info{Kind: mtd.NOR, Size: 4 << 16, EraseSize: 1 << 16, WriteSize: 1}, 0x2000, 1 << 16, []int64{0, 1 << 16}},
+	// No write buffer known (as with mtd.Char): torn byte by byte.
+	{"no-buffer", mtd.Info{Kind: mtd.NOR, Size: 4 << 16, EraseSize: 1 << 16, WriteSize: 1}, 0x2000, 1 << 16, []int64{0, 1 << 16}},
 }
 
 func (g flagGeometry) store(sim *mtdtest.Sim) *bootenv.MediumStore {
@@ -67,8 +68,8 @@ func (g flagGeometry) checkOldCopy(before, after []byte) error {
 }
 
 // TestFlagWriteOnlyClearsFlagBits: marking the old copy obsolete is one
-// aligned program of the medium's program unit (a whole write buffer, so
-// Linux's CFI driver issues a full buffered program), and of the old copy it
+// aligned program of the medium's program unit (mtd.Info.ProgramUnit: with
+// Linux's CFI drivers a buffered program, never a one-word one), and of the old copy it
 // changes only the flag byte, 1 -> 0; its CRC and data stay identical.
 // No program smaller than the unit ever reaches the flash during a Save.
 func TestFlagWriteOnlyClearsFlagBits(t *testing.T) {
@@ -147,8 +148,8 @@ func TestFlagWritePowerCut(t *testing.T) {
 			}
 			flagLen := mark.Len
 			// Cut points: byte by byte through the mark, several seeds where
-			// the flag byte itself tears; with a write buffer the whole unit
-			// tears at once wherever the cut falls, so a few points suffice.
+			// the flag byte itself tears; a write buffer as large as the unit
+			// tears as one wherever the cut falls, so a few points suffice.
 			type cut struct {
 				k     int64
 				seeds uint64

@@ -29,12 +29,12 @@ type mediumArea struct {
 }
 
 // programUnit is the unit writeFlag programs in: the medium's own when it
-// knows its geometry (mtd.Char, the simulator), else mtd's default.
+// knows its geometry (mtd.Char, the simulator), else the one of NOR.
 func programUnit(m Medium) int64 {
 	if g, ok := m.(interface{ Info() mtd.Info }); ok {
 		return g.Info().ProgramUnit()
 	}
-	return mtd.DefaultProgramUnit
+	return mtd.NORProgramUnit
 }
 
 func (a *mediumArea) name() string { return a.label }
@@ -117,7 +117,8 @@ func (a *mediumArea) flagUnit() (lo, hi int64) {
 // the program changes nothing but bits of the flag byte, even when a power
 // cut tears it. A 1-byte write would be the same on paper, but Linux's CFI
 // driver turns it into a one-word buffered program, which QEMU's pflash
-// rejects; a whole write buffer is what drivers and chips all handle.
+// rejects; an aligned unit of several bus words is a full buffered program
+// (or several) on every CFI driver.
 func (a *mediumArea) writeFlag(b byte) error {
 	pos := a.off + 4
 	lo, hi := a.flagUnit()

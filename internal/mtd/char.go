@@ -77,12 +77,6 @@ func newChar(f *os.File) (*Char, error) {
 	if n, err := sysfsInt(filepath.Join(SysfsDir("/sys", rw), "size")); err == nil && n > 0 {
 		info.Size = n
 	}
-	// writebufsize (no ioctl reports it) decides how small in-place programs
-	// are issued; a missing or odd value leaves the safe default.
-	if n, err := sysfsInt(filepath.Join(SysfsDir("/sys", rw), "writebufsize")); err == nil && n > 0 && info.WriteSize > 0 &&
-		n%info.WriteSize == 0 && info.EraseSize%n == 0 {
-		info.WriteBufSize = n
-	}
 	if err := info.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
 	}

@@ -48,36 +48,35 @@ type Info struct {
 	Size      int64 // bytes
 	EraseSize int64 // erase block size
 	WriteSize int64 // minimal program unit (NAND page; 1 on most NOR)
-	// WriteBufSize is the chip's write buffer (sysfs writebufsize): the
-	// largest piece the driver sends to the chip as one buffered program.
-	// 0 = unknown.
+	// WriteBufSize is the chip's write buffer, when known: the largest
+	// piece a CFI driver sends as one buffered program. Linux keeps it in
+	// struct mtd_info but reports it to user space neither in MEMGETINFO nor
+	// in sysfs, so Open leaves it 0; the simulator tears a buffered program
+	// as one piece when it is set. 0 = unknown.
 	WriteBufSize int64
 }
 
-// DefaultProgramUnit is ProgramUnit when the write buffer size is unknown:
-// many bus words on any NOR bus, and within one write buffer of any CFI chip
-// seen in practice (32 bytes per chip and up) or split into pieces of
-// several bus words each.
-const DefaultProgramUnit = 64
+// NORProgramUnit is the smallest in-place program ProgramUnit gives on
+// byte-writable flash.
+const NORProgramUnit = 64
 
 // ProgramUnit is the size and alignment in which a program of a few bytes
-// in place (a flag byte) should be issued: one whole write buffer.
+// in place (a flag byte) is issued, padded with the bytes already there.
 //
-// Linux's CFI drivers cut every write at write-buffer boundaries.
-// cfi_cmdset_0001 (Intel/Sharp, QEMU's pflash_cfi01) sends each piece as
-// one buffered program (command 0xE8 with a word count), however short;
-// cfi_cmdset_0002 (AMD/Spansion) uses buffered programs only for the
-// bus-aligned part of at least two bus words and single-word programs for
-// the rest. A write of exactly one buffer at a buffer-aligned offset is
-// therefore one full buffered program on both, never a one-word program,
-// which some emulations get wrong (QEMU 9 and later refuse a buffered
-// program with a word count of 0, i.e. one bus word).
+// On NOR, Linux's CFI drivers choose buffered or single-word programs by
+// length and alignment, and user space cannot learn the chip's buffer
+// size. cfi_cmdset_0001 (Intel/Sharp, and QEMU's pflash_cfi01) sends every
+// write, however short, as buffered programs cut at write-buffer
+// boundaries; cfi_cmdset_0002 (AMD/Spansion) uses buffered programs for the
+// bus-aligned part while at least two bus words remain and single-word
+// programs for the rest. An aligned NORProgramUnit-byte write is at least
+// two bus words on the widest bus Linux maps (32 bytes), and since write
+// buffers are powers of two it is one buffered program or several whole
+// ones, never a one-word program. That matters: a 1-byte write becomes a
+// one-word buffered program under cfi_cmdset_0001, which QEMU's pflash
+// (9.0.1 and later) rejects.
 func (i Info) ProgramUnit() int64 {
-	u := i.WriteBufSize
-	if u <= 0 {
-		u = DefaultProgramUnit
-	}
-	u = max(u, i.WriteSize)
+	u := max(i.WriteSize, NORProgramUnit)
 	if i.EraseSize > 0 && (u > i.EraseSize || i.EraseSize%u != 0) {
 		// Never straddle an erase block: fall back to the smallest legal unit.
 		u = i.WriteSize

@@ -84,10 +84,11 @@ func TestProgramUnit(t *testing.T) {
 		info Info
 		want int64
 	}{
-		{"qemu virt pflash (2 x16 chips, 2 KiB buffers)", Info{Kind: NOR, Size: 128 << 20, EraseSize: 256 << 10, WriteSize: 1, WriteBufSize: 4096}, 4096},
-		{"unknown buffer", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1}, DefaultProgramUnit},
-		{"nand: at least a page", Info{Kind: NAND, Size: 1 << 20, EraseSize: 128 << 10, WriteSize: 2048}, 2048},
-		{"erase block smaller than default", Info{Kind: NOR, Size: 4096, EraseSize: 32, WriteSize: 1}, 1},
+		{"nor with a known 4 KiB buffer", Info{Kind: NOR, Size: 128 << 20, EraseSize: 256 << 10, WriteSize: 1, WriteBufSize: 4096}, NORProgramUnit},
+		{"nor, buffer unknown", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1}, NORProgramUnit},
+		{"nor with 2-byte program unit", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 2}, NORProgramUnit},
+		{"nand: a page", Info{Kind: NAND, Size: 1 << 20, EraseSize: 128 << 10, WriteSize: 2048}, 2048},
+		{"erase block smaller than the unit", Info{Kind: NOR, Size: 4096, EraseSize: 32, WriteSize: 1}, 1},
 	} {
 		if got := c.info.ProgramUnit(); got != c.want {
 			t.Errorf("%s: ProgramUnit = %d, want %d", c.name, got, c.want)
