@@ -13,11 +13,13 @@ ROOT=$PWD
 CORPUS=${OTAD_DELTA_CORPUS:-$HOME/.cache/otad-corpus}
 MAKE_CORPUS=${OTAD_MAKE_CORPUS:-$ROOT/../shared/delta-corpus/make-corpus.sh}
 SYN_MIB=${OTAD_DELTA_SYN_MIB:-1024}
-CG_LIMIT=48M
 W=$(mktemp -d "${TMPDIR:-/tmp}/otad-bench-delta.XXXXXX")
-CG=""
+cg_parent=""
 cleanup() {
-  if [ -n "$CG" ] && [ -d "$CG" ]; then rmdir "$CG" 2>/dev/null || true; fi
+  local d
+  if [ -n "$cg_parent" ]; then
+    for d in "$cg_parent"/otad-bench-$$-*; do cg_remove "$d"; done
+  fi
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -53,7 +55,7 @@ measure() {
   awk '{print $3}' "$W/$name.t" >"$W/$name.rss"
 }
 get() { cat "$W/$1"; }
-size() { stat -c %s "$1"; }
+size() { stat -Lc %s "$1"; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.3f", a/b; else printf "-" }'; }
 
@@ -105,48 +107,151 @@ for p in exe fs; do
   rm -f "$W/$p.zsout"
 done
 
-# Apply CPU against bspatch: 10 runs each, the executable pair.
-cpu10() { /usr/bin/time -f '%U %S' -o "$W/cpu10.t" bash -c "for i in 1 2 3 4 5 6 7 8 9 10; do $*; done" && awk '{printf "%.3f\n", ($1+$2)/10}' "$W/cpu10.t"; }
-ours_cpu=$(cpu10 "'$W/deltaapply' '$W/exe.otad' '$EXE_OLD' '$W/exe.o2'")
-bsp_cpu=$(cpu10 "bspatch '$EXE_OLD' '$W/exe.b2' '$W/exe.bsdiff'")
+# bspatch on the rootfs pair, for the memory-limit run only: Debian's bsdiff
+# does not finish that pair, so this writes a valid BSDIFF40 patch that
+# carries the new image as "extra" bytes under one control triple. bspatch
+# reads the whole old image and allocates the whole new image whatever the
+# patch holds, so its memory on this patch is its memory on the pair.
+le64() { local v=$1 i; for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(((v >> (8 * i)) & 255)))"; done; }
+log "bsdiff-format patch for the rootfs pair (literal, for bspatch's memory)"
+{ le64 0; le64 "$(size "$FS_NEW")"; le64 0; } | bzip2 -9 >"$W/bsl.ctrl"
+bzip2 -9 </dev/null >"$W/bsl.diff"
+bzip2 -1 <"$FS_NEW" >"$W/bsl.extra"
+{ printf BSDIFF40; le64 "$(size "$W/bsl.ctrl")"; le64 "$(size "$W/bsl.diff")"; le64 "$(size "$FS_NEW")"
+  cat "$W/bsl.ctrl" "$W/bsl.diff" "$W/bsl.extra"; } >"$W/fs.bslit"
+rm -f "$W"/bsl.*
 
-# ---------------------------------------------------------------- cgroup v2, memory.max = 48 MiB
-cg_root=""
-if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ]; then cg_root=/sys/fs/cgroup
-elif [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then cg_root=/sys/fs/cgroup/unified
-fi
-cg_note=""
-if [ -z "$cg_root" ]; then
-  cg_note="skipped: no cgroup v2 hierarchy mounted"
-elif ! grep -qw memory "$cg_root/cgroup.controllers" 2>/dev/null; then
-  cg_note="skipped: cgroup v2 at $cg_root has no memory controller (controllers: $(cat "$cg_root/cgroup.controllers" 2>/dev/null | tr -s ' ' ',' ))"
-elif ! grep -qw memory "$cg_root/cgroup.subtree_control" 2>/dev/null; then
-  cg_note="skipped: memory controller not enabled in $cg_root/cgroup.subtree_control"
-elif ! mkdir "$cg_root/otad-bench-$$" 2>/dev/null; then
-  cg_note="skipped: $cg_root not writable"
-else
-  CG=$cg_root/otad-bench-$$
-  echo "$CG_LIMIT" >"$CG/memory.max"
-  [ -w "$CG/memory.swap.max" ] && echo 0 >"$CG/memory.swap.max"
-fi
-# in_cg NAME CMD... : runs CMD as a member of the cgroup; prints ok / killed
-in_cg() {
-  local name=$1; shift
-  local before after rc=0
-  before=$(awk '/^oom_kill /{print $2}' "$CG/memory.events")
-  bash -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$CG" "$@" >/dev/null 2>&1 || rc=$?
-  after=$(awk '/^oom_kill /{print $2}' "$CG/memory.events")
-  if [ "$after" != "$before" ] || [ $rc -eq 137 ]; then echo "killed (OOM)"
-  elif [ $rc -ne 0 ]; then echo "failed (exit $rc)"
-  else echo "completed"; fi
+# ---------------------------------------------------------------- apply CPU, exe pair
+# Apply CPU time (user+sys from rusage, all threads) against bspatch on the
+# executable pair, summed over CPU_RUNS runs of each, in alternating rounds
+# so that drift hits both alike. perf stat reports the rusage per run in ns;
+# without perf, /usr/bin/time over a loop of runs (10 ms granularity on the
+# sum, plus the loop shell's own small share).
+CPU_RUNS=${OTAD_DELTA_CPU_RUNS:-40}
+ROUNDS=4
+cpu_runs() { # cpu_runs N OUT CMD...: appends "user_s sys_s" summed over N runs to OUT
+  local n=$1 out=$2; shift 2
+  if [ -z "${NO_PERF:-}" ] && perf stat -x, -e user_time,system_time -r "$n" -o "$W/perf.t" "$@" >/dev/null 2>&1 &&
+    grep -q ',user_time,' "$W/perf.t"; then
+    awk -F, -v n="$n" '$3 == "user_time" {u = $1} $3 == "system_time" {s = $1} END {printf "%.6f %.6f\n", u * n / 1e9, s * n / 1e9}' "$W/perf.t" >>"$out"
+  else
+    NO_PERF=1
+    /usr/bin/time -f '%U %S' -o "$W/loop.t" bash -c 'n=$1; shift; for ((i = 0; i < n; i++)); do "$@"; done' _ "$n" "$@" >/dev/null
+    cat "$W/loop.t" >>"$out"
+  fi
 }
-if [ -n "$CG" ]; then
-  cg_ours_fs=$(in_cg ours "$W/deltaapply" "$W/fs.otad" "$FS_OLD" "$W/cg.out")
-  cg_ours_syn=$(in_cg ours "$W/deltaapply" "$W/syn.otad" "$SYN_OLD" "$W/cg.out")
-  cg_bsp=$(in_cg bspatch bspatch "$EXE_OLD" "$W/cg.out" "$W/exe.bsdiff")
-  cg_xd=$(in_cg xdelta3 xdelta3 -d -f -B 268435456 -s "$FS_OLD" "$W/fs.xd" "$W/cg.out")
-  cg_zs=$(in_cg zstd zstd -q -f -d --long=31 --memory=2048MB --patch-from="$FS_OLD" "$W/fs.zst" -o "$W/cg.out")
+log "apply CPU: $CPU_RUNS runs each of otad and bspatch on the executable pair"
+: >"$W/cpu.ours"; : >"$W/cpu.bsp"
+for ((r = 0; r < ROUNDS; r++)); do
+  cpu_runs $((CPU_RUNS / ROUNDS)) "$W/cpu.ours" "$W/deltaapply" "$W/exe.otad" "$EXE_OLD" "$W/exe.o2"
+  cpu_runs $((CPU_RUNS / ROUNDS)) "$W/cpu.bsp" bspatch "$EXE_OLD" "$W/exe.b2" "$W/exe.bsdiff"
+done
+cmp -s "$W/exe.o2" "$EXE_NEW" && cmp -s "$W/exe.b2" "$EXE_NEW" || { log "apply outputs differ"; exit 1; }
+per_run() { awk -v n=$((CPU_RUNS / ROUNDS * ROUNDS)) -v c="$2" '{u += $1; s += $2} END {printf "%.2f\n", (c == "u" ? u : c == "s" ? s : u + s) * 1000 / n}' "$1"; }
+ours_ms=$(per_run "$W/cpu.ours" t) ours_us=$(per_run "$W/cpu.ours" u) ours_ss=$(per_run "$W/cpu.ours" s)
+bsp_ms=$(per_run "$W/cpu.bsp" t) bsp_us=$(per_run "$W/cpu.bsp" u) bsp_ss=$(per_run "$W/cpu.bsp" s)
+cpu_how=rusage-perf; [ -n "${NO_PERF:-}" ] && cpu_how=rusage-loop
+# The hashing floor: SHA-256 of exactly the bytes apply must hash on this
+# pair (the source extents it reads, and the ADD/LIT output), timed in the
+# same process kind, same run.
+"$W/deltaapply" -stats "$W/exe.otad" "$EXE_OLD" "$W/exe.o2" 2>"$W/stats.log"
+hashed=$(sed -n 's/.*hashed \([0-9]*\) bytes.*/\1/p' "$W/stats.log")
+sha_ms=$("$W/deltaapply" -sha256-cpu "$hashed")
+rm -f "$W/exe.o2" "$W/exe.b2"
+
+# ---------------------------------------------------------------- memory cgroup, 48 MiB
+# cgroup v2 memory.max when the unified hierarchy has the memory controller,
+# else the v1 memory controller (memory.limit_in_bytes, and memsw set equal
+# so swap cannot hide usage). Every command gets a fresh child group under
+# this shell's own group, so failcnt/peak/oom_kill are its own; the group is
+# removed after the command and again by the EXIT trap.
+CG_LIMIT_BYTES=$((48 << 20))
+cg_kind="" cg_parent="" cg_note=""
+cg_mount() { # cg_mount FSTYPE [V1-CONTROLLER]: mount point of that hierarchy
+  awk -v t="$1" -v c="${2:-}" '{ for (i = 7; $i != "-"; i++) {}; if ($(i+1) != t) next
+    if (c != "" && ("," $(i+3) ",") !~ ("," c ",")) next; print $4 " " $5; exit }' /proc/self/mountinfo
+}
+cg_join() { # cg_join MOUNTROOT MOUNTPOINT CGPATH: the group's directory
+  local rel=$3
+  [ "$1" != / ] && rel=${rel#"$1"}
+  echo "$2${rel%/}"
+}
+m=$(cg_mount cgroup2)
+if [ -n "$m" ]; then
+  p=$(cg_join ${m% *} ${m#* } "$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)")
+  if grep -qw memory "$p/cgroup.controllers" 2>/dev/null; then
+    # A v2 group with processes cannot enable controllers for children, so
+    # the limit groups go next to this one, under its parent, which must
+    # delegate memory already.
+    [ -f "$p/memory.max" ] && grep -qw memory "${p%/*}/cgroup.subtree_control" 2>/dev/null &&
+      cg_kind=v2 cg_parent=${p%/*}
+  fi
+fi
+if [ -z "$cg_kind" ]; then
+  m=$(cg_mount cgroup memory)
+  if [ -n "$m" ]; then
+    p=$(cg_join ${m% *} ${m#* } "$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' /proc/self/cgroup)")
+    [ -w "$p" ] && [ -f "$p/memory.limit_in_bytes" ] && cg_kind=v1 cg_parent=$p
+  fi
+fi
+[ -z "$cg_kind" ] && cg_note="no writable cgroup with the memory controller (v2 memory.max or v1 memory.limit_in_bytes)"
+cg_make() { # cg_make NAME: prints the new group's directory
+  local d=$cg_parent/otad-bench-$$-$1
+  mkdir "$d" || return 1
+  if [ $cg_kind = v2 ]; then
+    echo $CG_LIMIT_BYTES >"$d/memory.max"
+    [ -f "$d/memory.swap.max" ] && echo 0 >"$d/memory.swap.max"
+  else
+    echo $CG_LIMIT_BYTES >"$d/memory.limit_in_bytes"
+    [ -f "$d/memory.memsw.limit_in_bytes" ] && echo $CG_LIMIT_BYTES >"$d/memory.memsw.limit_in_bytes"
+  fi
+  local f=memory.limit_in_bytes
+  [ $cg_kind = v2 ] && f=memory.max
+  [ "$(cat "$d/$f")" = $CG_LIMIT_BYTES ] || { log "could not set the limit in $d"; return 1; }
+  echo "$d"
+}
+cg_remove() { # moves any leftover process back to the parent, then removes the group
+  local d=$1 pid
+  [ -d "$d" ] || return 0
+  for pid in $(cat "$d/cgroup.procs" 2>/dev/null); do echo "$pid" >"$cg_parent/cgroup.procs" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5; do rmdir "$d" 2>/dev/null && return 0; sleep 0.2; done
+  log "could not remove $d"
+}
+cg_oom_kills() { # OOM kills recorded in group $1
+  if [ $cg_kind = v2 ]; then awk '$1 == "oom_kill" {print $2}' "$1/memory.events"
+  else awk '$1 == "oom_kill" {print $2}' "$1/memory.oom_control"; fi
+}
+# in_cg WANT CMD... : runs CMD alone in a fresh 48 MiB group (stdout/stderr to
+# $W/cg.log) and prints what happened: completed with output identical to
+# WANT (the file the command must produce, $W/cg.out), or killed, or failed,
+# with the group's OOM-kill count and peak charge as measured.
+in_cg() {
+  local want=$1; shift
+  local d rc=0 kills peak res
+  d=$(cg_make run) || { echo "not run (cgroup setup failed)"; return; }
   rm -f "$W/cg.out"
+  { ( echo "$BASHPID" >"$d/cgroup.procs" && exec "$@" ) >"$W/cg.log" 2>&1; } 2>/dev/null || rc=$?
+  kills=$(cg_oom_kills "$d")
+  if [ $cg_kind = v2 ]; then peak=$(cat "$d/memory.peak" 2>/dev/null || echo "")
+  else peak=$(cat "$d/memory.max_usage_in_bytes"); fi
+  cg_remove "$d"
+  if [ "${kills:-0}" -gt 0 ] || [ $rc -eq 137 ]; then res="KILLED by the OOM killer (exit $rc, oom_kill $kills)"
+  elif [ $rc -ne 0 ]; then res="FAILED (exit $rc: $(tail -n 1 "$W/cg.log" | cut -c1-80))"
+  elif cmp -s "$W/cg.out" "$want"; then res="completed, output identical"
+  else res="completed but output DIFFERS"; fi
+  echo "$res; peak charge ${peak:+$(mib $((peak / 1024)))} MiB"
+  rm -f "$W/cg.out"
+}
+if [ -n "$cg_kind" ]; then
+  log "48 MiB memory cgroup ($cg_kind under $cg_parent)"
+  cg_ours_fs=$(in_cg "$FS_NEW" "$W/deltaapply" -mem "$W/fs.otad" "$FS_OLD" "$W/cg.out")
+  cg_ours_fs_mem=$(sed -n 's/.*VmHWM: *\([0-9]*\) kB.*RssAnon: *\([0-9]*\) kB.*/\1 \2/p' "$W/cg.log")
+  cg_ours_syn=$(in_cg "$SYN_NEW" "$W/deltaapply" -mem "$W/syn.otad" "$SYN_OLD" "$W/cg.out")
+  cg_ours_syn_mem=$(sed -n 's/.*VmHWM: *\([0-9]*\) kB.*RssAnon: *\([0-9]*\) kB.*/\1 \2/p' "$W/cg.log")
+  cg_bsp_exe=$(in_cg "$EXE_NEW" bspatch "$EXE_OLD" "$W/cg.out" "$W/exe.bsdiff")
+  cg_bsp_fs=$(in_cg "$FS_NEW" bspatch "$FS_OLD" "$W/cg.out" "$W/fs.bslit")
+  cg_xd=$(in_cg "$FS_NEW" xdelta3 -d -f -s "$FS_OLD" "$W/fs.xd" "$W/cg.out")
+  cg_zs=$(in_cg "$FS_NEW" zstd -q -f -d --long=31 --memory=2048MB --patch-from="$FS_OLD" "$W/fs.zst" -o "$W/cg.out")
 fi
 
 # ---------------------------------------------------------------- table
@@ -176,12 +281,23 @@ echo "  generation CPU s: bsdiff exe $(get gen.bsdiff.cpu); xdelta3 exe/rootfs $
 echo "  otad vs live bsdiff on exe: $(ratio "$(size "$W/exe.otad")" "$bs_live") (anchor column uses 141,649 / 3,211,800 B)"
 echo
 echo "device apply:"
-echo "  apply CPU per run (exe pair, mean of 10): otad $ours_cpu s, bspatch $bsp_cpu s -> ratio $(ratio "$ours_cpu" "$bsp_cpu") (goal <= 0.2)"
-if [ -n "$CG" ]; then
-  echo "  cgroup v2 memory.max=$CG_LIMIT: otad rootfs: $cg_ours_fs; otad ${SYN_MIB} MiB: $cg_ours_syn;"
-  echo "    bspatch exe: $cg_bsp (bspatch holds old+new in memory: ~2x image size); xdelta3 -d rootfs: $cg_xd; zstd --patch-from -d rootfs: $cg_zs"
+echo "  apply CPU per run, exe pair ($CPU_RUNS runs each, $cpu_how): otad $ours_ms ms (user $ours_us + sys $ours_ss)," \
+     "bspatch $bsp_ms ms (user $bsp_us + sys $bsp_ss) -> ratio $(ratio "$ours_ms" "$bsp_ms") (goal <= 0.2)"
+echo "  hashing floor: SHA-256 of the $(mib $((hashed / 1024))) MiB apply must hash ($(sed -n 's/.*(\(.*\)).*/\1/p' "$W/stats.log"))" \
+     "= $sha_ms ms -> $(ratio "$sha_ms" "$bsp_ms") of bspatch before any decoding or I/O"
+if [ -n "$cg_kind" ]; then
+  echo "  memory cgroup ($cg_kind, limit $CG_LIMIT_BYTES bytes = 48 MiB, swap included), each command alone in a fresh group:"
+  printf '    %-46s %s\n' "otad apply, rootfs pair" "$cg_ours_fs" \
+    "" "(inside: peak RSS $(mib "${cg_ours_fs_mem% *}") MiB, anon $(mib "${cg_ours_fs_mem#* }") MiB)" \
+    "otad apply, ${SYN_MIB} MiB synthetic pair" "$cg_ours_syn" \
+    "" "(inside: peak RSS $(mib "${cg_ours_syn_mem% *}") MiB, anon $(mib "${cg_ours_syn_mem#* }") MiB)" \
+    "bspatch, exe pair (bsdiff 4.3 patch)" "$cg_bsp_exe" \
+    "bspatch, rootfs pair (literal BSDIFF40 patch)" "$cg_bsp_fs" \
+    "xdelta3 -d (default -B), rootfs pair" "$cg_xd" \
+    "zstd -d --long=31 --patch-from, rootfs pair" "$cg_zs"
+  echo "    (the peak charge counts page cache, which the kernel reclaims at the limit; anonymous memory that does not fit gets the process killed)"
 else
-  echo "  cgroup v2 memory.max=$CG_LIMIT run $cg_note"
+  echo "  48 MiB memory cgroup run skipped: $cg_note"
   echo "  peak RSS instead (same run): otad rootfs $(mib "$(get apply.fs.hwm)") MiB, otad ${SYN_MIB} MiB pair $(mib "$(get apply.syn.hwm)") MiB;" \
        "xdelta3 -d rootfs $(mib "$(get apply.xd.fs.rss)") MiB; zstd -d --patch-from rootfs $(mib "$(get apply.zs.fs.rss)") MiB; bspatch exe $(mib "$(get apply.bspatch.rss)") MiB"
 fi
