@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ] || ! command -v losetup >/dev/null; then
 fi
 
 MIB=${SLOTWRITE_MIB:-256}
-ROUNDS=${SLOTWRITE_ROUNDS:-5}
+ROUNDS=${SLOTWRITE_ROUNDS:-7}
 tmp=$(mktemp -d)
 dev=""
 cleanup() {

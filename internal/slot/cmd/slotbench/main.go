@@ -99,7 +99,14 @@ func run(dev, image, sumHex string, readBack, hashInput bool, piece int, o slot.
 		return err
 	}
 	defer t.Close()
-	w, err := slot.OpenVerifiedWriter(ctx, t, 0, st.Size(), want)
+	// Without read-back, the writer alone: nothing compared.
+	open := slot.OpenWriter
+	if readBack {
+		open = func(ctx context.Context, t slot.Target, off, size int64) (slot.Writer, error) {
+			return slot.OpenVerifiedWriter(ctx, t, off, size, want)
+		}
+	}
+	w, err := open(ctx, t, 0, st.Size())
 	if err != nil {
 		return err
 	}
