@@ -102,9 +102,8 @@ func (d *sparseDiff) add(b []byte, pos int64) error {
 	r := d.bz.r
 	for i := 0; i < len(b); {
 		if d.zeros == 0 && d.nz == 0 {
-			z, err1 := binary.ReadUvarint(r)
-			n, err2 := binary.ReadUvarint(r)
-			if err := errors.Join(err1, err2); err != nil || z+n == 0 || z+n < z {
+			z, n, err := nextToken(r)
+			if err != nil || z+n == 0 || z+n < z {
 				return fmt.Errorf("%w: diff token: %v", ErrMalformed, err)
 			}
 			d.zeros, d.nz = z, n
@@ -126,6 +125,25 @@ func (d *sparseDiff) add(b []byte, pos int64) error {
 		i += k
 	}
 	return nil
+}
+
+// nextToken reads a token's two uvarints, straight from the buffer when
+// it holds them (tokens are a few bytes each, and there are many).
+func nextToken(r *bufio.Reader) (zeros, n uint64, err error) {
+	if r.Buffered() >= 2*binary.MaxVarintLen64 {
+		p, _ := r.Peek(2 * binary.MaxVarintLen64)
+		z, k1 := binary.Uvarint(p)
+		if k1 > 0 {
+			if n, k2 := binary.Uvarint(p[k1:]); k2 > 0 {
+				r.Discard(k1 + k2)
+				return z, n, nil
+			}
+		}
+		return 0, 0, errors.New("bad uvarint")
+	}
+	z, err1 := binary.ReadUvarint(r)
+	n, err2 := binary.ReadUvarint(r)
+	return z, n, errors.Join(err1, err2)
 }
 
 func (d *sparseDiff) finish() error {
