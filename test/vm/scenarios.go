@@ -250,6 +250,8 @@ if [ "$slot" = A ] && once mtd; then
 	otad env print >/host/env-print-A.txt; ev "env-print rc=$?"
 	printf 'otad_slot B\notad_bootargs console=ttyAMA0 loglevel=5 vmtest.marker=written-by-otad\n' | otad env set -s -
 	ev "env-set rc=$?"
+	dmesg >/host/dmesg-A.txt
+	ev "cfi dmesg-lines=$(grep -c '' /host/dmesg-A.txt) write-errors=$(grep -c 'write error' /host/dmesg-A.txt)"
 	reboot
 fi
 `)
@@ -285,16 +287,63 @@ fi
 	}
 	m.cut()
 	r.boots = m.ubootStarts()
+	// The CFI driver logs a refused program ("buffer write error ...") even
+	// when a retry or a later write succeeds: the kernel log must have none.
+	var cfi event
+	for _, e := range m.events() {
+		if e.kind == "cfi" {
+			cfi = e
+		}
+	}
+	if cfi.fields["dmesg-lines"] == "" || cfi.fields["dmesg-lines"] == "0" || cfi.fields["write-errors"] != "0" {
+		dm, _ := os.ReadFile(filepath.Join(m.share(), "dmesg-A.txt"))
+		return fmt.Errorf("kernel log after otad's env write: %q\n%s", cfi.raw, tail(string(dm), 10))
+	}
 	if redundant {
-		// the boolean scheme end to end: otad in Linux wrote the other copy
-		// active and marked the old one obsolete; U-Boot took the new one.
+		// the boolean scheme end to end: otad in Linux wrote copy 1 active and
+		// marked the seeded copy 0 obsolete (one write-buffer program of its
+		// own bytes through Linux's CFI driver); U-Boot took the new one.
 		he, err := m.readEnv()
 		if err != nil {
 			return err
 		}
-		return expectEnv("host flash1.img (redundant, boolean flags)", he, "otad_slot", "B")
+		if err := expectEnv("host flash1.img (redundant, boolean flags)", he, "otad_slot", "B"); err != nil {
+			return err
+		}
+		img, err := os.ReadFile(m.envFlash())
+		if err != nil {
+			return err
+		}
+		if img[4] != 0 || img[0x40004] != 1 {
+			return fmt.Errorf("flags after otad's save: copy 0 %#x, copy 1 %#x; want 0 (obsolete), 1 (active)", img[4], img[0x40004])
+		}
+		// The obsolete mark re-programmed the old copy's CRC and data with
+		// their own values: alone (copy 1 erased) it must still be valid.
+		old := make([]byte, 0x80000)
+		copy(old, img[:0x40000])
+		for i := 0x40000; i < len(old); i++ {
+			old[i] = 0xff
+		}
+		oldImg := filepath.Join(m.dir, "old-copy-only.img")
+		if err := os.WriteFile(oldImg, old, 0o644); err != nil {
+			return err
+		}
+		st, done, err := norStore(oldImg)
+		if err != nil {
+			return err
+		}
+		oe, err := st.Load()
+		done()
+		if err != nil {
+			return fmt.Errorf("the obsolete copy 0 no longer loads on its own (CRC or data changed by the mark): %w", err)
+		}
+		if err := expectEnv("obsolete copy 0 alone", oe, "otad_slot", "A"); err != nil {
+			return err
+		}
 	}
-	// libubootenv's fw_printenv on the host reads what otad wrote in the guest.
+	// libubootenv's fw_printenv on the host reads what otad wrote in the
+	// guest (on the image file it reads the boolean flags as counters, where
+	// active 1 is newer than obsolete 0).
 	out, err := exec.Command("fw_printenv", "-c", m.fwEnvConfig(), "otad_slot", "otad_bootargs").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("fw_printenv: %w: %s", err, out)
