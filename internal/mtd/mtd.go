@@ -11,6 +11,11 @@
 //     data (mtdchar programs synchronously). What survives a power cut in the
 //     middle of an operation is undefined for the page or erase block being
 //     programmed or erased, and intact everywhere else.
+//   - To program a few bytes in place (a flag), program the aligned
+//     Info.ProgramUnit around them, padded with the bytes already there:
+//     re-programming a byte with its own value changes nothing, and Linux's
+//     CFI drivers send such a unit as buffered programs, never as the
+//     one-word program some chips and emulations mishandle.
 //
 // The Device interface is deliberately small so the same writer code runs on
 // the kernel driver (Char) and on the simulator in mtdtest.
