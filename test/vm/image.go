@@ -23,6 +23,9 @@ type artifacts struct {
 	// U-Boot with a redundant flash env and native bootcount (optional)
 	flash0Red string
 	otadArm   string // static arm64 otad for the guest
+	sysRoot   string // Debian systemd rootfs from setup-systemd.sh ("": run sysSetup first)
+	sysSetup  string // setup-systemd.sh
+	sysErr    error  // sysSetup failed (not retried)
 	otadHst   string // host otad (bundles, env)
 	boot      string // FAT image, partition 1
 	data      string // empty ext4, partition 4
@@ -191,21 +194,27 @@ func (a *artifacts) buildData() error {
 // newMachine assembles a disk (MBR, four partitions) from the images and a
 // fresh 64 MiB environment bank seeded with env.
 func (a *artifacts) newMachine(name, slotA, slotB string, redundant bool, env *bootenv.Env) (*machine, error) {
+	return a.newMachineSized(name, slotA, slotB, redundant, env, slotMiB)
+}
+
+// newMachineSized is newMachine with slot partitions of slotSize MiB (the
+// systemd tier's images are larger than the busybox ones).
+func (a *artifacts) newMachineSized(name, slotA, slotB string, redundant bool, env *bootenv.Env, slotSize int) (*machine, error) {
 	dir := filepath.Join(a.work, "m-"+name)
 	os.RemoveAll(dir)
 	if err := os.MkdirAll(filepath.Join(dir, "share"), 0o755); err != nil {
 		return nil, err
 	}
-	m := &machine{dir: dir, art: a, redundant: redundant}
+	m := &machine{dir: dir, art: a, redundant: redundant, slotMiB: slotSize}
 	if redundant && a.flash0Red == "" {
 		return nil, errSkip("setup.sh could not build the redundant-env U-Boot")
 	}
-	total := 1 + bootMiB + 2*slotMiB + dataMiB + 1
+	total := 1 + bootMiB + 2*slotSize + dataMiB + 1
 	if err := run("truncate", "-s", fmt.Sprintf("%dM", total), m.disk()); err != nil {
 		return nil, err
 	}
 	layout := fmt.Sprintf("label: dos\nstart=1MiB, size=%dMiB, type=c, bootable\nsize=%dMiB, type=83\nsize=%dMiB, type=83\nsize=%dMiB, type=83\n",
-		bootMiB, slotMiB, slotMiB, dataMiB)
+		bootMiB, slotSize, slotSize, dataMiB)
 	cmd := exec.Command("sfdisk", "-q", m.disk())
 	cmd.Stdin = strings.NewReader(layout)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -215,7 +224,7 @@ func (a *artifacts) newMachine(name, slotA, slotB string, redundant bool, env *b
 	for _, p := range []struct {
 		img  string
 		size int
-	}{{a.boot, bootMiB}, {slotA, slotMiB}, {slotB, slotMiB}, {a.data, dataMiB}} {
+	}{{a.boot, bootMiB}, {slotA, slotSize}, {slotB, slotSize}, {a.data, dataMiB}} {
 		if err := run("dd", "if="+p.img, "of="+m.disk(), "bs=1M", fmt.Sprintf("seek=%d", off), "conv=notrunc,sparse", "status=none"); err != nil {
 			return nil, err
 		}

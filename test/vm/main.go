@@ -73,6 +73,8 @@ func main() {
 	otadHost := flag.String("otad", "bin/otad", "host otad (bundles)")
 	mode := flag.String("mode", "all", "quick (one scenario) | all | comma-separated scenario names")
 	keep := flag.Bool("keep", false, "keep machine directories after passing scenarios")
+	sysRoot := flag.String("systemd-rootfs", "", "Debian systemd rootfs directory (systemd tier); default: run -systemd-setup when a systemd scenario runs")
+	sysSetup := flag.String("systemd-setup", "test/vm/setup-systemd.sh", "script that builds (or finds cached) the systemd rootfs and prints its directory")
 	flag.Parse()
 
 	sig := make(chan os.Signal, 1)
@@ -83,12 +85,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vmtest: %v, QEMU killed\n", s)
 		os.Exit(130)
 	}()
-	code := mainErr(*cache, *repo, *work, *otadArm, *otadHost, *mode, *keep)
+	code := mainErr(*cache, *repo, *work, *otadArm, *otadHost, *sysRoot, *sysSetup, *mode, *keep)
 	live.killAll()
 	os.Exit(code)
 }
 
-func mainErr(cache, repo, work, otadArm, otadHost, mode string, keep bool) int {
+func mainErr(cache, repo, work, otadArm, otadHost, sysRoot, sysSetup, mode string, keep bool) int {
 	repo, _ = filepath.Abs(repo)
 	if work == "" {
 		work = filepath.Join(filepath.Dir(cache), "work")
@@ -97,7 +99,7 @@ func mainErr(cache, repo, work, otadArm, otadHost, mode string, keep bool) int {
 		otadHost = filepath.Join(repo, otadHost)
 	}
 	a := &artifacts{cache: cache, repo: repo, work: work, qemu: filepath.Join(cache, "qemu-system-aarch64"),
-		flash0: filepath.Join(cache, "flash0.img"), otadArm: otadArm, otadHst: otadHost, slots: map[string]string{}}
+		flash0: filepath.Join(cache, "flash0.img"), otadArm: otadArm, otadHst: otadHost, sysRoot: sysRoot, sysSetup: sysSetup, slots: map[string]string{}}
 	if _, err := os.Stat(filepath.Join(cache, "flash0-redundant.img")); err == nil {
 		a.flash0Red = filepath.Join(cache, "flash0-redundant.img")
 	}

@@ -25,6 +25,8 @@ type machine struct {
 	done    chan error
 	powerOn int  // QEMU starts so far
 	watchdg bool // add an i6300esb
+	smp     int  // vCPUs (0: 1)
+	slotMiB int  // size of each slot partition
 	// redundant: boot the U-Boot with a redundant flash env (boolean flags)
 	// and native bootcount instead of Debian's single-copy one
 	redundant bool
@@ -49,8 +51,9 @@ func (m *machine) start() error {
 	}
 	m.powerOn++
 	console := filepath.Join(m.dir, fmt.Sprintf("console-%d.log", m.powerOn))
+	smp := max(m.smp, 1)
 	args := []string{
-		"-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "512",
+		"-M", "virt", "-cpu", "cortex-a57", "-smp", fmt.Sprint(smp), "-m", "512",
 		"-display", "none", "-monitor", "none", "-nic", "none", "-audio", "none",
 		"-serial", "file:" + console,
 		"-drive", "if=pflash,format=raw,readonly=on,file=" + m.flash0(),

@@ -134,6 +134,10 @@ var scenarios = []scenario{
 	{name: "mtd-nandsim", run: scenNandsim},
 	{name: "mtd-nor-env-redundant", run: func(ctx context.Context, a *artifacts, r *result) error { return scenMTDNorEnv(ctx, a, r, true) }},
 	{name: "power-cuts", run: scenPowerCuts},
+	// systemd tier (setup-systemd.sh's Debian rootfs)
+	{name: "sys-good-update", run: scenSysGoodUpdate},
+	{name: "health-fail", run: scenHealthFail},
+	{name: "watchdog-hang", run: scenWatchdogHang},
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be

@@ -92,12 +92,13 @@ func (m *machine) partHash(n int) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	size := int64(m.slotMiB) << 20
 	off := int64(1+bootMiB) << 20
 	if n == 3 {
-		off += slotMiB << 20
+		off += size
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, off, slotMiB<<20)); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(f, off, size)); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

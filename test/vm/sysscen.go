@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Scenarios of the systemd tier: otad runs as otad.service, the CLI talks
+// to it over the real system bus, the health confirmation is
+// boot-complete.target and PID 1 drives the i6300esb (RuntimeWatchdogSec).
+
+// sysStep is the per-boot step of the systemd rollback scenarios: on the
+// first boot of A install the bundle; on every later boot of A report otad's
+// view once it has settled. Boots of B only leave otad's journal behind.
+func sysStep(bundle string) string {
+	return guestWait + `
+n=$(grep -c '^boot ' /host/events)
+if [ "$slot" = A ] && [ "$n" = 1 ]; then
+	wait_daemon || { ev "error daemon-not-ready"; exit 1; }
+	settled; status_to /host/status-A.json
+	systemctl show -p Type,ActiveState,SubState,NRestarts otad.service >/host/otad-unit-A.txt
+	ev "install-start"
+	otad install /host/` + bundle + ` >/host/install.log 2>&1
+	ev "install rc=$?"
+elif [ "$slot" = B ]; then
+	journalctl -f -o short-monotonic -u otad.service >>/host/otad-journal-B-$n.log 2>&1 &
+	wait
+elif [ "$slot" = A ]; then
+	wait_daemon && settled
+	status_to /host/status-after.json
+	journalctl -o short-monotonic -u otad.service >/host/otad-journal-A-$n.log 2>&1
+	ev "status-after n=$n"
+fi
+`
+}
+
+// sysRollback runs the common part of health-fail and watchdog-hang: a
+// systemd board on sys-v1 installs the given image as B, and the scenario
+// must end on A with otad reporting the rollback. It returns the machine
+// (stopped) and otad's final status; check inspects the events of B's boots.
+func sysRollback(ctx context.Context, a *artifacts, r *result, name, image string, wantBoots int, timeout time.Duration) (*machine, *guestStatus, error) {
+	v1, err := a.sysSlot("sys-v1")
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := a.sysSlot(image); err != nil {
+		return nil, nil, err
+	}
+	b, err := a.bundle(image, image, "2.0-"+image, compatible, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := a.newSysMachine(name, v1, v1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := m.give(b); err != nil {
+		return nil, nil, err
+	}
+	if err := m.onBoot(sysStep(filepath.Base(b))); err != nil {
+		return nil, nil, err
+	}
+	if err := m.start(); err != nil {
+		return nil, nil, err
+	}
+	defer m.cut()
+	ev, n, err := m.waitEvent(ctx, 0, 3*time.Minute, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	if err != nil || ev.fields["rc"] != "0" {
+		il, _ := os.ReadFile(filepath.Join(m.share(), "install.log"))
+		return nil, nil, fmt.Errorf("install: %v %s\n%s\n%s\n%s", err, ev.raw, il, m.stepLog(), tail(m.console(), 10))
+	}
+	first := m.events()[0]
+	if first.fields["init"] != "systemd" || first.fields["wd_state"] != "active" || first.fields["wd_timeout"] != "10" {
+		return nil, nil, fmt.Errorf("systemd did not arm the i6300esb on A: %s", first.raw)
+	}
+	unit, _ := os.ReadFile(filepath.Join(m.share(), "otad-unit-A.txt"))
+	if !strings.Contains(string(unit), "Type=notify") || !strings.Contains(string(unit), "SubState=running") {
+		return nil, nil, fmt.Errorf("otad is not running as otad.service: %s", unit)
+	}
+	if _, _, err = m.waitEvent(ctx, n, timeout, func(e event) bool { return e.kind == "status-after" }); err != nil {
+		return nil, nil, fmt.Errorf("no report on A after the rollback: %w\n%s\n%s", err, m.sysLogs(), tail(m.console(), 10))
+	}
+	st, err := m.status("status-after.json")
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.BootSlot != "A" || st.slotProp("B", "state") != "bad" || st.TrialBoot {
+		return nil, nil, fmt.Errorf("otad after the rollback: boot slot %s, B state %q, trial %v, last error %q", st.BootSlot, st.slotProp("B", "state"), st.TrialBoot, st.LastError)
+	}
+	ge, err := m.guestEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := expectEnv("on A after the rollback", ge, "otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "otad_failed", "B"); err != nil {
+		return nil, nil, err
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	if r.boots != wantBoots {
+		return nil, nil, fmt.Errorf("U-Boot started %d times, want %d", r.boots, wantBoots)
+	}
+	he, err := m.readEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := expectEnv("host flash1.img", he, "otad_slot", "A", "upgrade_available", "0", "otad_failed", "B"); err != nil {
+		return nil, nil, err
+	}
+	// slot contents: A untouched, B exactly the installed image
+	for part, img := range map[int]string{2: "sys-v1", 3: image} {
+		want, _ := fileHash(a.slots[img])
+		got, err := m.partHash(part)
+		if err != nil {
+			return nil, nil, err
+		}
+		if got != want {
+			return nil, nil, fmt.Errorf("partition %d is not the %s image", part, img)
+		}
+	}
+	return m, st, nil
+}
+
+// sysLogs is the step log and otad's journals the guest copied, for failures.
+func (m *machine) sysLogs() string {
+	var b strings.Builder
+	b.WriteString(m.stepLog())
+	logs, _ := filepath.Glob(filepath.Join(m.share(), "otad-journal-*.log"))
+	for _, l := range logs {
+		t, _ := os.ReadFile(l)
+		fmt.Fprintf(&b, "\n%s:\n%s", filepath.Base(l), tail(string(t), 12))
+	}
+	return b.String()
+}
+
+// bootsOf returns the boot events of slot with image.
+func (m *machine) bootsOf(slot, image string) []event {
+	var out []event
+	for _, e := range m.events() {
+		if isBoot(slot, image)(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// scenHealthFail (scenario 3): B boots and reaches userspace, but a unit
+// RequiredBy=boot-complete.target fails; otad's start job for the target
+// ends "dependency", otad marks B bad (env: fallback) and reboots through
+// systemd; A boots and otad reports the rollback naming the unit.
+func scenHealthFail(ctx context.Context, a *artifacts, r *result) error {
+	const failing = "vmtest-app-selftest.service"
+	// U-Boot: A, the one trial of B, A again (otad falls back itself, no
+	// further trials are counted)
+	m, st, err := sysRollback(ctx, a, r, "health-fail", "sys-v2-unhealthy", 3, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	if n := len(m.bootsOf("B", "sys-v2-unhealthy")); n != 1 {
+		return fmt.Errorf("B booted %d times, want one trial ended by otad", n)
+	}
+	// otad decided the rollback itself on B; on A it reports B bad with
+	// the reason it recorded there.
+	if !strings.Contains(st.LastError, failing) || !strings.Contains(st.slotProp("B", "reason"), failing) {
+		return fmt.Errorf("the rollback reason does not name %s: last error %q, B reason %q", failing, st.LastError, st.slotProp("B", "reason"))
+	}
+	r.detail = "otad: " + st.LastError
+	return nil
+}
+
+// scenWatchdogHang (scenario 4): in every trial boot of B a runaway
+// realtime task starves userspace (PID 1 included) before otad can commit;
+// systemd stops petting the i6300esb, the watchdog resets the board, the
+// boot script counts, and after bootlimit trials U-Boot falls back to A,
+// where otad reports the rollback.
+func scenWatchdogHang(ctx context.Context, a *artifacts, r *result) error {
+	// U-Boot: A, three trials of B, the fallback to A
+	m, st, err := sysRollback(ctx, a, r, "watchdog-hang", "sys-v2-hang", 5, 8*time.Minute)
+	if err != nil {
+		return err
+	}
+	boots := m.bootsOf("B", "sys-v2-hang")
+	hangs := 0
+	for _, e := range m.events() {
+		if e.kind == "hang-start" && e.fields["slot"] == "B" {
+			hangs++
+		}
+	}
+	if len(boots) != 3 || hangs != 3 {
+		return fmt.Errorf("B reached userspace %d times and hung %d times, want 3 and 3", len(boots), hangs)
+	}
+	// no otad decision: A learned of the rollback from the env U-Boot wrote
+	if !strings.HasPrefix(st.LastError, "rolled back") || st.slotProp("B", "reason") == "" {
+		return fmt.Errorf("otad on A does not report the rollback: last error %q, B reason %q", st.LastError, st.slotProp("B", "reason"))
+	}
+	for _, e := range boots {
+		if e.fields["wd_state"] != "active" || e.fields["wd_timeout"] != "10" {
+			return fmt.Errorf("the watchdog was not armed by systemd in the trial boot: %s", e.raw)
+		}
+	}
+	// the hang is in userspace and the resets came from the hardware: the
+	// kernel never panicked or oopsed, and it restarted the board only once,
+	// for otad's reboot after the install (the console is searched only for
+	// these negative checks)
+	con := m.console()
+	for _, bad := range []string{"Kernel panic", "Internal error: Oops", "BUG:"} {
+		if strings.Contains(con, bad) {
+			return fmt.Errorf("the kernel reported %q: the reset was not the watchdog ending a userspace hang", bad)
+		}
+	}
+	if n := strings.Count(con, "reboot: Restarting system"); n != 1 {
+		return fmt.Errorf("the kernel restarted the board %d times, want 1 (otad's reboot after the install; the trials end by watchdog reset)", n)
+	}
+	r.detail = "otad: " + st.LastError
+	return nil
+}
+
+// scenSysGoodUpdate (scenario 1 in the systemd tier): the health target
+// (the example unit and the image's self-test) passes, otad commits.
+func scenSysGoodUpdate(ctx context.Context, a *artifacts, r *result) error {
+	v1, err := a.sysSlot("sys-v1")
+	if err != nil {
+		return err
+	}
+	if _, err := a.sysSlot("sys-v2"); err != nil {
+		return err
+	}
+	b, err := a.bundle("sys-v2", "sys-v2", "2.0-sys", compatible, 2)
+	if err != nil {
+		return err
+	}
+	m, err := a.newSysMachine("sys-good-update", v1, v1)
+	if err != nil {
+		return err
+	}
+	if err := m.give(b); err != nil {
+		return err
+	}
+	err = m.onBoot(guestWait + `
+n=$(grep -c '^boot ' /host/events)
+if [ "$slot" = A ] && once install; then
+	wait_daemon || { ev "error daemon-not-ready"; exit 1; }
+	settled
+	otad install /host/sys-v2.otab >/host/install.log 2>&1
+	ev "install rc=$?"
+elif [ "$slot" = B ]; then
+	journalctl -f -o short-monotonic -u otad.service >>/host/otad-journal-B-$n.log 2>&1 &
+	wait_daemon && settled
+	status_to /host/status-B-$n.json
+	systemctl show -p ActiveState boot-complete.target >/host/boot-complete-$n.txt
+	ev "status-B n=$n"
+fi
+`)
+	if err != nil {
+		return err
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	defer m.cut()
+	ev, n, err := m.waitEvent(ctx, 0, 3*time.Minute, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	if err != nil || ev.fields["rc"] != "0" {
+		il, _ := os.ReadFile(filepath.Join(m.share(), "install.log"))
+		return fmt.Errorf("install: %v %s\n%s\n%s", err, ev.raw, il, m.stepLog())
+	}
+	ev, _, err = m.waitEvent(ctx, n, 4*time.Minute, func(e event) bool { return e.kind == "status-B" })
+	if err != nil {
+		return fmt.Errorf("no settled status on B: %w\n%s\n%s", err, m.sysLogs(), tail(m.console(), 10))
+	}
+	st, err := m.status("status-B-" + ev.fields["n"] + ".json")
+	if err != nil {
+		return err
+	}
+	if st.BootSlot != "B" || st.TrialBoot || !goodState(st.slotProp("B", "state")) {
+		return fmt.Errorf("otad on B: slot %s trial %v B state %q last error %q", st.BootSlot, st.TrialBoot, st.slotProp("B", "state"), st.LastError)
+	}
+	bc, _ := os.ReadFile(filepath.Join(m.share(), "boot-complete-"+ev.fields["n"]+".txt"))
+	if strings.TrimSpace(string(bc)) != "ActiveState=active" {
+		return fmt.Errorf("boot-complete.target on B: %s", bc)
+	}
+	ge, err := m.guestEnv()
+	if err != nil {
+		return err
+	}
+	if err := expectEnv("trial boot of B", ge, "otad_slot", "B", "upgrade_available", "1", "bootcount", "1"); err != nil {
+		return err
+	}
+	m.cut()
+	r.boots = m.ubootStarts()
+	he, err := m.readEnv()
+	if err != nil {
+		return err
+	}
+	if err := expectEnv("host flash1.img after the commit", he, "otad_slot", "B", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0"); err != nil {
+		return err
+	}
+	if r.boots != 2 {
+		return fmt.Errorf("U-Boot started %d times, want 2 (A, the trial of B)", r.boots)
+	}
+	want, _ := fileHash(a.slots["sys-v2"])
+	if got, err := m.partHash(3); err != nil || got != want {
+		return fmt.Errorf("slot B is not the sys-v2 image (%v)", err)
+	}
+	return nil
+}
