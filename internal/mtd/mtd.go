@@ -81,7 +81,8 @@ const NORProgramUnit = 64
 // one-word buffered program under cfi_cmdset_0001, which QEMU's pflash
 // (9.0.1 and later) rejects.
 func (i Info) ProgramUnit() int64 {
-	u := max(i.WriteSize, NORProgramUnit)
+	u := max(i.WriteSize, 1)
+	u *= (NORProgramUnit + u - 1) / u // whole pages, at least NORProgramUnit
 	if i.EraseSize > 0 && (u > i.EraseSize || i.EraseSize%u != 0) {
 		// Never straddle an erase block: fall back to the smallest legal unit.
 		u = i.WriteSize

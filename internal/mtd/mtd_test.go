@@ -87,6 +87,7 @@ func TestProgramUnit(t *testing.T) {
 		{"nor with a known 4 KiB buffer", Info{Kind: NOR, Size: 128 << 20, EraseSize: 256 << 10, WriteSize: 1, WriteBufSize: 4096}, NORProgramUnit},
 		{"nor, buffer unknown", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 1}, NORProgramUnit},
 		{"nor with 2-byte program unit", Info{Kind: NOR, Size: 1 << 20, EraseSize: 64 << 10, WriteSize: 2}, NORProgramUnit},
+		{"odd page size: whole pages", Info{Kind: NOR, Size: 48 << 10, EraseSize: 48 << 4, WriteSize: 48}, 96},
 		{"nand: a page", Info{Kind: NAND, Size: 1 << 20, EraseSize: 128 << 10, WriteSize: 2048}, 2048},
 		{"erase block smaller than the unit", Info{Kind: NOR, Size: 4096, EraseSize: 32, WriteSize: 1}, 1},
 	} {
