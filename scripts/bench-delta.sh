@@ -285,6 +285,9 @@ echo "  apply CPU per run, exe pair ($CPU_RUNS runs each, $cpu_how): otad $ours_
      "bspatch $bsp_ms ms (user $bsp_us + sys $bsp_ss) -> ratio $(ratio "$ours_ms" "$bsp_ms") (goal <= 0.2)"
 echo "  hashing floor: SHA-256 of the $(mib $((hashed / 1024))) MiB apply must hash ($(sed -n 's/.*(\(.*\)).*/\1/p' "$W/stats.log"))" \
      "= $sha_ms ms -> $(ratio "$sha_ms" "$bsp_ms") of bspatch before any decoding or I/O"
+echo "  the 0.2 goal allows $(awk -v b="$bsp_ms" 'BEGIN{printf "%.2f", b / 5}') ms per run; after the hashing floor that leaves" \
+     "$(awk -v b="$bsp_ms" -v h="$sha_ms" 'BEGIN{printf "%.2f", b / 5 - h}') ms to start the process, decode the patch, read the source twice" \
+     "($(mib $(($(sed -n 's/.*source extents \([0-9]*\).*/\1/p' "$W/stats.log") / 1024))) MiB) and write the image ($(mib $(($(size "$EXE_NEW") / 1024))) MiB)"
 if [ -n "$cg_kind" ]; then
   echo "  memory cgroup ($cg_kind, limit $CG_LIMIT_BYTES bytes = 48 MiB, swap included), each command alone in a fresh group:"
   printf '    %-46s %s\n' "otad apply, rootfs pair" "$cg_ours_fs" \

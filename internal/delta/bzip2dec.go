@@ -386,6 +386,9 @@ func (z *bz2Reader) readBlock() error {
 	runLen, runShift := 0, 0
 	g, inGroup := 0, 0
 	var h *bz2Huff
+	// The bit buffer lives in locals here (the hot loop of the decoder) and
+	// goes back to br around fills and the slow path.
+	acc, nb := br.acc, br.n
 	for {
 		if inGroup == 0 {
 			if g >= nSel {
@@ -396,9 +399,22 @@ func (z *bz2Reader) readBlock() error {
 			inGroup = bz2GroupSize
 		}
 		inGroup--
-		sym, err := br.decode(h)
-		if err != nil {
-			return err
+		if nb < bz2MaxCodeLen {
+			br.acc, br.n = acc, nb
+			br.fill()
+			acc, nb = br.acc, br.n
+		}
+		var sym uint16
+		if e := h.table[(acc>>(nb-bz2TableBits))&(1<<bz2TableBits-1)]; e != 0 {
+			nb -= uint(e & 31)
+			sym = e >> 5
+		} else {
+			br.acc, br.n = acc, nb
+			var err error
+			if sym, err = br.decode(h); err != nil {
+				return err
+			}
+			nb = br.n
 		}
 		if sym <= 1 { // RUNA, RUNB
 			if runShift > 20 {
@@ -433,10 +449,11 @@ func (z *bz2Reader) readBlock() error {
 		counts[b]++
 		tt[n] = uint32(b)
 		n++
-		if err := br.short(); err != nil {
-			return err
+		if nb < br.over {
+			break // past the end: br.short reports it
 		}
 	}
+	br.acc, br.n = acc, nb
 	if err := br.short(); err != nil {
 		return err
 	}
