@@ -1,8 +1,11 @@
 // Command vm is the end-to-end harness behind `make vmtest`: it boots
 // virtual arm64 gateways (QEMU 10, Debian's U-Boot, Debian's kernel, a
-// busybox userland running the static arm64 otad) from disks it assembles,
-// and checks update and rollback paths against the real boot script and the
-// real U-Boot. test/vm/run.sh builds the inputs and calls it.
+// busybox userland running the static arm64 otad, or in the systemd tier a
+// Debian systemd userland running otad.service with the i6300esb watchdog)
+// from disks it assembles, and checks update and rollback paths against the
+// real boot script and the real U-Boot. test/vm/run.sh builds the inputs and
+// calls it; the systemd rootfs is built (setup-systemd.sh) only when a
+// systemd scenario runs.
 //
 // The guest reports over a 9p share (events, env dumps, otad's status), not
 // over the console; the console is kept for counting U-Boot starts and for

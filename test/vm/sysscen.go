@@ -214,8 +214,37 @@ func scenWatchdogHang(ctx context.Context, a *artifacts, r *result) error {
 	if n := strings.Count(con, "reboot: Restarting system"); n != 1 {
 		return fmt.Errorf("the kernel restarted the board %d times, want 1 (otad's reboot after the install; the trials end by watchdog reset)", n)
 	}
-	r.detail = "otad: " + st.LastError
+	r.detail = "hang → next kernel start " + hangGaps(m.events()) + "; otad: " + st.LastError
 	return nil
+}
+
+// hangGaps reports, for each hang, the guest wall-clock time (PL031 RTC,
+// whole seconds at boot) from the hang to the start of the next kernel:
+// the watchdog timeout plus U-Boot. Shown, not asserted.
+func hangGaps(evs []event) string {
+	var out []string
+	for i, e := range evs {
+		if e.kind != "hang-start" {
+			continue
+		}
+		var th float64
+		if _, err := fmt.Sscan(e.fields["t"], &th); err != nil {
+			continue
+		}
+		for _, b := range evs[i+1:] {
+			if b.kind != "boot" {
+				continue
+			}
+			var tb, up float64
+			_, err1 := fmt.Sscan(b.fields["t"], &tb)
+			_, err2 := fmt.Sscan(b.fields["uptime"], &up)
+			if err1 == nil && err2 == nil {
+				out = append(out, fmt.Sprintf("%.0fs", tb-up-th))
+			}
+			break
+		}
+	}
+	return strings.Join(out, ", ") + " (RuntimeWatchdogSec=10s)"
 }
 
 // scenSysGoodUpdate (scenario 1 in the systemd tier): the health target

@@ -87,7 +87,7 @@ func (a *artifacts) sysSlot(name string) (string, error) {
 }
 
 // ensureSysRoot runs setup-systemd.sh once (cached: a second; uncached:
-// mmdebstrap, about 4 minutes) and remembers the rootfs directory it prints.
+// mmdebstrap, about 2 minutes) and remembers the rootfs directory it prints.
 func (a *artifacts) ensureSysRoot() error {
 	if a.sysRoot != "" || a.sysErr != nil {
 		return a.sysErr
