@@ -160,7 +160,7 @@ func scenHealthFail(ctx context.Context, a *artifacts, r *result) error {
 		return err
 	}
 	if n := len(m.bootsOf("B", "sys-v2-unhealthy")); n != 1 {
-		return fmt.Errorf("B booted %d times, want one trial ended by otad", n)
+		return fmt.Errorf("slot B booted %d times, want one trial ended by otad", n)
 	}
 	// otad decided the rollback itself on B; on A it reports B bad with
 	// the reason it recorded there.
@@ -190,7 +190,7 @@ func scenWatchdogHang(ctx context.Context, a *artifacts, r *result) error {
 		}
 	}
 	if len(boots) != 3 || hangs != 3 {
-		return fmt.Errorf("B reached userspace %d times and hung %d times, want 3 and 3", len(boots), hangs)
+		return fmt.Errorf("slot B reached userspace %d times and hung %d times, want 3 and 3", len(boots), hangs)
 	}
 	// no otad decision: A learned of the rollback from the env U-Boot wrote
 	if !strings.HasPrefix(st.LastError, "rolled back") || st.slotProp("B", "reason") == "" {
