@@ -18,6 +18,10 @@
 //     ErrTooLarge, and so does a body longer than its declared length.
 //   - A transfer that stalls or trickles below Options.MinRate is abandoned
 //     and retried; when the retry budget is spent it ends with ErrTooSlow.
+//   - An HTTP body is received by one goroutine per connection at most two
+//     1 MiB blocks ahead of the caller (see readAhead), so the network works
+//     while the caller hashes and writes; the caps above apply to what is
+//     handed out, and that goroutine has ended before Seek or Close return.
 //
 // A Source is not safe for concurrent use. The context given to Open governs
 // the whole life of the Source, not just the Open call.

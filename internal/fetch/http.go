@@ -21,6 +21,8 @@ type httpSource struct {
 	opts   Options
 	client Doer
 
+	bufs [][]byte // read-ahead blocks, reused by every connection
+
 	opened    bool   // the first response has been accepted
 	validator string // If-Range value from the first response ("" if none)
 	size      int64  // object size, -1 unknown
@@ -36,18 +38,46 @@ type httpSource struct {
 // conn is one response being read.
 type conn struct {
 	body   io.ReadCloser
-	end    int64 // offset one past the last byte this body declares, -1 unknown
-	got    int64 // bytes delivered on this connection
+	in     io.Reader  // what Read takes bytes from: ra once started, else body
+	ra     *readAhead // nil until the response is accepted
+	end    int64      // offset one past the last byte this body declares, -1 unknown
+	got    int64      // bytes delivered on this connection
 	wd     *watchdog
 	cancel context.CancelFunc
 }
 
 func (c *conn) close() {
 	c.wd.stop()
+	if c.ra != nil {
+		c.cancel() // unblocks a pump waiting on the network
+		c.ra.halt()
+	}
 	if c.body != nil {
 		c.body.Close()
 	}
 	c.cancel()
+}
+
+// startReadAhead hands the accepted body to a read-ahead pump. Blocks are
+// no larger than what the body still declares, so a small object does not
+// cost 2 MiB.
+func (s *httpSource) startReadAhead(c *conn) {
+	size := int64(readAheadBlockSize)
+	if c.end >= 0 {
+		size = min(size, max(c.end-s.off, readAheadMinBlock))
+	}
+	if len(s.bufs) == 0 || int64(cap(s.bufs[0])) < size {
+		s.bufs = make([][]byte, readAheadBlocks)
+		for i := range s.bufs {
+			s.bufs[i] = make([]byte, size)
+		}
+	}
+	bufs := make([][]byte, len(s.bufs))
+	for i, b := range s.bufs {
+		bufs[i] = b[:size]
+	}
+	c.ra = newReadAhead(c.body, bufs)
+	c.in = c.ra
 }
 
 // countingBody reports every body Read to the watchdog, including reads
@@ -134,7 +164,7 @@ func (s *httpSource) Read(p []byte) (int, error) {
 			}
 			continue // a shorter range than asked for; fetch the rest
 		}
-		n, err := c.body.Read(p[:min(int64(len(p)), lim)])
+		n, err := c.in.Read(p[:min(int64(len(p)), lim)])
 		s.off += int64(n)
 		c.got += int64(n)
 		switch {
@@ -180,7 +210,7 @@ func (s *httpSource) bodyComplete(c *conn) bool {
 // it said, which is refused rather than ignored.
 func (s *httpSource) atBodyEnd(c *conn) error {
 	var one [1]byte
-	n, _ := io.ReadFull(c.body, one[:])
+	n, _ := io.ReadFull(c.in, one[:])
 	s.dropConn()
 	if n > 0 {
 		if s.off >= s.opts.MaxSize {
@@ -360,6 +390,7 @@ func (s *httpSource) attempt() (*conn, error) {
 		return fail(s.connErr(c, err))
 	}
 	c.body = countingBody{resp.Body, c.wd}
+	c.in = c.body
 	resp.Body = c.body // error bodies are read under the watchdog too
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -379,6 +410,7 @@ func (s *httpSource) attempt() (*conn, error) {
 		return fail(err)
 	}
 	s.opened = true
+	s.startReadAhead(c)
 	return c, nil
 }
 
