@@ -195,8 +195,12 @@ func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error)
 		src.Close()
 		return nil, err
 	}
+	// HashRawImages: every full image's SHA-256 is checked on its way in, so
+	// the block writer may settle the read-back by comparing chunks with the
+	// medium instead of hashing the slot a second time.
 	br, err := bundle.NewReader(src, bundle.Options{
 		Keyring: e.cfg.Keyring, Compatible: e.cfg.Compatible, SecurityFloor: fl, Now: e.cfg.Clock.Now(),
+		HashRawImages: true,
 	})
 	if err != nil {
 		src.Close()
@@ -357,13 +361,13 @@ func (e *Engine) canResume(r journal.Resume, img *bundle.Image, t slot.Target) b
 func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume) error {
 	img := b.img
 	e.setOp(OpWriting, "writing slot "+rec.Target)
-	// The bundle reader checks a compressed image's SHA-256 on its way in
+	// The bundle reader checks a full image's SHA-256 on its way in
 	// (withholding the last chunk if it fails), so the slot may settle the
-	// read-back by comparing each written chunk with the medium; raw and
-	// delta output are hashed back from the slot.
+	// read-back by comparing each written chunk with the medium; delta output
+	// is only checked per window, so it is hashed back from the slot.
 	var w slot.Writer
 	var err error
-	if sum, herr := hex.DecodeString(img.SHA256); herr == nil && img.Encoding == bundle.EncodingZstd {
+	if sum, herr := hex.DecodeString(img.SHA256); herr == nil && img.Encoding != bundle.EncodingDelta {
 		w, err = slot.OpenVerifiedWriter(ctx, t, start.Bytes, img.Size, sum)
 	} else {
 		w, err = slot.OpenWriter(ctx, t, start.Bytes, img.Size)
