@@ -2,8 +2,11 @@ package fetch
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"testing/iotest"
 )
@@ -70,4 +73,31 @@ func TestReadAheadHalt(t *testing.T) {
 	pw.Write([]byte("x")) // the pump is now inside a Read that waits for more
 	pw.CloseWithError(errDropped)
 	r.halt()
+}
+
+// Close while the pump waits on a server that stopped sending: the request
+// is cancelled first, so Close returns instead of waiting on the network.
+func TestCloseDuringStalledBody(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000")
+		w.Write(make([]byte, 1000))
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer ts.Close()
+	src, err := Open(context.Background(), ts.URL, Options{MinRate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Read(make([]byte, 10)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Read after Close: %v, want ErrClosed", err)
+	}
 }
