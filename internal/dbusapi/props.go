@@ -2,6 +2,7 @@ package dbusapi
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 
@@ -92,12 +93,13 @@ func (p *properties) get(name string) (any, bool) {
 }
 
 // set stores v and emits the change; an equal value is no change and emits
-// nothing. The signal goes out under the lock so that listeners see changes
-// of one property in the order they were made.
+// nothing (DeepEqual, not ==, so a property of a slice or map type can never
+// panic here). The signal goes out under the lock so that listeners see
+// changes of one property in the order they were made.
 func (p *properties) set(name string, v any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cur, ok := p.m[name]; ok && cur == v {
+	if cur, ok := p.m[name]; ok && reflect.DeepEqual(cur, v) {
 		return
 	}
 	p.m[name] = v
