@@ -140,8 +140,9 @@ func (c *copies) save(e *Env) error {
 		if err := a.read(chk, true); err != nil {
 			return fmt.Errorf("bootenv: read back copy %d (%s): %w", old, a.name(), err)
 		}
-		if chk[4] != flagObsolete {
-			return fmt.Errorf("%w: copy %d (%s) flag is %#x, want 0", ErrReadBack, old, a.name(), chk[4])
+		// The flag and nothing else changed: the copy still checks out.
+		if chk[4] != flagObsolete || !decode(chk, c.redundant()).valid {
+			return fmt.Errorf("%w: copy %d (%s) flag is %#x, want 0, or its CRC no longer holds", ErrReadBack, old, a.name(), chk[4])
 		}
 	}
 	return nil
