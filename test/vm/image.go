@@ -91,6 +91,22 @@ type slotSpec struct {
 	broken bool   // no /sbin/init: the initramfs exits, the kernel panics
 }
 
+// guestFile is one file copied into a slot image: host path, path in the
+// image, mode.
+type guestFile struct {
+	src, dst string
+	mode     os.FileMode
+}
+
+func installFiles(root string, files []guestFile) error {
+	for _, f := range files {
+		if err := copyFile(filepath.Join(root, f.dst), f.src, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // buildSlot makes an ext4 slot image: kernel + initramfs in /boot, a busybox
 // userland with init, dbus-daemon, and the static arm64 otad with its config.
 func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
@@ -103,11 +119,7 @@ func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
 		}
 	}
 	g := filepath.Join(a.repo, "test/vm/guest")
-	type cp struct {
-		src, dst string
-		mode     os.FileMode
-	}
-	files := []cp{
+	files := []guestFile{
 		{filepath.Join(a.cache, "Image"), "boot/Image", 0o644},
 		{filepath.Join(a.cache, "initrd.img"), "boot/initrd.img", 0o644},
 		{filepath.Join(a.cache, "busybox"), "bin/busybox", 0o755},
@@ -120,10 +132,8 @@ func (a *artifacts) buildSlot(s slotSpec, confText string) (string, error) {
 		{filepath.Join(g, "dbus-system.conf"), "usr/share/dbus-1/system.conf", 0o644},
 		{filepath.Join(a.repo, "systemd/io.otad.Update1.conf"), "etc/dbus-1/system.d/io.otad.Update1.conf", 0o644},
 	}
-	for _, f := range files {
-		if err := copyFile(filepath.Join(root, f.dst), f.src, f.mode); err != nil {
-			return "", err
-		}
+	if err := installFiles(root, files); err != nil {
+		return "", err
 	}
 	if err := run("cp", "-a", filepath.Join(a.cache, "dbus")+"/.", root); err != nil {
 		return "", err

@@ -119,11 +119,7 @@ func (a *artifacts) buildSysSlot(s sysSlotSpec) (string, error) {
 	}
 	g := filepath.Join(a.repo, "test/vm/guest/systemd")
 	sd := filepath.Join(a.repo, "systemd")
-	type cp struct {
-		src, dst string
-		mode     os.FileMode
-	}
-	files := []cp{
+	files := []guestFile{
 		{filepath.Join(a.cache, "Image"), "boot/Image", 0o644},
 		{filepath.Join(a.cache, "initrd.img"), "boot/initrd.img", 0o644},
 		{a.otadArm, "usr/bin/otad", 0o755},
@@ -144,14 +140,12 @@ func (a *artifacts) buildSysSlot(s sysSlotSpec) (string, error) {
 		"vmtest-scenario.service", "vmtest-app-selftest.service"}
 	if s.hang {
 		files = append(files,
-			cp{filepath.Join(g, "vmtest-hang"), "usr/local/sbin/vmtest-hang", 0o755},
-			cp{filepath.Join(g, "vmtest-hang.service"), "etc/systemd/system/vmtest-hang.service", 0o644})
+			guestFile{filepath.Join(g, "vmtest-hang"), "usr/local/sbin/vmtest-hang", 0o755},
+			guestFile{filepath.Join(g, "vmtest-hang.service"), "etc/systemd/system/vmtest-hang.service", 0o644})
 		units = append(units, "vmtest-hang.service")
 	}
-	for _, f := range files {
-		if err := copyFile(filepath.Join(root, f.dst), f.src, f.mode); err != nil {
-			return "", err
-		}
+	if err := installFiles(root, files); err != nil {
+		return "", err
 	}
 	texts := map[string]string{
 		"etc/otad-image":       s.name + "\n",
