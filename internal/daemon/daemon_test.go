@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -23,6 +24,7 @@ import (
 	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/dbusapi"
+	"github.com/otadev/otad/internal/delta"
 	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/update"
 )
@@ -274,6 +276,25 @@ func TestCycleOnFiles(t *testing.T) {
 // TestCycleOnLoopDevices runs the same cycle with both slots on real loop
 // devices (block type, O_DIRECT writer, active-slot check by device number).
 func TestCycleOnLoopDevices(t *testing.T) {
+	devs := loopSlots(t, img(true, 1, 8<<20))
+	b := newBoard(t, devs["A"], devs["B"], "block")
+	cycle(t, b, func(n string, size int) []byte { return readDev(t, devs[n], size) })
+	// The active slot is refused by device identity, not name: a slot
+	// config pointing B at A's device is caught.
+	b.cfg.Slots[1].Device = devs["A"]
+	b.setCmdline("B")
+	b.run(func(d *Daemon) {
+		ev := installAndWait(t, d, b.path("b-2.0.otab"))
+		if ev.Result == 0 || !strings.Contains(ev.Message, "active slot") {
+			t.Fatalf("install onto the active device: %+v", ev)
+		}
+	})
+}
+
+// loopSlots makes 8 MiB loop devices A (holding a) and B (zeros), detached
+// when the test ends.
+func loopSlots(t *testing.T, a []byte) map[string]string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("loop devices need root")
 	}
@@ -286,7 +307,8 @@ func TestCycleOnLoopDevices(t *testing.T) {
 		f := filepath.Join(dir, n+".img")
 		must(t, os.WriteFile(f, make([]byte, 8<<20), 0o644))
 		if n == "A" {
-			must(t, os.WriteFile(f, img(true, 1, 8<<20), 0o644))
+			must(t, os.WriteFile(f, a, 0o644))
+			must(t, os.Truncate(f, 8<<20))
 		}
 		out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
 		if err != nil {
@@ -296,26 +318,79 @@ func TestCycleOnLoopDevices(t *testing.T) {
 		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 		devs[n] = dev
 	}
+	return devs
+}
+
+func readDev(t *testing.T, dev string, size int) []byte {
+	t.Helper()
+	f, err := os.Open(dev)
+	must(t, err)
+	defer f.Close()
+	buf := make([]byte, size)
+	_, err = f.ReadAt(buf, 0)
+	must(t, err)
+	return buf
+}
+
+// TestDeltaOnLoopDevices installs a delta bundle from slot A's loop device
+// into B's through the O_DIRECT writer that compares each chunk on write
+// (delta.Apply checks the image SHA-256 on the way in, as the bundle reader
+// does for full images), and a delta made from another source is refused
+// with B left as it was.
+func TestDeltaOnLoopDevices(t *testing.T) {
+	old := img(true, 1, 8<<20)
+	devs := loopSlots(t, old)
 	b := newBoard(t, devs["A"], devs["B"], "block")
-	cycle(t, b, func(n string, size int) []byte {
-		f, err := os.Open(devs[n])
-		must(t, err)
-		defer f.Close()
-		buf := make([]byte, size)
-		_, err = f.ReadAt(buf, 0)
-		must(t, err)
-		return buf
-	})
-	// The active slot is refused by device identity, not name: a slot
-	// config pointing B at A's device is caught.
-	b.cfg.Slots[1].Device = devs["A"]
-	b.setCmdline("B")
+	nu := bytes.Clone(old)
+	copy(nu[1<<20:], img(true, 9, 300<<10)) // a changed region
+	copy(nu[5<<20+3:], old[6<<20:7<<20])    // moved data
+	nu = nu[:7<<20+12345]                   // a shorter image, unaligned end
+	good := b.deltaBundle("2.0", old, nu)
+	other := bytes.Clone(old) // differs where the patch reads (the moved data)
+	other[6<<20+4321] ^= 0x80
+	wrong := b.deltaBundle("2.1", other, nu)
 	b.run(func(d *Daemon) {
-		ev := installAndWait(t, d, b.path("b-2.0.otab"))
-		if ev.Result == 0 || !strings.Contains(ev.Message, "active slot") {
-			t.Fatalf("install onto the active device: %+v", ev)
+		if ev := installAndWait(t, d, good); ev.Result != 0 {
+			t.Fatalf("delta install: %s", ev.Message)
 		}
 	})
+	if !bytes.Equal(readDev(t, devs["B"], len(nu)), nu) {
+		t.Fatal("slot B does not hold the new image")
+	}
+	before := readDev(t, devs["B"], 8<<20)
+	b.run(func(d *Daemon) {
+		_, err := d.Engine.Install(context.Background(), wrong, nil)
+		if err == nil {
+			d.Engine.Wait()
+			err = errors.New(d.Engine.Status().LastError)
+		}
+		if !strings.Contains(err.Error(), "delta source mismatch") {
+			t.Fatalf("delta from another source: %v", err)
+		}
+	})
+	if !bytes.Equal(readDev(t, devs["B"], 8<<20), before) {
+		t.Fatal("a refused delta changed slot B")
+	}
+}
+
+func (b *board) deltaBundle(version string, oldImg, newImg []byte) string {
+	b.t.Helper()
+	var patch bytes.Buffer
+	_, err := delta.Generate(context.Background(), bytes.NewReader(oldImg), int64(len(oldImg)),
+		bytes.NewReader(newImg), int64(len(newImg)), &patch, delta.GenOptions{FullSize: -1, WindowSize: 256 << 10})
+	must(b.t, err)
+	p := b.path("d-" + version + ".otab")
+	f, err := os.Create(p)
+	must(b.t, err)
+	defer f.Close()
+	_, err = bundle.Create(context.Background(), f, bundle.CreateOptions{Compatible: "test-board", Version: version,
+		SecurityVersion: 1, ChunkSize: 256 << 10, TempDir: b.dir},
+		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
+			Size: int64(patch.Len()), TargetSize: int64(len(newImg)), TargetSHA256: fmt.Sprintf("%x", sha256.Sum256(newImg)),
+			Delta: &bundle.DeltaSource{SourceSHA256: fmt.Sprintf("%x", sha256.Sum256(oldImg)), SourceSize: int64(len(oldImg))}}},
+		[]*bundle.PrivateKey{b.key})
+	must(b.t, err)
+	return p
 }
 
 func TestBadConfigPieces(t *testing.T) {

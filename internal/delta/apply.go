@@ -2,13 +2,11 @@ package delta
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
+	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
@@ -22,6 +20,9 @@ type Applier struct {
 	// MaxOldSize, when > 0, refuses patches made from a larger source
 	// (e.g. the active slot's size).
 	MaxOldSize int64
+	// NewSHA256, when not zero, is the image hash the caller expects (the
+	// bundle manifest's); a patch making another image is refused up front.
+	NewSHA256 [32]byte
 	// Stats, when not nil, receives the counts of the last Apply.
 	Stats *ApplyStats
 }
@@ -29,19 +30,21 @@ type Applier struct {
 // ApplyStats counts what one Apply read and hashed.
 type ApplyStats struct {
 	Windows      int
-	SourceBytes  int64 // source bytes verified against the source table
-	HashedOutput int64 // output bytes hashed (version 2: ADD and LIT output)
-	CopyBytes    int64 // output copied from the verified source
+	SourceBytes  int64 // source bytes checked against the source table (CRC-32C)
+	HashedOutput int64 // output bytes hashed with SHA-256 (all of them)
+	CopyBytes    int64 // output copied from the source
 	ZeroBytes    int64
 }
 
 // Apply reconstructs the new image from patch (read once, sequentially) and
 // the old image src (read with ReadAt), writing it sequentially to dst. It
-// verifies the whole source table before writing anything, then each
-// window's source bytes and output before writing that window. Memory use is
-// bounded by the patch header's limits (at most a few MiB), not by the image
-// size. The caller checks the whole new image hash (Header.NewSHA256 or the
-// bundle manifest) as for a full image.
+// checks the whole source table before writing anything, then each window's
+// output against the SHA-256 chain before writing that window; the last
+// window is written only once the whole output hashes to Header.NewSHA256.
+// So if Apply returns nil, the bytes it wrote are the image with that
+// SHA-256, and if it fails, it failed before handing dst the last window
+// (what slot.OpenVerifiedWriter needs). Memory use is bounded by the patch
+// header's limits (at most a few MiB), not by the image size.
 func Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer) error {
 	return (&Applier{}).Apply(ctx, patch, src, dst)
 }
@@ -75,6 +78,9 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 	if a.NewSize > 0 && h.NewSize != a.NewSize {
 		return fmt.Errorf("%w: patch makes %d bytes, expected %d", ErrMalformed, h.NewSize, a.NewSize)
 	}
+	if a.NewSHA256 != ([32]byte{}) && h.NewSHA256 != a.NewSHA256 {
+		return fmt.Errorf("%w: patch makes image %x…, expected %x…", ErrMalformed, h.NewSHA256[:6], a.NewSHA256[:6])
+	}
 	if a.MaxOldSize > 0 && h.OldSize > a.MaxOldSize {
 		return fmt.Errorf("%w: patch source is %d bytes, slot holds %d", ErrSourceMismatch, h.OldSize, a.MaxOldSize)
 	}
@@ -89,7 +95,7 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		src:  src,
 		out:  make([]byte, h.WindowSize),
 		ctrl: make([]byte, h.MaxCtrl),
-		sh:   sha256.New(),
+		sh:   newChain(),
 	}
 	// The window buffer is free until the first window: source reads use it.
 	srcBytes, err := s.verifySourceTable(ctx, h, src, w.out)
@@ -114,6 +120,9 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		}
 		written += int64(len(out))
 		w.st.Windows++
+	}
+	if h.NewSize == 0 && w.sh.sum() != h.NewSHA256 { // no window checked it
+		return fmt.Errorf("%w: empty image, header hash %x…", ErrOutputHash, h.NewSHA256[:6])
 	}
 	// The stream must end here; reading to EOF also checks the zstd frame
 	// checksum.
@@ -171,7 +180,7 @@ func (s *stream) bodyErr(what string, err error) error {
 
 // verifySourceTable checks the source table: chunks of block runs (strictly
 // increasing, so the work is bounded by the source size) each with the
-// SHA-256 of the blocks' bytes. It returns the number of source bytes
+// CRC-32C of the blocks' bytes. It returns the number of source bytes
 // checked; buf is scratch space for reading them.
 func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.ReaderAt, buf []byte) (int64, error) {
 	oldBlocks := uint64((h.OldSize + SourceBlock - 1) / SourceBlock)
@@ -183,9 +192,8 @@ func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.Reader
 		return 0, fmt.Errorf("%w: %d source chunks for %d blocks", ErrMalformed, nChunks, oldBlocks)
 	}
 	var total int64
-	sh := sha256.New()
 	var next uint64 // first block not yet covered
-	var want [32]byte
+	var want [4]byte
 	for c := uint64(0); c < nChunks; c++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -197,7 +205,7 @@ func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.Reader
 		if nRuns == 0 || nRuns > oldBlocks-next {
 			return 0, fmt.Errorf("%w: source chunk %d has %d runs", ErrMalformed, c, nRuns)
 		}
-		sh.Reset()
+		var crc uint32
 		for i := uint64(0); i < nRuns; i++ {
 			gap, err := s.uvarint("source run")
 			if err != nil {
@@ -213,33 +221,33 @@ func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.Reader
 			start := next + gap
 			next = start + count
 			off, end := int64(start)*SourceBlock, min(int64(next)*SourceBlock, h.OldSize)
-			if err := hashSource(src, off, end-off, buf, sh); err != nil {
+			if crc, err = crcSource(src, off, end-off, buf, crc); err != nil {
 				return 0, err
 			}
 			total += end - off
 		}
-		if err := s.full(want[:], "source chunk hash"); err != nil {
+		if err := s.full(want[:], "source chunk check"); err != nil {
 			return 0, err
 		}
-		if !bytes.Equal(sh.Sum(nil), want[:]) {
+		if binary.LittleEndian.Uint32(want[:]) != crc {
 			return 0, &SourceMismatchError{Where: fmt.Sprintf("source table chunk %d (blocks up to %d)", c, next)}
 		}
 	}
 	return total, nil
 }
 
-// hashSource feeds src[off:off+n] to sh through buf.
-func hashSource(src io.ReaderAt, off, n int64, buf []byte, sh hash.Hash) error {
+// crcSource continues crc over src[off:off+n], read through buf.
+func crcSource(src io.ReaderAt, off, n int64, buf []byte, crc uint32) (uint32, error) {
 	for n > 0 {
 		b := buf[:min(int64(len(buf)), n)]
 		if err := readOld(src, off, b); err != nil {
-			return err
+			return 0, err
 		}
-		sh.Write(b)
+		crc = crc32.Update(crc, castagnoli, b)
 		off += int64(len(b))
 		n -= int64(len(b))
 	}
-	return nil
+	return crc, nil
 }
 
 // readOld fills p from src at off; a source shorter than the patch expects is
@@ -257,7 +265,7 @@ func readOld(src io.ReaderAt, off int64, p []byte) error {
 
 type windowApplier struct {
 	st     ApplyStats
-	sh     hash.Hash
+	sh     *chain
 	h      *Header
 	s      *stream
 	src    io.ReaderAt
@@ -284,8 +292,12 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 	if outLen == 0 || outLen > uint64(h.WindowSize) || outLen > uint64(left) || ctrlLen == 0 || ctrlLen > uint64(h.MaxCtrl) {
 		return nil, fmt.Errorf("%w: window %d: sizes %d/%d", ErrMalformed, n, outLen, ctrlLen)
 	}
+	last := outLen == uint64(left)
+	if !last && (uint64(newOff)+outLen)%ChainAlign != 0 {
+		return nil, fmt.Errorf("%w: window %d ends at %d, not a multiple of %d", ErrMalformed, n, uint64(newOff)+outLen, ChainAlign)
+	}
 	var want [32]byte
-	if err := s.full(want[:], "window hash"); err != nil {
+	if err := s.full(want[:], "window check value"); err != nil {
 		return nil, err
 	}
 	ctrl := w.ctrl[:ctrlLen]
@@ -341,45 +353,22 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 			return nil, err
 		}
 	}
-	// The source bytes read were verified by the source table; a mismatch
-	// here means a corrupt patch or a source that changed since.
+	// A mismatch means a corrupt patch, or a source that differs where the
+	// source table's CRC did not notice or that changed since the check.
+	w.sh.write(out)
+	w.st.HashedOutput += int64(len(out))
 	var sum [32]byte
-	if h.Version == version1 {
-		w.st.HashedOutput += int64(len(out))
-		sum = sha256.Sum256(out)
-	} else if sum, err = w.hashV2(n, newOff, base, ctrl, out); err != nil {
+	if last {
+		if sum = w.sh.sum(); sum != h.NewSHA256 {
+			return nil, fmt.Errorf("%w: window %d: image SHA-256 %x…, header says %x…", ErrOutputHash, n, sum[:6], h.NewSHA256[:6])
+		}
+	} else if sum, err = w.sh.value(); err != nil {
 		return nil, err
 	}
 	if sum != want {
 		return nil, fmt.Errorf("%w: window %d", ErrOutputHash, n)
 	}
 	return out, nil
-}
-
-// hashV2 hashes a version 2 window (windowHashStart): its context and
-// control section, then the output of its ADD and LIT operations. COPY
-// output is old bytes the source table verified, at offsets the hashed
-// control section fixes; ZERO output is fixed by it too.
-func (w *windowApplier) hashV2(n int, newOff, base int64, ctrl, out []byte) ([32]byte, error) {
-	sh := w.sh
-	sh.Reset()
-	windowHashStart(sh, newOff, base, len(out), ctrl)
-	start, end := 0, 0 // output not yet hashed, merged across adjacent ADD/LIT
-	err := w.walk(n, base, ctrl, out, func(op byte, _ int64, at int, b []byte) error {
-		if op == opAdd || op == opLit {
-			if at != end {
-				sh.Write(out[start:end])
-				start = at
-			}
-			end = at + len(b)
-			w.st.HashedOutput += int64(len(b))
-		}
-		return nil
-	})
-	sh.Write(out[start:end])
-	var sum [32]byte
-	sh.Sum(sum[:0])
-	return sum, err
 }
 
 // walk parses the control section, checking every operation against the

@@ -13,24 +13,20 @@
 // declared limits (which are themselves capped), never by the image size.
 //
 // Invariants of Apply:
-//   - Nothing is written to dst before the whole source table (SHA-256 of
-//     every source block the patch reads) has been verified against src, so
-//     a wrong source image fails with ErrSourceMismatch before the first
-//     byte is written.
-//   - A window's output is written only after its hash matches the patch. A
-//     corrupt patch stops at the first bad window; everything written before
-//     belongs to the new image. The hash (format version 2) is SHA-256 over
-//     the window's place (new offset, old base offset, length), its control
-//     section and the output of its ADD and LIT operations. COPY output is
-//     not hashed a second time: it is byte-identical to old bytes the source
-//     table already verified with SHA-256, at offsets the hashed control
-//     section fixes, so hashing it again proves nothing new; ZERO output is
-//     fixed by the control section alone. ADD output stays hashed, as it is
-//     what the diff decoder computed. The one thing this gives up: a source
-//     that changes between the source table check and a COPY's read (the
-//     active slot, mounted read-only) is not noticed by the window hash but
-//     by the caller's whole-image hash, which is checked before the slot can
-//     boot. Version 1 patches hash each window's whole output.
+//   - Nothing is written to dst before the whole source table (a CRC-32C of
+//     every chunk of source blocks the patch reads) has been checked against
+//     src, so a wrong source image fails with ErrSourceMismatch before the
+//     first byte is written. The table is an early, cheap mismatch detector;
+//     the integrity of the output does not rest on it.
+//   - Every output byte goes through one SHA-256, in order, and a window is
+//     written only after the hash's chaining value at its end (its ends are
+//     multiples of 64 bytes) matches the patch; the last window only after
+//     the digest matches Header.NewSHA256. So a corrupt patch, a source
+//     difference the CRC missed, or a source that changed after the table
+//     check stops at the first bad window, everything written before belongs
+//     to the new image, and a nil return means dst received exactly the image
+//     with that SHA-256 — the final image check, done in the same pass (no
+//     output byte is hashed twice).
 //   - Only source bytes the patch actually needs are read and checked. The
 //     generator never reads all-zero 4 KiB blocks of the old image (it emits
 //     the equivalent zero or literal bytes instead), so blocks discarded by

@@ -4,20 +4,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 )
 
-// Magic starts every patch Generate writes; the last byte is the format
-// version. Version 1 patches ("OTADDLT1": window hashes over the whole
-// window output) are still applied.
-const Magic = "OTADDLT2"
+// Magic starts every patch; the last byte is the format version.
+const Magic = "OTADDLT3"
 
-// Format versions: how a window's hash is formed (see windowHash).
-const (
-	version1 = 1 // SHA-256 of the window's output
-	version2 = 2 // SHA-256 of the window's context, control section and ADD/LIT output
-)
+// formatVersion is the only version Apply accepts. Versions 1 and 2
+// (per-window SHA-256 of the window's own output; source extents checked with
+// SHA-256) were development formats, never shipped, and are refused.
+const formatVersion = 3
+
+// ChainAlign is the alignment of every window end but the last: the SHA-256
+// block size, so that the window's check value is the hash's chaining value
+// over the new image up to that end (see chainValue).
+const ChainAlign = 64
 
 // HeaderSize is the size of the fixed, uncompressed patch header.
 const HeaderSize = 112
@@ -71,7 +72,7 @@ func (e *SourceMismatchError) Is(target error) bool { return target == ErrSource
 
 // Header is the fixed start of a patch.
 type Header struct {
-	Version    uint16 // 2 (Generate), or 1
+	Version    uint16 // formatVersion
 	WindowSize uint32 // max output bytes per window
 	MaxCtrl    uint32 // max control bytes per window
 	ZstdWindow uint32 // zstd window size the body was compressed with
@@ -83,10 +84,7 @@ type Header struct {
 
 func (h *Header) marshal() []byte {
 	b := make([]byte, HeaderSize)
-	v := h.Version
-	if v == 0 {
-		v = version2
-	}
+	v := uint16(formatVersion)
 	copy(b, Magic[:7])
 	b[7] = '0' + byte(v)
 	binary.LittleEndian.PutUint16(b[8:], v)
@@ -111,8 +109,11 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: bad magic", ErrMalformed)
 	}
 	v := binary.LittleEndian.Uint16(b[8:])
-	if (v != version1 && v != version2) || b[7] != '0'+byte(v) {
+	if b[7] != '0'+byte(v) {
 		return nil, fmt.Errorf("%w: version %q/%d", ErrMalformed, b[7], v)
+	}
+	if v != formatVersion {
+		return nil, fmt.Errorf("%w: format version %d (this otad applies version %d; regenerate the patch)", ErrMalformed, v, formatVersion)
 	}
 	if flags := binary.LittleEndian.Uint16(b[10:]); flags != 0 {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, flags)
@@ -131,7 +132,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	copy(h.OldSHA256[:], b[48:80])
 	copy(h.NewSHA256[:], b[80:112])
 	switch {
-	case h.WindowSize < 1 || h.WindowSize > MaxWindowSize:
+	case h.WindowSize < ChainAlign || h.WindowSize > MaxWindowSize || h.WindowSize%ChainAlign != 0:
 		return nil, fmt.Errorf("%w: window size %d", ErrMalformed, h.WindowSize)
 	case h.MaxCtrl < 1 || h.MaxCtrl > MaxCtrlSize:
 		return nil, fmt.Errorf("%w: control size %d", ErrMalformed, h.MaxCtrl)
@@ -141,21 +142,6 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: image sizes %d/%d", ErrMalformed, h.OldSize, h.NewSize)
 	}
 	return h, nil
-}
-
-// windowHashStart begins the hash of a version 2 window: its offset in the
-// new image, the old offset its first Δoff is relative to, its length and
-// its control section. The output of its ADD and LIT operations follows, in
-// order. With the verified source, this determines every output byte: a
-// COPY is old bytes at a hashed offset, a ZERO is zeros, and ADD/LIT output
-// is hashed itself, so COPY and ZERO output is not hashed a second time.
-func windowHashStart(sh hash.Hash, newOff, oldPos int64, outLen int, ctrl []byte) {
-	var b [24]byte
-	binary.LittleEndian.PutUint64(b[0:], uint64(newOff))
-	binary.LittleEndian.PutUint64(b[8:], uint64(oldPos))
-	binary.LittleEndian.PutUint64(b[16:], uint64(outLen))
-	sh.Write(b[:])
-	sh.Write(ctrl)
 }
 
 func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"runtime"
 	"time"
@@ -38,8 +40,6 @@ type GenOptions struct {
 	CopyRun int
 	// DiffCoding selects how each window's diff bytes are stored.
 	DiffCoding DiffCoding
-
-	version uint16 // format version to write (0: 2); tests write 1
 }
 
 // DiffCoding is the encoding of diff sections.
@@ -88,11 +88,8 @@ func (o *GenOptions) defaults() error {
 	if o.SegmentSize == 0 {
 		o.SegmentSize = 32 << 20
 	}
-	if o.version == 0 {
-		o.version = version2
-	}
-	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize {
-		return fmt.Errorf("delta: window size %d out of range", o.WindowSize)
+	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize || o.WindowSize%ChainAlign != 0 {
+		return fmt.Errorf("delta: window size %d out of range or not a multiple of %d", o.WindowSize, ChainAlign)
 	}
 	if o.ZstdWindow < 1<<10 || o.ZstdWindow > MaxZstdWindow || o.ZstdWindow&(o.ZstdWindow-1) != 0 {
 		return fmt.Errorf("delta: zstd window %d not a power of two up to %d", o.ZstdWindow, MaxZstdWindow)
@@ -123,9 +120,9 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 		return st, fmt.Errorf("delta: read new image: %w", err)
 	}
 	h := &Header{
-		Version:    opts.version,
+		Version:    formatVersion,
 		WindowSize: uint32(opts.WindowSize),
-		MaxCtrl:    uint32(min(MaxCtrlSize, opts.WindowSize/4)),
+		MaxCtrl:    uint32(min(MaxCtrlSize, max(opts.WindowSize/4, 4096))),
 		ZstdWindow: uint32(opts.ZstdWindow),
 		OldSize:    oldSize,
 		NewSize:    newSize,
@@ -179,16 +176,6 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 	}
 	st.Duration = time.Since(start)
 	return st, nil
-}
-
-// appendSpan adds new-image range [a, b) to spans, merging it with the
-// previous range when they touch.
-func appendSpan(spans [][2]int, a, b int) [][2]int {
-	if k := len(spans) - 1; k >= 0 && spans[k][1] == a {
-		spans[k][1] = b
-		return spans
-	}
-	return append(spans, [2]int{a, b})
 }
 
 func readAll(r io.ReaderAt, n int64) ([]byte, error) {
@@ -255,16 +242,16 @@ func writeSourceTable(w io.Writer, old []byte, pieces []piece) int64 {
 	next := 0
 	for _, c := range chunks {
 		out = appendUvarint(out, uint64(len(c)))
-		sh := sha256.New()
+		var crc uint32
 		for _, r := range c {
 			out = appendUvarint(out, uint64(r.start-next))
 			out = appendUvarint(out, uint64(r.count))
 			next = r.start + r.count
 			b := old[r.start*SourceBlock : min(len(old), next*SourceBlock)]
-			sh.Write(b)
+			crc = crc32.Update(crc, castagnoli, b)
 			total += int64(len(b))
 		}
-		out = sh.Sum(out)
+		out = binary.LittleEndian.AppendUint32(out, crc)
 	}
 	w.Write(out)
 	return total
@@ -277,8 +264,7 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 	var ops, lens, offs, diff, lit []byte
 	oldPos := 0
 	winStart, pos := 0, 0
-	winOldPos := 0
-	var spans [][2]int // the window's ADD and LIT output, as nw ranges
+	chain := newChain()
 	flush := func() error {
 		if pos == winStart {
 			return nil
@@ -290,16 +276,15 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		var hdr []byte
 		hdr = appendUvarint(hdr, uint64(pos-winStart))
 		hdr = appendUvarint(hdr, uint64(len(ctrl)))
+		chain.write(nw[winStart:pos])
 		var sum [32]byte
-		if h.Version == version1 {
-			sum = sha256.Sum256(nw[winStart:pos])
+		if pos == len(nw) {
+			sum = chain.sum()
 		} else {
-			sh := sha256.New()
-			windowHashStart(sh, int64(winStart), int64(winOldPos), pos-winStart, ctrl)
-			for _, sp := range spans {
-				sh.Write(nw[sp[0]:sp[1]])
+			var err error
+			if sum, err = chain.value(); err != nil {
+				return err
 			}
-			sh.Sum(sum[:0])
 		}
 		hdr = append(hdr, sum[:]...)
 		var dsec []byte
@@ -324,20 +309,28 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 			}
 		}
 		st.Windows++
-		ops, lens, offs, diff, lit, spans = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0], spans[:0]
-		winStart, winOldPos = pos, oldPos
+		ops, lens, offs, diff, lit = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0]
+		winStart = pos
 		return ctx.Err()
 	}
 	const maxOp = 1 + 2*10 // opcode and two varints
 	const ctrlHdr = 2 * 10 // the count and the length section's size
 	for _, p := range pieces {
 		for p.n > 0 {
-			if pos-winStart == ws || len(ops)+len(lens)+len(offs)+ctrlHdr+maxOp > int(h.MaxCtrl) {
+			// A window may end early when its control section fills up, but
+			// only on a multiple of ChainAlign (its check value is the SHA-256
+			// chaining value there): room is kept for the operations, at
+			// least a byte each, that may come before the next such offset.
+			full := func() bool { return len(ops)+len(lens)+len(offs)+ctrlHdr+(ChainAlign+1)*maxOp > int(h.MaxCtrl) }
+			if pos-winStart == ws || (full() && pos%ChainAlign == 0) {
 				if err := flush(); err != nil {
 					return err
 				}
 			}
 			n := min(p.n, ws-(pos-winStart))
+			if full() {
+				n = min(n, ChainAlign-pos%ChainAlign)
+			}
 			nb := nw[p.newOff : p.newOff+n]
 			switch {
 			case p.oldOff == -2: // zero run
@@ -348,7 +341,6 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 				ops = append(ops, opLit)
 				lens = appendUvarint(lens, uint64(n))
 				lit = append(lit, nb...)
-				spans = appendSpan(spans, p.newOff, p.newOff+n)
 				st.LitBytes += int64(n)
 			default:
 				ob := old[p.oldOff : p.oldOff+n]
@@ -358,7 +350,6 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 				} else {
 					ops = append(ops, opAdd)
 					diff = appendDiff(diff, nb, ob, int64(pos))
-					spans = appendSpan(spans, p.newOff, p.newOff+n)
 					st.AddBytes += int64(n)
 				}
 				lens = appendUvarint(lens, uint64(n))

@@ -2,6 +2,7 @@ package update
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 
@@ -22,6 +23,11 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	defer src.Close()
 	cw := &countingWriter{w: w, progress: func(n int64) { e.progress(n, b.img.Size, "writing slot "+rec.Target+" (delta)") }}
 	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size()}
+	if sum, err := hex.DecodeString(b.img.SHA256); err == nil && len(sum) == len(a.NewSHA256) {
+		copy(a.NewSHA256[:], sum)
+	} else {
+		return fmt.Errorf("update: image sha256 %q malformed", b.img.SHA256)
+	}
 	if err := a.Apply(ctx, b.br, io.NewSectionReader(src, 0, src.Size()), cw); err != nil {
 		return err
 	}

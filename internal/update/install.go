@@ -362,12 +362,13 @@ func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *
 	img := b.img
 	e.setOp(OpWriting, "writing slot "+rec.Target)
 	// The bundle reader checks a full image's SHA-256 on its way in
-	// (withholding the last chunk if it fails), so the slot may settle the
-	// read-back by comparing each written chunk with the medium; delta output
-	// is only checked per window, so it is hashed back from the slot.
+	// (withholding the last chunk if it fails), and delta.Apply checks its
+	// output's SHA-256 the same way (withholding the last window), so the
+	// slot may settle the read-back by comparing each written chunk with the
+	// medium instead of hashing it again.
 	var w slot.Writer
 	var err error
-	if sum, herr := hex.DecodeString(img.SHA256); herr == nil && img.Encoding != bundle.EncodingDelta {
+	if sum, herr := hex.DecodeString(img.SHA256); herr == nil {
 		w, err = slot.OpenVerifiedWriter(ctx, t, start.Bytes, img.Size, sum)
 	} else {
 		w, err = slot.OpenWriter(ctx, t, start.Bytes, img.Size)

@@ -3,9 +3,10 @@
 // sequentially. It keeps the Go heap small (GOGC, memory limit) and reports
 // its peak memory from /proc/self/status, for scripts/bench-delta.sh.
 //
-// deltaapply -sha256-cpu N measures the hashing floor instead: the CPU time
-// of SHA-256 over N bytes (the amount -stats reports for a patch), as the
-// mean of several passes.
+// deltaapply -floor SRC,NEW OLD OUT does everything apply must do on a pair
+// except decoding the patch, as a floor for scripts/bench-delta.sh: read and
+// CRC-32C SRC bytes of OLD (the source table check), read them again (the
+// windows' extents), SHA-256 and write NEW bytes to OUT.
 package main
 
 import (
@@ -14,11 +15,10 @@ import (
 	"crypto/sha256"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"runtime/debug"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/otadev/otad/internal/delta"
 )
@@ -26,14 +26,22 @@ import (
 func main() {
 	report := flag.Bool("mem", false, "print VmHWM/RssAnon from /proc/self/status to stderr when done")
 	stats := flag.Bool("stats", false, "print what was verified and hashed to stderr when done")
-	shaCPU := flag.Int64("sha256-cpu", -1, "print the CPU milliseconds SHA-256 takes over `N` bytes, and exit")
+	floorSizes := flag.String("floor", "", "`SRC,NEW`: run the no-decoding floor over OLD, writing OUT, instead of a patch")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: deltaapply [-mem] [-stats] PATCH OLD NEW | deltaapply -sha256-cpu N")
+		fmt.Fprintln(os.Stderr, "usage: deltaapply [-mem] [-stats] PATCH OLD NEW | deltaapply -floor SRC,NEW OLD OUT")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if *shaCPU >= 0 {
-		fmt.Printf("%.2f\n", shaMillis(*shaCPU))
+	if *floorSizes != "" {
+		var srcN, newN int64
+		if _, err := fmt.Sscanf(*floorSizes, "%d,%d", &srcN, &newN); err != nil || flag.NArg() != 2 {
+			flag.Usage()
+			os.Exit(2)
+		}
+		if err := floor(flag.Arg(0), flag.Arg(1), srcN, newN); err != nil {
+			fmt.Fprintln(os.Stderr, "deltaapply:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if flag.NArg() != 3 {
@@ -51,8 +59,8 @@ func main() {
 		os.Exit(1)
 	}
 	if *stats {
-		fmt.Fprintf(os.Stderr, "stats: %d windows; hashed %d bytes (source extents %d + ADD/LIT output %d; COPY %d + ZERO %d output bytes not hashed again)\n",
-			st.Windows, st.SourceBytes+st.HashedOutput, st.SourceBytes, st.HashedOutput, st.CopyBytes, st.ZeroBytes)
+		fmt.Fprintf(os.Stderr, "stats: %d windows; source %d bytes checked (CRC-32C); output %d bytes hashed (SHA-256, of which COPY %d, ZERO %d)\n",
+			st.Windows, st.SourceBytes, st.HashedOutput, st.CopyBytes, st.ZeroBytes)
 	}
 	if *report {
 		fmt.Fprintln(os.Stderr, memLine())
@@ -99,29 +107,53 @@ func memLine() string {
 	return "mem: " + strings.Join(f, ", ")
 }
 
-// shaMillis returns the process CPU time of hashing n bytes with SHA-256 in
-// 1 MiB writes, the mean of passes taking at least half a second together.
-func shaMillis(n int64) float64 {
+// floor is apply without the patch: the source table check (read and
+// CRC-32C srcN bytes), the windows' source reads (the same bytes again, in
+// 1 MiB windows), the image SHA-256 and the write of newN bytes.
+func floor(oldPath, outPath string, srcN, newN int64) error {
+	src, err := os.Open(oldPath)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if srcN > fi.Size() || fi.Size() == 0 {
+		return fmt.Errorf("floor: %d source bytes, %s has %d", srcN, oldPath, fi.Size())
+	}
+	dst, err := os.Create(outPath)
+	if err != nil {
+		return err
+	}
 	buf := make([]byte, 1<<20)
-	for i := range buf {
-		buf[i] = byte(i * 31)
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var crc uint32
+	for off := int64(0); off < srcN; {
+		n, err := src.ReadAt(buf[:min(int64(len(buf)), srcN-off)], off)
+		if n == 0 {
+			dst.Close()
+			return fmt.Errorf("floor: read: %v", err)
+		}
+		crc = crc32.Update(crc, tab, buf[:n])
+		off += int64(n)
 	}
 	h := sha256.New()
-	start := cpuTime()
-	passes := 0
-	for passes < 3 || cpuTime()-start < 500*time.Millisecond {
-		h.Reset()
-		for left := n; left > 0; left -= int64(len(buf)) {
-			h.Write(buf[:min(left, int64(len(buf)))])
+	for off := int64(0); off < newN; {
+		b := buf[:min(int64(len(buf)), newN-off)]
+		n, err := src.ReadAt(b, off%srcN)
+		if n == 0 {
+			dst.Close()
+			return fmt.Errorf("floor: read: %v", err)
 		}
-		h.Sum(nil)
-		passes++
+		h.Write(b[:n])
+		if _, err := dst.Write(b[:n]); err != nil {
+			dst.Close()
+			return err
+		}
+		off += int64(n)
 	}
-	return float64(cpuTime()-start) / float64(time.Millisecond) / float64(passes)
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fmt.Fprintf(os.Stderr, "floor: crc %08x sha256 %x\n", crc, h.Sum(nil)[:8])
+	return dst.Close()
 }
