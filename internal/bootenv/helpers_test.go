@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/otadev/otad/internal/testutil/loopdev"
 )
 
 // tool returns the path of a real U-Boot tool; they come with `make deps`.
@@ -103,20 +105,7 @@ func loopDevice(t *testing.T, content []byte, size int64, readOnly bool) string 
 	if err := os.WriteFile(f, buf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--find", "--show"}
-	if readOnly {
-		args = append(args, "--read-only")
-	}
-	dev := strings.TrimSpace(run(t, "losetup", append(args, f)...))
-	if !strings.HasPrefix(dev, "/dev/loop") {
-		t.Fatalf("losetup gave %q", dev)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v %s", dev, err, out)
-		}
-	})
-	return dev
+	return loopdev.Attach(t, f, readOnly)
 }
 
 func envOf(kv ...string) *Env {

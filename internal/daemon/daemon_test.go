@@ -10,7 +10,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	"github.com/otadev/otad/internal/dbusapi"
 	"github.com/otadev/otad/internal/delta"
 	"github.com/otadev/otad/internal/health"
+	"github.com/otadev/otad/internal/testutil/loopdev"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -298,9 +298,6 @@ func loopSlots(t *testing.T, a []byte) map[string]string {
 	if os.Geteuid() != 0 {
 		t.Skip("loop devices need root")
 	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed")
-	}
 	dir := t.TempDir()
 	devs := map[string]string{}
 	for _, n := range []string{"A", "B"} {
@@ -310,13 +307,7 @@ func loopSlots(t *testing.T, a []byte) map[string]string {
 			must(t, os.WriteFile(f, a, 0o644))
 			must(t, os.Truncate(f, 8<<20))
 		}
-		out, err := exec.Command("losetup", "--find", "--show", f).CombinedOutput()
-		if err != nil {
-			t.Skipf("losetup: %v: %s", err, out)
-		}
-		dev := strings.TrimSpace(string(out))
-		t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-		devs[n] = dev
+		devs[n] = loopdev.Attach(t, f, false)
 	}
 	return devs
 }

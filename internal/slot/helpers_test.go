@@ -4,11 +4,10 @@ import (
 	"crypto/sha256"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/otadev/otad/internal/testutil/loopdev"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,9 +23,6 @@ func requireRoot(t *testing.T) {
 func loopDevice(t *testing.T, size int64) (dev, backing string) {
 	t.Helper()
 	requireRoot(t)
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed")
-	}
 	backing = filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(backing, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -34,17 +30,7 @@ func loopDevice(t *testing.T, size int64) (dev, backing string) {
 	if err := os.Truncate(backing, size); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev, backing
+	return loopdev.Attach(t, backing, false), backing
 }
 
 // mknod makes a device node in dir (never opened by tests that only need
