@@ -23,10 +23,14 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	defer src.Close()
 	cw := &countingWriter{w: w, progress: func(n int64) { e.progress(n, b.img.Size, "writing slot "+rec.Target+" (delta)") }}
 	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size()}
+	// Apply's check of the image it builds is what lets the slot settle the
+	// read-back by comparing on write, and an all-zero NewSHA256 would turn
+	// that check off: refuse it (no image hashes to zero in practice).
 	if sum, err := hex.DecodeString(b.img.SHA256); err == nil && len(sum) == len(a.NewSHA256) {
 		copy(a.NewSHA256[:], sum)
-	} else {
-		return fmt.Errorf("update: image sha256 %q malformed", b.img.SHA256)
+	}
+	if a.NewSHA256 == ([32]byte{}) {
+		return fmt.Errorf("update: delta image sha256 %q malformed or zero", b.img.SHA256)
 	}
 	if err := a.Apply(ctx, b.br, io.NewSectionReader(src, 0, src.Size()), cw); err != nil {
 		return err

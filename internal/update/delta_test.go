@@ -3,6 +3,7 @@ package update
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/delta"
 	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/slot"
+	"github.com/otadev/otad/internal/testutil/loopdev"
 )
 
 func deltaBundle(t *testing.T, d *device, oldImg, newImg []byte) string {
@@ -149,4 +152,91 @@ func (blockingConfirmer) Confirm(ctx context.Context) error { <-ctx.Done(); retu
 func (e *Engine) recoverOnly() error {
 	_, _, err := e.recoverState(context.Background())
 	return err
+}
+
+// On block devices a delta install settles its read-back from the O_DIRECT
+// compare on write, not from a second hash of the slot: delta.Apply checked
+// the image SHA-256 on the way in, as the bundle reader does for full
+// images. Seen from outside: a byte changed on the medium after its chunk
+// was compared is not noticed (the documented limit of that proof, which a
+// re-hash would catch), while the same change made with FullReadBack on
+// fails the install.
+func TestDeltaReadBackByCompareOnBlockDevices(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	for _, full := range []bool{false, true} {
+		d := newDevice(t)
+		backing := map[string]string{}
+		for _, n := range []string{"A", "B"} {
+			s := d.slots[n]
+			backing[n] = s.Device
+			s.Device, s.Type = loopdev.Attach(t, s.Device, false), slot.TypeBlock
+			d.slots[n] = s
+		}
+		old := d.slotBytes("A", 3<<20)
+		nu := bytes.Clone(old)
+		copy(nu[100000:], "patched region one")
+		b := deltaBundle(t, d, old, nu)
+		e := d.engine(func(c *Config) {
+			c.OpenSlot = func(target, active slot.Slot) (slot.Target, error) {
+				return slot.OpenWith(target, active, slot.Options{FullReadBack: full})
+			}
+			c.VerifyReadBack = func(ctx context.Context, tg slot.Target, size int64, sum []byte) error {
+				// After the write and its compare, before the read-back.
+				f, err := os.OpenFile(backing["B"], os.O_WRONLY, 0)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if _, err := f.WriteAt([]byte{^nu[5]}, 5); err != nil {
+					return err
+				}
+				return slot.VerifyReadBack(ctx, tg, size, sum)
+			}
+		})
+		d.start(e)
+		_, err := e.installNow(b, nil)
+		switch {
+		case !full && err != nil:
+			t.Fatalf("delta install on loop devices: %v", err)
+		case full && !errors.Is(err, slot.ErrReadBackMismatch):
+			t.Fatalf("FullReadBack: change after the write not caught: %v", err)
+		}
+	}
+}
+
+// An all-zero image hash would switch off Apply's image check: a delta
+// bundle naming one is refused before the target slot is touched.
+func TestDeltaZeroImageHashRefused(t *testing.T) {
+	d := newDevice(t)
+	old := d.slotBytes("A", 3<<20)
+	nu := bytes.Clone(old)
+	nu[7] ^= 1
+	var patch bytes.Buffer
+	if _, err := delta.Generate(context.Background(), bytes.NewReader(old), int64(len(old)),
+		bytes.NewReader(nu), int64(len(nu)), &patch, delta.GenOptions{FullSize: -1}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := bundle.Create(context.Background(), &buf,
+		bundle.CreateOptions{Compatible: testCompat, Version: "1.1", ChunkSize: chunk, TempDir: d.dir},
+		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
+			Size: int64(patch.Len()), TargetSize: int64(len(nu)), TargetSHA256: strings.Repeat("0", 64),
+			Delta: &bundle.DeltaSource{SourceSHA256: hexSum(old), SourceSize: int64(len(old))}}},
+		[]*bundle.PrivateKey{d.key}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(d.dir, "zero.otab")
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(p, nil); err == nil || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("zero image hash: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown {
+		t.Fatalf("slot B touched: %+v", r)
+	}
 }

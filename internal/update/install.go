@@ -1,6 +1,7 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -254,7 +255,9 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 	defer func() { b.Close() }()
 	m, img := b.br.Manifest(), b.img
 	sum, err := hex.DecodeString(img.SHA256)
-	if err != nil || len(sum) != 32 {
+	if err != nil || len(sum) != 32 || (img.Encoding == bundle.EncodingDelta && bytes.Equal(sum, make([]byte, 32))) {
+		// (a delta's all-zero hash would switch off Apply's image check;
+		// writeDelta refuses it too, this is before anything is touched)
 		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
 	if dl := img.Delta; img.Encoding == bundle.EncodingDelta && dl != nil {
