@@ -33,7 +33,7 @@ func (c *chain) write(p []byte) {
 }
 
 // errChainState means the SHA-256 implementation does not export its state in
-// the layout chainValue relies on; a test pins that layout to the standard's
+// the layout chain.value relies on; a test pins that layout to the standard's
 // compression function, so this is a build problem, not a patch problem.
 var errChainState = errors.New("delta: sha256 state not exportable")
 

@@ -102,7 +102,7 @@ func TestControlFullWindowsAligned(t *testing.T) {
 	}
 	ws := 16 << 10
 	st := roundTrip(t, old, nw, GenOptions{WindowSize: ws, CopyRun: -1})
-	if st.Windows <= len(nw)/ws {
+	if st.Windows <= (len(nw)+ws-1)/ws {
 		t.Fatalf("%d windows for %d bytes: no window was cut by a full control section, the test proves nothing", st.Windows, len(nw))
 	}
 }
@@ -171,19 +171,33 @@ func TestExpectedImageHashChecked(t *testing.T) {
 }
 
 // The last window is handed over only after the whole image hashed to the
-// header's SHA-256: a header naming another image gets no last window.
+// header's SHA-256: a header naming another image gets every window but the
+// last, and only those.
 func TestLastWindowWithheldOnImageHashMismatch(t *testing.T) {
 	p := syntheticPairs()["inserted"]
-	patch, st := genPatch(t, p[0], p[1], GenOptions{WindowSize: 64 << 10})
-	if st.Windows < 2 {
-		t.Fatalf("%d windows", st.Windows)
+	ws := 64 << 10
+	patch, st := genPatch(t, p[0], p[1], GenOptions{WindowSize: ws})
+	if st.Windows < 2 || len(p[1])%ws == 0 {
+		t.Fatalf("%d windows for %d bytes", st.Windows, len(p[1]))
 	}
 	bad := bytes.Clone(patch)
 	bad[80] ^= 1 // header NewSHA256
 	var dst recorder
 	err := Apply(context.Background(), bytes.NewReader(bad), bytes.NewReader(p[0]), &dst)
-	if !errors.Is(err, ErrOutputHash) || int64(dst.Len()) >= int64(len(p[1])) {
-		t.Fatalf("wrong image hash in header: %v, %d of %d bytes written", err, dst.Len(), len(p[1]))
+	if keep := len(p[1]) - len(p[1])%ws; !errors.Is(err, ErrOutputHash) || !bytes.Equal(dst.Bytes(), p[1][:keep]) {
+		t.Fatalf("wrong image hash in header: %v, %d bytes written, want the first %d", err, dst.Len(), keep)
+	}
+}
+
+// An empty new image has no window to check: its hash is checked at the end.
+func TestEmptyImage(t *testing.T) {
+	old := randBytes(rand.New(rand.NewPCG(3, 4)), 8<<10)
+	roundTrip(t, old, nil, GenOptions{})
+	patch, _ := genPatch(t, old, nil, GenOptions{})
+	patch[80] ^= 1
+	var dst recorder
+	if err := Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &dst); !errors.Is(err, ErrOutputHash) {
+		t.Fatalf("empty image, wrong hash: %v", err)
 	}
 }
 

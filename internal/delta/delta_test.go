@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -312,20 +313,21 @@ func TestCorpusPairs(t *testing.T) {
 	}
 }
 
-// A COPY moved to another offset of the (genuine) source passes the source
-// table (the blocks are all listed) but makes other output, which the chain
-// refuses before its window is written.
-func TestMovedCopyRefused(t *testing.T) {
+// firstWindow generates a patch for a pair whose first window is a single
+// COPY of 64 KiB from offset 0 and returns its decoded body with the offsets
+// of that window and of its control section.
+func firstWindow(t *testing.T) (old []byte, h *Header, body []byte, winAt, ctrlAt, ctrlLen int) {
+	t.Helper()
 	r := rand.New(rand.NewPCG(11, 12))
-	old := randBytes(r, 256<<10)
+	old = randBytes(r, 256<<10)
 	nw := bytes.Clone(old)
 	nw[200<<10] ^= 1 // one edit late: the first windows are single COPYs
 	patch, _ := genPatch(t, old, nw, GenOptions{WindowSize: 64 << 10})
-	h, _ := ReadHeader(bytes.NewReader(patch))
+	h, _ = ReadHeader(bytes.NewReader(patch))
 	if h.Version != formatVersion || string(patch[:8]) != "OTADDLT3" {
 		t.Fatalf("version %d, magic %q", h.Version, patch[:8])
 	}
-	body := decodeBody(t, patch)
+	body = decodeBody(t, patch)
 	// Skip the source table to the first window.
 	rd := bytes.NewReader(body)
 	uv := func() uint64 {
@@ -342,26 +344,52 @@ func TestMovedCopyRefused(t *testing.T) {
 		}
 		rd.Seek(4, io.SeekCurrent) // CRC-32C
 	}
-	winAt := len(body) - rd.Len()
+	winAt = len(body) - rd.Len()
 	uv() // outLen
-	ctrlLen := uv()
+	ctrlLen = int(uv())
 	rd.Seek(32, io.SeekCurrent)
-	ctrlAt := len(body) - rd.Len()
-	ctrl := body[ctrlAt : ctrlAt+int(ctrlLen)]
-	if !bytes.Equal(ctrl, []byte{1, opCopy, 3, 0x80, 0x80, 0x04, 0}) {
+	ctrlAt = len(body) - rd.Len()
+	if ctrl := body[ctrlAt : ctrlAt+ctrlLen]; !bytes.Equal(ctrl, []byte{1, opCopy, 3, 0x80, 0x80, 0x04, 0}) {
 		t.Fatalf("first window is not one COPY of 64 KiB from 0: % x", ctrl)
 	}
+	return old, h, body, winAt, ctrlAt, ctrlLen
+}
+
+func applyBody(t *testing.T, h *Header, body, old []byte) (int, error) {
+	t.Helper()
+	var buf bytes.Buffer
+	buf.Write(h.marshal())
+	writeBody(t, &buf, body, int(h.ZstdWindow))
+	var dst recorder
+	err := Apply(context.Background(), bytes.NewReader(buf.Bytes()), bytes.NewReader(old), &dst)
+	return dst.Len(), err
+}
+
+// A COPY moved to another offset of the (genuine) source passes the source
+// table (the blocks are all listed) but makes other output, which the chain
+// refuses before its window is written.
+func TestMovedCopyRefused(t *testing.T) {
+	old, h, body, winAt, ctrlAt, ctrlLen := firstWindow(t)
 	moved := bytes.Clone(body[:winAt])
 	moved = append(moved, body[winAt:ctrlAt]...)
 	moved = append(moved, 1, opCopy, 3, 0x80, 0x80, 0x04, 0x80, 0x40) // Δoff +4096
-	moved = append(moved, body[ctrlAt+int(ctrlLen):]...)
+	moved = append(moved, body[ctrlAt+ctrlLen:]...)
 	moved[winAt+3] = byte(ctrlLen + 1) // outLen is 3 bytes, ctrlLen one
-	var buf bytes.Buffer
-	buf.Write(h.marshal())
-	writeBody(t, &buf, moved, int(h.ZstdWindow))
-	var dst recorder
-	err := Apply(context.Background(), bytes.NewReader(buf.Bytes()), bytes.NewReader(old), &dst)
-	if !errors.Is(err, ErrOutputHash) || dst.Len() != 0 {
-		t.Fatalf("moved COPY: err %v, %d bytes written", err, dst.Len())
+	if n, err := applyBody(t, h, moved, old); !errors.Is(err, ErrOutputHash) || n != 0 {
+		t.Fatalf("moved COPY: err %v, %d bytes written", err, n)
+	}
+}
+
+// Every window but the last must end on a multiple of ChainAlign (its check
+// value is a chaining value there): a first window one byte short is
+// malformed, and nothing is written.
+func TestMisalignedWindowRefused(t *testing.T) {
+	old, h, body, winAt, ctrlAt, _ := firstWindow(t)
+	short := bytes.Clone(body)
+	copy(short[winAt:], []byte{0xff, 0xff, 0x03})    // outLen 65535
+	copy(short[ctrlAt+3:], []byte{0xff, 0xff, 0x03}) // the COPY's length
+	n, err := applyBody(t, h, short, old)
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "not a multiple of 64") || n != 0 {
+		t.Fatalf("window ending at 65535: err %v, %d bytes written", err, n)
 	}
 }

@@ -4,7 +4,7 @@
 //
 // A patch is a fixed header followed by one zstd stream that holds a source
 // table and a sequence of windows. A window produces at most
-// Header.WindowSize bytes of the new image from a few hashed operations:
+// Header.WindowSize bytes of the new image from a few operations:
 // COPY (an extent of the old image), ZERO, LIT (new bytes) and ADD (new =
 // old + diff over an approximate match, as bsdiff does). The format is laid
 // out for the device: the patch is read once from start to end, the old image
@@ -38,6 +38,6 @@
 //     whatever the image size or the patch content.
 //
 // Apply is not atomic and keeps no state: after a power cut the caller starts
-// again from the beginning (the inactive slot is not booted until its
-// whole-image hash has been checked, which is the caller's job).
+// again from the beginning (the inactive slot is not armed until Apply has
+// returned nil and the caller's read-back of the medium has passed).
 package delta

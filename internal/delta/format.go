@@ -17,7 +17,7 @@ const formatVersion = 3
 
 // ChainAlign is the alignment of every window end but the last: the SHA-256
 // block size, so that the window's check value is the hash's chaining value
-// over the new image up to that end (see chainValue).
+// over the new image up to that end (see chain.value).
 const ChainAlign = 64
 
 // HeaderSize is the size of the fixed, uncompressed patch header.
@@ -49,8 +49,10 @@ var (
 	ErrSourceMismatch = errors.New("delta source mismatch")
 	// ErrMalformed: the patch is not a well-formed delta patch.
 	ErrMalformed = errors.New("delta: malformed patch")
-	// ErrOutputHash: a window built from a verified source does not hash to
-	// the value in the patch (corrupt or tampered patch).
+	// ErrOutputHash: the output does not hash to the patch's check value at a
+	// window's end (corrupt patch, or a source that differs where the source
+	// table's CRC-32C did not notice or that changed after the check); that
+	// window was not written.
 	ErrOutputHash = errors.New("delta: output hash mismatch")
 	// ErrDeltaNotSmaller is returned by Generate when the patch would not be
 	// smaller than the full image compressed with zstd; nothing is written.
@@ -79,7 +81,7 @@ type Header struct {
 	OldSize    int64
 	NewSize    int64
 	OldSHA256  [32]byte // whole source image (informational: Apply checks extents)
-	NewSHA256  [32]byte // whole new image, for the caller's final check
+	NewSHA256  [32]byte // whole new image; Apply's last check
 }
 
 func (h *Header) marshal() []byte {

@@ -319,9 +319,11 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		for p.n > 0 {
 			// A window may end early when its control section fills up, but
 			// only on a multiple of ChainAlign (its check value is the SHA-256
-			// chaining value there): room is kept for the operations, at
-			// least a byte each, that may come before the next such offset.
-			full := func() bool { return len(ops)+len(lens)+len(offs)+ctrlHdr+(ChainAlign+1)*maxOp > int(h.MaxCtrl) }
+			// chaining value there). Room is kept for ChainAlign operations:
+			// the one added while full() was still false, and up to
+			// ChainAlign-1 more, at least a byte each, before the next such
+			// offset.
+			full := func() bool { return len(ops)+len(lens)+len(offs)+ctrlHdr+ChainAlign*maxOp > int(h.MaxCtrl) }
 			if pos-winStart == ws || (full() && pos%ChainAlign == 0) {
 				if err := flush(); err != nil {
 					return err

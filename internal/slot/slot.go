@@ -27,8 +27,9 @@
 //     (the page cache cannot serve it) and compared byte for byte with the
 //     buffer it was written from; the unaligned tail after the final
 //     fdatasync. The caller vouched that the stream hashes to the SHA-256
-//     (the engine's bundle reader checks a compressed image's SHA-256 on its
-//     way in and withholds the last chunk if it fails), so equality over
+//     (the engine's bundle reader checks a full image's SHA-256 on its way
+//     in and withholds the last chunk if it fails; delta.Apply does the same
+//     for the image it builds, withholding the last window), so equality over
 //     [0, size) proves the medium hashes to it without a second SHA-256
 //     pass. A mismatch or failed read fails closed with the offset
 //     (ErrReadBackMismatch, and the writer's next Write stops early). What

@@ -120,7 +120,7 @@ func floor(oldPath, outPath string, srcN, newN int64) error {
 	if err != nil {
 		return err
 	}
-	if srcN > fi.Size() || fi.Size() == 0 {
+	if srcN <= 0 || srcN > fi.Size() {
 		return fmt.Errorf("floor: %d source bytes, %s has %d", srcN, oldPath, fi.Size())
 	}
 	dst, err := os.Create(outPath)
