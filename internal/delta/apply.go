@@ -23,6 +23,12 @@ type Applier struct {
 	// NewSHA256, when not zero, is the image hash the caller expects (the
 	// bundle manifest's); a patch making another image is refused up front.
 	NewSHA256 [32]byte
+	// SourceChecked says the caller has run VerifySource on this same patch
+	// against this same src: the source table is then parsed but its extents
+	// are not read a second time. The SHA-256 chain still checks every
+	// output byte, so a source that changed since is still caught before the
+	// window it affects is written, only as ErrOutputHash.
+	SourceChecked bool
 	// Stats, when not nil, receives the counts of the last Apply.
 	Stats *ApplyStats
 }
@@ -98,7 +104,11 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		sh:   newChain(),
 	}
 	// The window buffer is free until the first window: source reads use it.
-	srcBytes, err := s.verifySourceTable(ctx, h, src, w.out)
+	tableSrc := src
+	if a.SourceChecked {
+		tableSrc = nil
+	}
+	srcBytes, err := s.verifySourceTable(ctx, h, tableSrc, w.out)
 	if err != nil {
 		return err
 	}
@@ -181,7 +191,8 @@ func (s *stream) bodyErr(what string, err error) error {
 // verifySourceTable checks the source table: chunks of block runs (strictly
 // increasing, so the work is bounded by the source size) each with the
 // CRC-32C of the blocks' bytes. It returns the number of source bytes
-// checked; buf is scratch space for reading them.
+// checked; buf is scratch space for reading them. With a nil src it only
+// parses the table (Applier.SourceChecked) and returns 0.
 func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.ReaderAt, buf []byte) (int64, error) {
 	oldBlocks := uint64((h.OldSize + SourceBlock - 1) / SourceBlock)
 	nChunks, err := s.uvarint("source table")
@@ -221,6 +232,9 @@ func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.Reader
 			start := next + gap
 			next = start + count
 			off, end := int64(start)*SourceBlock, min(int64(next)*SourceBlock, h.OldSize)
+			if src == nil {
+				continue
+			}
 			if crc, err = crcSource(src, off, end-off, buf, crc); err != nil {
 				return 0, err
 			}
@@ -229,7 +243,7 @@ func (s *stream) verifySourceTable(ctx context.Context, h *Header, src io.Reader
 		if err := s.full(want[:], "source chunk check"); err != nil {
 			return 0, err
 		}
-		if binary.LittleEndian.Uint32(want[:]) != crc {
+		if src != nil && binary.LittleEndian.Uint32(want[:]) != crc {
 			return 0, &SourceMismatchError{Where: fmt.Sprintf("source table chunk %d (blocks up to %d)", c, next)}
 		}
 	}

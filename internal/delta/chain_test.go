@@ -219,3 +219,49 @@ func TestOlderFormatVersionsRefused(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+type countingReaderAt struct {
+	r     io.ReaderAt
+	bytes int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.bytes += int64(n)
+	return n, err
+}
+
+// SourceChecked skips the source table's reads (the caller ran VerifySource)
+// but not the output checks: a wrong source then fails at the first window
+// it touches, as ErrOutputHash, with the windows before it intact.
+func TestSourceCheckedSkipsTableReadsOnly(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	old := randBytes(r, 512<<10)
+	nw := bytes.Clone(old)
+	for i := 0; i < len(nw); i += 40 << 10 {
+		nw[i] ^= 0x11
+	}
+	ws := 64 << 10
+	patch, st := genPatch(t, old, nw, GenOptions{WindowSize: ws})
+	full, skip := &countingReaderAt{r: bytes.NewReader(old)}, &countingReaderAt{r: bytes.NewReader(old)}
+	var out1, out2 bytes.Buffer
+	if err := Apply(context.Background(), bytes.NewReader(patch), full, &out1); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Applier{SourceChecked: true}).Apply(context.Background(), bytes.NewReader(patch), skip, &out2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out1.Bytes(), nw) || !bytes.Equal(out2.Bytes(), nw) {
+		t.Fatal("wrong output")
+	}
+	if full.bytes-skip.bytes != st.SourceBytes {
+		t.Fatalf("read %d bytes with the table check, %d without; the table covers %d", full.bytes, skip.bytes, st.SourceBytes)
+	}
+	bad := bytes.Clone(old)
+	bad[300<<10+5] ^= 1
+	var dst recorder
+	err := (&Applier{SourceChecked: true}).Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(bad), &dst)
+	if !errors.Is(err, ErrOutputHash) || !bytes.Equal(dst.Bytes(), nw[:300<<10-300<<10%ws]) {
+		t.Fatalf("changed source with SourceChecked: %v, %d bytes written", err, dst.Len())
+	}
+}
