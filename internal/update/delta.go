@@ -22,7 +22,9 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	}
 	defer src.Close()
 	cw := &countingWriter{w: w, progress: func(n int64) { e.progress(n, b.img.Size, "writing slot "+rec.Target+" (delta)") }}
-	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size()}
+	// The source was checked before anything was touched (checkDeltaSource
+	// on the same bundle), so Apply does not read it a second time.
+	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size(), SourceChecked: b.sourceChecked}
 	// Apply's check of the image it builds is what lets the slot settle the
 	// read-back by comparing on write, and an all-zero NewSHA256 would turn
 	// that check off: refuse it (no image hashes to zero in practice).
@@ -42,6 +44,23 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 		return err
 	}
 	return w.Close()
+}
+
+// checkDeltaSource runs the patch's source check against the active slot,
+// reading the start of b's payload. It returns an error matching
+// delta.ErrSourceMismatch when the active slot is not the image the patch
+// was made from. Nothing is written.
+func (e *Engine) checkDeltaSource(ctx context.Context, b *opened, active string) error {
+	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[active])
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	e.setOp(OpVerifying, "checking the delta's source in slot "+active)
+	if err := delta.VerifySource(ctx, b.br, io.NewSectionReader(src, 0, src.Size())); err != nil {
+		return fmt.Errorf("slot %s: %w", active, err)
+	}
+	return nil
 }
 
 type countingWriter struct {

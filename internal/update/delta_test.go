@@ -68,14 +68,70 @@ func TestDeltaInstallFromActiveSlot(t *testing.T) {
 	if r := d2.slotRec("B"); r.State != journal.SlotUnknown {
 		t.Fatalf("slot B touched: %+v", r)
 	}
-	// Without a slot record the bytes decide: Apply's source check fails.
+	// Without a slot record the bytes decide, still before anything is
+	// touched.
 	d2.writeSlot("A", image(8, 3<<20))
 	e2.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood})
-	if _, err := e2.installNow(b, nil); err == nil {
-		t.Fatal("delta applied to the wrong source bytes")
+	if _, err := e2.installNow(b, nil); !errors.Is(err, delta.ErrSourceMismatch) || !strings.Contains(err.Error(), "delta source mismatch") {
+		t.Fatalf("delta applied to the wrong source bytes: %v", err)
 	}
-	if d2.envVar("upgrade_available") != "0" {
-		t.Fatal("armed after a failed delta")
+	if r := d2.slotRec("B"); r.State != journal.SlotUnknown || d2.envVar("upgrade_available") != "0" {
+		t.Fatalf("slot B touched or armed after a refused delta: %+v", r)
+	}
+}
+
+// With a fallback bundle named, a delta whose source is not in the active
+// slot installs the full bundle instead; a fallback that is itself refused
+// reports its own error, and nothing is armed.
+func TestDeltaFallbackToFullBundle(t *testing.T) {
+	d := newDevice(t)
+	old := image(5, 3<<20) // what the delta was made from; A holds image(1, …)
+	nu := bytes.Clone(old)
+	copy(nu[4096:], "new release")
+	b := deltaBundle(t, d, old, nu)
+	full := d.bundleFile("full.otab", "1.1", 0, nu, bundle.EncodingZstd)
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(b, nil); !errors.Is(err, delta.ErrSourceMismatch) {
+		t.Fatalf("no fallback named: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown {
+		t.Fatalf("slot B touched by a refused delta: %+v", r)
+	}
+	// A fallback that is not a valid bundle: its error, B still not armed.
+	junk := filepath.Join(d.dir, "junk.otab")
+	if err := os.WriteFile(junk, []byte("not a bundle"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.installNow(b, map[string]any{"fallback": junk}); err == nil || errors.Is(err, delta.ErrSourceMismatch) {
+		t.Fatalf("junk fallback: %v", err)
+	}
+	if d.envVar("upgrade_available") != "0" {
+		t.Fatal("armed after a refused fallback")
+	}
+	if _, err := e.installNow(b, map[string]any{"fallback": full}); err != nil {
+		t.Fatalf("fallback to the full bundle: %v", err)
+	}
+	if !bytes.Equal(d.slotBytes("B", len(nu)), nu) || d.envVar("otad_slot") != "B" {
+		t.Fatal("fallback did not install the full image")
+	}
+	if r := d.slotRec("B"); r.SHA256 != hexSum(nu) || r.State != journal.SlotPending {
+		t.Fatalf("slot B record after the fallback: %+v", r)
+	}
+	// A matching delta never uses its fallback.
+	d2 := newDevice(t)
+	d2.key, d2.keyring = d.key, d.keyring
+	d2.writeSlot("A", old)
+	e2 := d2.engine()
+	d2.start(e2)
+	if _, err := e2.installNow(b, map[string]any{"fallback": junk}); err != nil {
+		t.Fatalf("matching delta with a fallback named: %v", err)
+	}
+	if !bytes.Equal(d2.slotBytes("B", len(nu)), nu) {
+		t.Fatal("delta result wrong")
+	}
+	if _, err := e2.installNow(b, map[string]any{"fallback": true}); err == nil {
+		t.Fatal("a non-string fallback option was accepted")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/delta"
 	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
@@ -25,6 +26,7 @@ var errUnchanged = errors.New("update: image already installed in the booted slo
 type installReq struct {
 	tx            string
 	source        string
+	fallback      string // full bundle to install instead of a delta whose source does not match
 	reboot        bool
 	skipUnchanged bool
 	resume        *journal.Record // non-nil: continue this interrupted install
@@ -34,7 +36,9 @@ type installReq struct {
 // id. The ctx of the call only bounds this call; the install itself runs
 // until it ends, Cancel is called or the engine's Start context ends.
 // Options: "reboot" (bool, overrides the configured policy),
-// "skip-unchanged" (bool).
+// "skip-unchanged" (bool), "fallback" (string: a full bundle, path or URL,
+// installed instead when source is a delta bundle whose source image is not
+// in the active slot).
 func (e *Engine) Install(ctx context.Context, source string, opts map[string]any) (string, error) {
 	req, err := e.parseOpts(source, opts)
 	if err != nil {
@@ -74,6 +78,14 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 	}
 	req := &installReq{source: source, reboot: e.cfg.AutoReboot}
 	for k, v := range opts {
+		if k == "fallback" {
+			s, ok := v.(string)
+			if !ok || s == "" {
+				return nil, fmt.Errorf("update: option %q must be a non-empty string", k)
+			}
+			req.fallback = s
+			continue
+		}
 		b, ok := v.(bool)
 		switch {
 		case !ok:
@@ -95,6 +107,14 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 	log := e.log.WithField("tx", req.tx)
 	err := e.install(ctx, req)
+	if errors.Is(err, delta.ErrSourceMismatch) && req.fallback != "" && ctx.Err() == nil {
+		// Checked before the target was touched; the full bundle goes
+		// through every check of its own (signature, compatible, floor).
+		log.WithError(err).WithField("fallback", req.fallback).Warn("delta source mismatch; installing the full bundle instead")
+		e.setOp(OpDownloading, "delta source mismatch; installing the full bundle "+req.fallback)
+		req.source, req.fallback = req.fallback, ""
+		err = e.install(ctx, req)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -175,6 +195,9 @@ type opened struct {
 	src Source
 	br  *bundle.Reader
 	img *bundle.Image
+	// sourceChecked: a delta image whose source was checked against the
+	// active slot (on an earlier opening of the same bundle).
+	sourceChecked bool
 }
 
 func (o *opened) Close() error {
@@ -260,13 +283,30 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 		// writeDelta refuses it too, this is before anything is touched)
 		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
-	if dl := img.Delta; img.Encoding == bundle.EncodingDelta && dl != nil {
-		// Fail before touching anything when the slot records say the
-		// active slot is not the delta's source (Apply checks the bytes too).
-		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
-			return fmt.Errorf("update: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
-				dl.SourceSHA256, active, r.SHA256)
+	if img.Encoding == bundle.EncodingDelta && req.resume == nil {
+		// A delta whose source is not in the active slot fails here, before
+		// anything is touched: first by the slot records, then by the bytes
+		// the patch reads.
+		if dl := img.Delta; dl != nil {
+			if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
+				return fmt.Errorf("update: %w: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
+					delta.ErrSourceMismatch, dl.SourceSHA256, active, r.SHA256)
+			}
 		}
+		if err := e.checkDeltaSource(ctx, b, active); err != nil {
+			return err
+		}
+		// That read the start of the patch: open the same bundle again.
+		id := b.br.Identity()
+		b.Close()
+		if b, err = e.openBundle(ctx, req.source); err != nil {
+			return err
+		}
+		if b.br.Identity() != id {
+			return errors.New("update: bundle changed while reopening it")
+		}
+		m, img = b.br.Manifest(), b.img
+		b.sourceChecked = true
 	}
 	if req.skipUnchanged {
 		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
