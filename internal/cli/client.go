@@ -55,6 +55,7 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 	noReboot := fs.Bool("no-reboot", false, "do not reboot after installing, whatever the configured policy")
 	reboot := fs.Bool("reboot", false, "reboot after installing, whatever the configured policy")
 	skip := fs.Bool("skip-unchanged", false, "write only blocks that differ from the slot's content")
+	fallback := fs.String("fallback", "", "full bundle (`FILE|URL`) to install instead if a delta bundle's source is not in the active slot")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
@@ -62,17 +63,26 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 		return usagef("install: exactly one FILE or URL")
 	}
 	src := fs.Arg(0)
-	if src == "-" {
+	if src == "-" || *fallback == "-" {
 		return usagef("install: the daemon cannot read this terminal's stdin; give a file path or URL")
 	}
-	if !strings.Contains(src, "://") {
-		abs, err := filepath.Abs(src)
-		if err != nil {
-			return err
+	// The daemon has its own working directory: paths go as absolute ones.
+	abs := func(p string) (string, error) {
+		if p == "" || strings.Contains(p, "://") {
+			return p, nil
 		}
-		src = abs
+		return filepath.Abs(p)
+	}
+	src, err := abs(src)
+	if err != nil {
+		return err
 	}
 	opts := map[string]any{}
+	if fb, err := abs(*fallback); err != nil {
+		return err
+	} else if fb != "" {
+		opts["fallback"] = fb
+	}
 	if *noReboot && *reboot {
 		return usagef("install: -reboot and -no-reboot exclude each other")
 	}

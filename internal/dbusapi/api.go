@@ -108,6 +108,7 @@ type Backend interface {
 var InstallOptions = map[string]string{
 	"reboot":         "b",
 	"skip-unchanged": "b",
+	"fallback":       "s",
 }
 
 // ErrUnknownOption is returned (as ErrInvalidArgs on the bus) for an

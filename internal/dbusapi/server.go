@@ -246,7 +246,7 @@ func decodeOptions(in map[string]dbus.Variant) (map[string]any, error) {
 	for _, k := range keys {
 		want, ok := InstallOptions[k]
 		if !ok {
-			return nil, fmt.Errorf("%w %q (known: reboot, skip-unchanged)", ErrUnknownOption, k)
+			return nil, fmt.Errorf("%w %q (known: reboot, skip-unchanged, fallback)", ErrUnknownOption, k)
 		}
 		v := in[k]
 		if v.Signature().String() != want {

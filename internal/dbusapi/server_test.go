@@ -34,6 +34,7 @@ type fakeBackend struct {
 	cancel  context.CancelFunc
 	n       int
 	emitted int
+	opts    map[string]any // of the last Install
 }
 
 func newFake(steps int, tick time.Duration) *fakeBackend {
@@ -57,6 +58,7 @@ func (f *fakeBackend) Install(ctx context.Context, source string, opts map[strin
 		return "", errBusy
 	}
 	f.n++
+	f.opts = opts
 	tx := fmt.Sprintf("tx-%d", f.n)
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -297,9 +299,23 @@ func TestUnknownInstallOptionIsAnError(t *testing.T) {
 	if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs || !strings.Contains(re.Msg, "rebot") {
 		t.Fatalf("Install with unknown option: %v", err)
 	}
-	err = c.obj.Call(Interface+".Install", 0, "x", map[string]dbus.Variant{"reboot": dbus.MakeVariant("yes")}).Store(&tx)
-	if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs {
-		t.Fatalf("Install with mistyped option: %v", err)
+	for _, bad := range []map[string]dbus.Variant{{"reboot": dbus.MakeVariant("yes")}, {"fallback": dbus.MakeVariant(true)}} {
+		err = c.obj.Call(Interface+".Install", 0, "x", bad).Store(&tx)
+		if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs {
+			t.Fatalf("Install with mistyped option %v: %v", bad, err)
+		}
+	}
+	// The known options reach the backend with their Go types.
+	err = c.obj.Call(Interface+".Install", 0, "x", map[string]dbus.Variant{
+		"reboot": dbus.MakeVariant(false), "fallback": dbus.MakeVariant("https://updates.example/full.otab")}).Store(&tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	got := b.opts
+	b.mu.Unlock()
+	if got["reboot"] != false || got["fallback"] != "https://updates.example/full.otab" {
+		t.Fatalf("options at the backend: %#v", got)
 	}
 }
 
