@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -328,5 +329,56 @@ func TestHTTPDaemonKilledMidDownloadResumes(t *testing.T) {
 	}
 	if jr2 := d.journalRec(); jr2.Resumes != 1 || jr2.Tx != jr.Tx {
 		t.Fatalf("journal after resume %+v", jr2)
+	}
+}
+
+// A delta bundle over HTTP: the source check reads the start of the payload,
+// the bundle is requested again from the start, and a connection cut during
+// the second download resumes with Range like any download. A delta whose
+// source does not match falls back to the full bundle's URL.
+func TestDeltaOverHTTPWithFallback(t *testing.T) {
+	d := newDevice(t)
+	old := d.slotBytes("A", 3<<20)
+	nu := bytes.Clone(old)
+	copy(nu[1<<20:], bytes.Repeat([]byte("release 1.1 "), 4000))
+	raw, err := os.ReadFile(deltaBundle(t, d, old, nu))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &bundleServer{content: raw, etag: `"delta"`, fault: func(n int) int64 {
+		if n == 2 {
+			return int64(len(raw)) / 2 // the second request (after the source check) is cut
+		}
+		return -1
+	}}
+	e := d.httpEngine(fetch.Options{})
+	d.start(e)
+	if err := installHTTP(t, e, serveBundle(t, ds)); err != nil {
+		t.Fatalf("delta over HTTP: %v", err)
+	}
+	d.assertArmedWith(nu)
+	if reqs := ds.log(); len(reqs) < 3 || reqs[0] != "|" || reqs[1] != "|" || !strings.HasPrefix(reqs[2], "bytes=") {
+		t.Fatalf("requests %q: want the source check, a fresh download, then a Range resume", reqs)
+	}
+
+	// Another device whose active slot holds something else: the delta's
+	// source check fails and the full bundle comes from its own URL.
+	d2 := newDevice(t)
+	d2.key, d2.keyring = d.key, d.keyring
+	d2.writeSlot("A", image(9, 3<<20))
+	fullRaw, err := os.ReadFile(d2.bundleFile("full.otab", "1.1", 0, nu, bundle.EncodingZstd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &bundleServer{content: fullRaw, etag: `"full"`}
+	ds2 := &bundleServer{content: raw, etag: `"delta"`}
+	e2 := d2.httpEngine(fetch.Options{})
+	d2.start(e2)
+	if _, err := e2.installNow(serveBundle(t, ds2), map[string]any{"fallback": serveBundle(t, fs)}); err != nil {
+		t.Fatalf("fallback over HTTP: %v", err)
+	}
+	d2.assertArmedWith(nu)
+	if n := len(ds2.log()); n != 1 {
+		t.Fatalf("the mismatched delta was requested %d times, want once", n)
 	}
 }
