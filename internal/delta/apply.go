@@ -58,15 +58,19 @@ func Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer)
 // VerifySource reads the header and source table from the start of patch and
 // checks every source extent the patch will read against src, writing
 // nothing. It returns an error matching ErrSourceMismatch if src is not the
-// image the patch was made for. Apply does the same check itself; this is for
-// callers that can read the patch start twice (e.g. to decide before
-// erasing anything, or to fall back to a full image).
+// image the patch was made for. See Applier.VerifySource.
 func VerifySource(ctx context.Context, patch io.Reader, src io.ReaderAt) error {
-	h, err := ReadHeader(patch)
-	if err != nil {
-		return err
-	}
-	s, err := newStream(patch, h)
+	return (&Applier{}).VerifySource(ctx, patch, src)
+}
+
+// VerifySource makes every check Apply makes before it would write the
+// first byte — the header against the Applier's expectations (NewSize,
+// NewSHA256, MaxOldSize) and the source table against src — and nothing
+// else. It is for callers that can read the patch start twice, to refuse a
+// patch before touching anything (e.g. to fall back to a full image); Apply
+// with SourceChecked then skips the second read of the source.
+func (a *Applier) VerifySource(ctx context.Context, patch io.Reader, src io.ReaderAt) error {
+	h, s, err := a.open(patch)
 	if err != nil {
 		return err
 	}
@@ -75,22 +79,31 @@ func VerifySource(ctx context.Context, patch io.Reader, src io.ReaderAt) error {
 	return err
 }
 
-// Apply is the configurable form of the package-level Apply.
-func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer) error {
+// open reads and checks the header and starts the body.
+func (a *Applier) open(patch io.Reader) (*Header, *stream, error) {
 	h, err := ReadHeader(patch)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if a.NewSize > 0 && h.NewSize != a.NewSize {
-		return fmt.Errorf("%w: patch makes %d bytes, expected %d", ErrMalformed, h.NewSize, a.NewSize)
+		return nil, nil, fmt.Errorf("%w: patch makes %d bytes, expected %d", ErrMalformed, h.NewSize, a.NewSize)
 	}
 	if a.NewSHA256 != ([32]byte{}) && h.NewSHA256 != a.NewSHA256 {
-		return fmt.Errorf("%w: patch makes image %x…, expected %x…", ErrMalformed, h.NewSHA256[:6], a.NewSHA256[:6])
+		return nil, nil, fmt.Errorf("%w: patch makes image %x…, expected %x…", ErrMalformed, h.NewSHA256[:6], a.NewSHA256[:6])
 	}
 	if a.MaxOldSize > 0 && h.OldSize > a.MaxOldSize {
-		return fmt.Errorf("%w: patch source is %d bytes, slot holds %d", ErrSourceMismatch, h.OldSize, a.MaxOldSize)
+		return nil, nil, fmt.Errorf("%w: patch source is %d bytes, slot holds %d", ErrSourceMismatch, h.OldSize, a.MaxOldSize)
 	}
 	s, err := newStream(patch, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, s, nil
+}
+
+// Apply is the configurable form of the package-level Apply.
+func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, dst io.Writer) error {
+	h, s, err := a.open(patch)
 	if err != nil {
 		return err
 	}

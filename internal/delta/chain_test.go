@@ -265,3 +265,24 @@ func TestSourceCheckedSkipsTableReadsOnly(t *testing.T) {
 		t.Fatalf("changed source with SourceChecked: %v, %d bytes written", err, dst.Len())
 	}
 }
+
+// Applier.VerifySource refuses what Apply would refuse before writing: a
+// header that does not match the expectations, or a source too small.
+func TestApplierVerifySourceChecksHeader(t *testing.T) {
+	p := syntheticPairs()["inserted"]
+	patch, _ := genPatch(t, p[0], p[1], GenOptions{WindowSize: 64 << 10})
+	ctx := context.Background()
+	if err := (&Applier{NewSize: int64(len(p[1])), NewSHA256: sha256.Sum256(p[1]), MaxOldSize: int64(len(p[0]))}).
+		VerifySource(ctx, bytes.NewReader(patch), bytes.NewReader(p[0])); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Applier{MaxOldSize: int64(len(p[0])) - 1}).VerifySource(ctx, bytes.NewReader(patch), bytes.NewReader(p[0])); !errors.Is(err, ErrSourceMismatch) {
+		t.Fatalf("source larger than the slot: %v", err)
+	}
+	if err := (&Applier{NewSHA256: sha256.Sum256(nil)}).VerifySource(ctx, bytes.NewReader(patch), bytes.NewReader(p[0])); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("another image: %v", err)
+	}
+	if err := (&Applier{NewSize: 1}).VerifySource(ctx, bytes.NewReader(patch), bytes.NewReader(p[0])); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("another size: %v", err)
+	}
+}
