@@ -46,18 +46,32 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	return w.Close()
 }
 
-// checkDeltaSource runs the patch's source check against the active slot,
-// reading the start of b's payload. It returns an error matching
-// delta.ErrSourceMismatch when the active slot is not the image the patch
-// was made from. Nothing is written.
-func (e *Engine) checkDeltaSource(ctx context.Context, b *opened, active string) error {
+// deltaRefused is a delta install refused before anything was touched
+// because the active slot does not hold the delta's source. Only this starts
+// the fallback to a full bundle.
+type deltaRefused struct {
+	err   error
+	image string // the image SHA-256 the delta makes: the fallback must make it too
+}
+
+func (e *deltaRefused) Error() string { return e.err.Error() }
+func (e *deltaRefused) Unwrap() error { return e.err }
+
+// checkDeltaSource makes every check Apply would make before writing — the
+// patch header against the manifest and the active slot's size, and the
+// source table against the slot's bytes — reading the start of b's payload.
+// It returns an error matching delta.ErrSourceMismatch when the active slot
+// is not the image the patch was made from. Nothing is written.
+func (e *Engine) checkDeltaSource(ctx context.Context, b *opened, active string, sum []byte) error {
 	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[active])
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	e.setOp(OpVerifying, "checking the delta's source in slot "+active)
-	if err := delta.VerifySource(ctx, b.br, io.NewSectionReader(src, 0, src.Size())); err != nil {
+	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size()}
+	copy(a.NewSHA256[:], sum)
+	if err := a.VerifySource(ctx, b.br, io.NewSectionReader(src, 0, src.Size())); err != nil {
 		return fmt.Errorf("slot %s: %w", active, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/delta"
+	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
 	"github.com/otadev/otad/internal/testutil/loopdev"
@@ -62,7 +63,7 @@ func TestDeltaInstallFromActiveSlot(t *testing.T) {
 	e2 := d2.engine()
 	d2.start(e2)
 	e2.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood, SHA256: strings.Repeat("ab", 32)})
-	if _, err := e2.installNow(b, nil); err == nil || !strings.Contains(err.Error(), "delta bundle applies to image") {
+	if _, err := e2.installNow(b, nil); !errors.Is(err, delta.ErrSourceMismatch) || !strings.Contains(err.Error(), "delta bundle applies to image") {
 		t.Fatalf("mismatched delta: %v", err)
 	}
 	if r := d2.slotRec("B"); r.State != journal.SlotUnknown {
@@ -103,14 +104,24 @@ func TestDeltaFallbackToFullBundle(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("not a bundle"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.installNow(b, map[string]any{"fallback": junk}); err == nil || errors.Is(err, delta.ErrSourceMismatch) {
+	if _, err := e.installNow(b, map[string]any{"fallback": junk}); err == nil || !strings.Contains(err.Error(), "delta source mismatch") ||
+		!strings.Contains(err.Error(), "fallback "+junk) {
 		t.Fatalf("junk fallback: %v", err)
 	}
-	if d.envVar("upgrade_available") != "0" {
-		t.Fatal("armed after a refused fallback")
+	// A fallback of another image (another release, a wrong URL) is refused
+	// before anything is touched too.
+	other := d.bundleFile("other.otab", "1.2", 0, image(6, 3<<20), bundle.EncodingZstd)
+	if _, err := e.installNow(b, map[string]any{"fallback": other}); err == nil || !strings.Contains(err.Error(), "the fallback bundle holds image") {
+		t.Fatalf("fallback of another image: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown || d.envVar("upgrade_available") != "0" {
+		t.Fatalf("slot B touched or armed after refused fallbacks: %+v", r)
 	}
 	if _, err := e.installNow(b, map[string]any{"fallback": full}); err != nil {
 		t.Fatalf("fallback to the full bundle: %v", err)
+	}
+	if rec := d.journalRec(); rec.Bundle.Source != full {
+		t.Fatalf("journal names %q as the source; a resume must reopen the full bundle", rec.Bundle.Source)
 	}
 	if !bytes.Equal(d.slotBytes("B", len(nu)), nu) || d.envVar("otad_slot") != "B" {
 		t.Fatal("fallback did not install the full image")
@@ -295,4 +306,78 @@ func TestDeltaZeroImageHashRefused(t *testing.T) {
 	if r := d.slotRec("B"); r.State != journal.SlotUnknown {
 		t.Fatalf("slot B touched: %+v", r)
 	}
+}
+
+// A patch made from a larger source than the active slot holds is refused
+// by the header check before anything is touched, and falls back.
+func TestDeltaLargerSourceRefusedBeforeTouching(t *testing.T) {
+	d := newDevice(t)
+	old := append(d.slotBytes("A", slotSize), image(7, 1<<20)...) // a source beyond the slot's end
+	nu := bytes.Clone(old[:3<<20])
+	copy(nu[8192:], "changed")
+	b := deltaBundle(t, d, old, nu)
+	full := d.bundleFile("full.otab", "1.1", 0, nu, bundle.EncodingZstd)
+	e := d.engine()
+	d.start(e)
+	if _, err := e.installNow(b, nil); !errors.Is(err, delta.ErrSourceMismatch) || !strings.Contains(err.Error(), "slot holds") {
+		t.Fatalf("larger source: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown || d.envVar("upgrade_available") != "0" {
+		t.Fatalf("slot B touched or armed: %+v", r)
+	}
+	if _, err := e.installNow(b, map[string]any{"fallback": full}); err != nil {
+		t.Fatalf("fallback: %v", err)
+	}
+	d.assertArmedWith(nu)
+}
+
+// skip-unchanged is decided before the delta's source check: a device that
+// already runs the delta's image has nothing to do, whatever its source.
+func TestDeltaSkipUnchangedBeforeSourceCheck(t *testing.T) {
+	d := newDevice(t)
+	old := d.slotBytes("A", 3<<20)
+	nu := bytes.Clone(old)
+	nu[100] ^= 1
+	b := deltaBundle(t, d, old, nu)
+	d.writeSlot("A", nu)
+	e := d.engine()
+	d.start(e)
+	e.cfg.Journal.SaveSlot(&journal.SlotRecord{Name: "A", State: journal.SlotGood, SHA256: hexSum(nu)})
+	if _, err := e.installNow(b, map[string]any{"skip-unchanged": true}); err != nil {
+		t.Fatalf("skip-unchanged delta onto its own image: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown {
+		t.Fatalf("slot B touched: %+v", r)
+	}
+}
+
+// The bundle is opened a second time after the source check; when that
+// fails (network, cancel, file gone) the install fails cleanly, nothing
+// touched, and the engine survives.
+func TestDeltaReopenFailure(t *testing.T) {
+	d := newDevice(t)
+	old := d.slotBytes("A", 3<<20)
+	nu := bytes.Clone(old)
+	nu[100] ^= 1
+	b := deltaBundle(t, d, old, nu)
+	opens := 0
+	e := d.engine(func(c *Config) {
+		c.OpenSource = func(ctx context.Context, src string) (Source, error) {
+			if opens++; opens == 2 {
+				return nil, errors.New("connection refused")
+			}
+			return fetch.Open(ctx, src, fetch.Options{})
+		}
+	})
+	d.start(e)
+	if _, err := e.installNow(b, nil); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("reopen failure: %v", err)
+	}
+	if r := d.slotRec("B"); r.State != journal.SlotUnknown || d.envVar("upgrade_available") != "0" {
+		t.Fatalf("slot B touched or armed: %+v", r)
+	}
+	if _, err := e.installNow(b, nil); err != nil { // the engine is still usable
+		t.Fatalf("install after a failed reopen: %v", err)
+	}
+	d.assertArmedWith(nu)
 }

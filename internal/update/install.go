@@ -27,6 +27,7 @@ type installReq struct {
 	tx            string
 	source        string
 	fallback      string // full bundle to install instead of a delta whose source does not match
+	wantImage     string // a fallback install: the image SHA-256 the refused delta makes
 	reboot        bool
 	skipUnchanged bool
 	resume        *journal.Record // non-nil: continue this interrupted install
@@ -107,13 +108,17 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 	log := e.log.WithField("tx", req.tx)
 	err := e.install(ctx, req)
-	if errors.Is(err, delta.ErrSourceMismatch) && req.fallback != "" && ctx.Err() == nil {
-		// Checked before the target was touched; the full bundle goes
-		// through every check of its own (signature, compatible, floor).
+	var refused *deltaRefused
+	if errors.As(err, &refused) && req.fallback != "" && ctx.Err() == nil {
+		// Refused before anything was touched. The full bundle goes through
+		// every check of its own (signature, compatible, floor) and must
+		// make the same image as the delta.
 		log.WithError(err).WithField("fallback", req.fallback).Warn("delta source mismatch; installing the full bundle instead")
-		e.setOp(OpDownloading, "delta source mismatch; installing the full bundle "+req.fallback)
-		req.source, req.fallback = req.fallback, ""
-		err = e.install(ctx, req)
+		first := err
+		req.source, req.fallback, req.wantImage = req.fallback, "", refused.image
+		if err = e.install(ctx, req); err != nil {
+			err = fmt.Errorf("%v; fallback %s: %w", first, req.source, err)
+		}
 	}
 	switch {
 	case err == nil:
@@ -201,6 +206,9 @@ type opened struct {
 }
 
 func (o *opened) Close() error {
+	if o == nil { // a reopen that failed
+		return nil
+	}
 	o.br.Close()
 	return o.src.Close()
 }
@@ -283,17 +291,28 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 		// writeDelta refuses it too, this is before anything is touched)
 		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
+	if req.wantImage != "" && img.SHA256 != req.wantImage {
+		return fmt.Errorf("update: the fallback bundle holds image %.12s…, the delta makes %.12s…", img.SHA256, req.wantImage)
+	}
+	if req.skipUnchanged {
+		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
+			return errUnchanged
+		}
+	}
 	if img.Encoding == bundle.EncodingDelta && req.resume == nil {
 		// A delta whose source is not in the active slot fails here, before
-		// anything is touched: first by the slot records, then by the bytes
-		// the patch reads.
+		// anything is touched: first by the slot records, then by the patch
+		// header and the bytes the patch reads.
 		if dl := img.Delta; dl != nil {
 			if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
-				return fmt.Errorf("update: %w: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
-					delta.ErrSourceMismatch, dl.SourceSHA256, active, r.SHA256)
+				return &deltaRefused{image: img.SHA256, err: fmt.Errorf("update: %w: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
+					delta.ErrSourceMismatch, dl.SourceSHA256, active, r.SHA256)}
 			}
 		}
-		if err := e.checkDeltaSource(ctx, b, active); err != nil {
+		if err := e.checkDeltaSource(ctx, b, active, sum); err != nil {
+			if errors.Is(err, delta.ErrSourceMismatch) {
+				return &deltaRefused{image: img.SHA256, err: err}
+			}
 			return err
 		}
 		// That read the start of the patch: open the same bundle again.
@@ -307,11 +326,6 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 		}
 		m, img = b.br.Manifest(), b.img
 		b.sourceChecked = true
-	}
-	if req.skipUnchanged {
-		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
-			return errUnchanged
-		}
 	}
 
 	target := e.cfg.Slots[targetName]
