@@ -252,6 +252,9 @@ func decodeOptions(in map[string]dbus.Variant) (map[string]any, error) {
 		if v.Signature().String() != want {
 			return nil, fmt.Errorf("%w %q: type %s, want %s", ErrUnknownOption, k, v.Signature(), want)
 		}
+		if s, ok := v.Value().(string); ok && s == "" {
+			return nil, fmt.Errorf("%w %q: empty", ErrUnknownOption, k)
+		}
 		out[k] = v.Value()
 	}
 	return out, nil

@@ -296,10 +296,10 @@ func TestUnknownInstallOptionIsAnError(t *testing.T) {
 	var tx string
 	err := c.obj.Call(Interface+".Install", 0, "x", map[string]dbus.Variant{"rebot": dbus.MakeVariant(true)}).Store(&tx)
 	var re *RemoteError
-	if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs || !strings.Contains(re.Msg, "rebot") {
+	if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs || !strings.Contains(re.Msg, "rebot") || !strings.Contains(re.Msg, "fallback") {
 		t.Fatalf("Install with unknown option: %v", err)
 	}
-	for _, bad := range []map[string]dbus.Variant{{"reboot": dbus.MakeVariant("yes")}, {"fallback": dbus.MakeVariant(true)}} {
+	for _, bad := range []map[string]dbus.Variant{{"reboot": dbus.MakeVariant("yes")}, {"fallback": dbus.MakeVariant(true)}, {"fallback": dbus.MakeVariant("")}} {
 		err = c.obj.Call(Interface+".Install", 0, "x", bad).Store(&tx)
 		if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs {
 			t.Fatalf("Install with mistyped option %v: %v", bad, err)
