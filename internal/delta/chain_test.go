@@ -128,12 +128,7 @@ func (f *flakySource) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestSourceChangedAfterCheckRefusedBeforeItsWindow(t *testing.T) {
-	r := rand.New(rand.NewPCG(9, 10))
-	old := randBytes(r, 512<<10)
-	nw := bytes.Clone(old)
-	for i := 0; i < len(nw); i += 50 << 10 {
-		nw[i] ^= 0xff
-	}
+	old, nw := spacedEdits(9, 512<<10, 50<<10)
 	ws := 64 << 10
 	patch, _ := genPatch(t, old, nw, GenOptions{WindowSize: ws})
 	src := &flakySource{old: old, at: 300<<10 + 17}
@@ -235,12 +230,7 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // but not the output checks: a wrong source then fails at the first window
 // it touches, as ErrOutputHash, with the windows before it intact.
 func TestSourceCheckedSkipsTableReadsOnly(t *testing.T) {
-	r := rand.New(rand.NewPCG(13, 14))
-	old := randBytes(r, 512<<10)
-	nw := bytes.Clone(old)
-	for i := 0; i < len(nw); i += 40 << 10 {
-		nw[i] ^= 0x11
-	}
+	old, nw := spacedEdits(13, 512<<10, 40<<10)
 	ws := 64 << 10
 	patch, st := genPatch(t, old, nw, GenOptions{WindowSize: ws})
 	full, skip := &countingReaderAt{r: bytes.NewReader(old)}, &countingReaderAt{r: bytes.NewReader(old)}
@@ -285,4 +275,15 @@ func TestApplierVerifySourceChecksHeader(t *testing.T) {
 	if err := (&Applier{NewSize: 1}).VerifySource(ctx, bytes.NewReader(patch), bytes.NewReader(p[0])); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("another size: %v", err)
 	}
+}
+
+// spacedEdits is a random image of n bytes and a copy with one byte changed
+// every `every` bytes.
+func spacedEdits(seed uint64, n, every int) (old, nw []byte) {
+	old = randBytes(rand.New(rand.NewPCG(seed, seed+1)), n)
+	nw = bytes.Clone(old)
+	for i := 0; i < len(nw); i += every {
+		nw[i] ^= 0x5a
+	}
+	return old, nw
 }
