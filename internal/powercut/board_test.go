@@ -48,12 +48,17 @@ type image struct {
 	kind   kind
 	secver uint64
 	bundle []byte
+	// delta images: the image the patch applies to, and where the patch
+	// (the bundle's only payload) starts in the bundle and how long it is.
+	base              *image
+	patchAt, patchLen int64
 }
 
 // fixtures are the signed bundles every board shares (built once).
 type fixtures struct {
 	keyring                          *bundle.Keyring
 	factory, v2, v3, bad, ill, final *image
+	delta                            *image // a delta bundle from factory
 	all                              []*image
 	byName                           map[string]*image
 }
@@ -127,6 +132,9 @@ func buildFixtures() (*fixtures, error) {
 			return nil, err
 		}
 		*s.dst = img
+	}
+	if f.delta, err = buildDelta(f, k); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -254,6 +262,11 @@ type board struct {
 	// that many operations later (cuts during recovery).
 	again []int
 
+	// afterIRQ, if set, sees the board right after an install attempt
+	// that a goal's interrupt stopped (no power cut): tests of the
+	// cycles themselves check where the interrupt landed.
+	afterIRQ func(g goal)
+
 	mu         sync.Mutex
 	installing *image // what the operator asked to install (nil: nothing)
 	inBoot     bool   // the bootloader is running (its env writes are counts, not arms)
@@ -261,6 +274,9 @@ type board struct {
 	viol       error
 	all        []string // every violation, in order
 	hook       func(pos int64)
+	// whook sees the end offset of every write into the slot being
+	// installed; only a slot opened while it is set reports to it.
+	whook func(pos int64)
 }
 
 func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) *board {
@@ -411,9 +427,23 @@ func (b *board) engine() *update.Engine {
 				b.violate("engine opened the active slot %s for writing", active.Name)
 				return nil, slot.ErrActiveSlot
 			}
-			return b.slots[target.Name].target(), nil
+			t := b.slots[target.Name].target()
+			b.mu.Lock()
+			h := b.whook
+			b.mu.Unlock()
+			if h != nil {
+				t = watchTarget{Target: t, hook: h}
+			}
+			return t, nil
 		},
-		OpenReadOnly: func(s slot.Slot) (slot.Target, error) { return b.slots[s.Name].target(), nil },
+		// The engine reads the active slot through this (a delta's
+		// source): a kernel read-only open cannot write.
+		OpenReadOnly: func(s slot.Slot) (slot.Target, error) {
+			if _, ok := b.slots[s.Name]; !ok {
+				return nil, fmt.Errorf("no slot %q", s.Name)
+			}
+			return readOnly{Target: b.slots[s.Name].target(), b: b, name: s.Name}, nil
+		},
 		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
 			img := b.fx.byName[src]
 			if img == nil {
@@ -473,3 +503,47 @@ func (b *board) bootOnce() (string, *image, error) {
 }
 
 func sum(p []byte) [32]byte { return sha256.Sum256(p) }
+
+// readOnly is a slot opened read-only: opening a writer on it is a
+// violation (the kernel would refuse the write).
+type readOnly struct {
+	slot.Target
+	b    *board
+	name string
+}
+
+func (r readOnly) OpenWriter(context.Context, int64) (slot.Writer, error) {
+	r.b.violate("engine wrote slot %s through a read-only open", r.name)
+	return nil, fmt.Errorf("slot %s opened read-only", r.name)
+}
+
+// watchTarget reports the progress of the slot write to a goal's
+// interrupt (the daemon stop that lands mid-write whatever the encoding
+// reads ahead of it).
+type watchTarget struct {
+	slot.Target
+	hook func(pos int64)
+}
+
+func (t watchTarget) OpenWriter(ctx context.Context, off int64) (slot.Writer, error) {
+	w, err := t.Target.OpenWriter(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	return &watchWriter{Writer: w, off: off, hook: t.hook}, nil
+}
+
+type watchWriter struct {
+	slot.Writer
+	off  int64
+	hook func(pos int64)
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	w.off += int64(n)
+	if n > 0 {
+		w.hook(w.off)
+	}
+	return n, err
+}
