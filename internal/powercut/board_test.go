@@ -277,6 +277,14 @@ type board struct {
 	// whook sees the end offset of every write into the slot being
 	// installed; only a slot opened while it is set reports to it.
 	whook func(pos int64)
+	// power-ons so far, and the slot contents last read at (powerOns, op
+	// count): see view.
+	powerOns  int
+	viewAt    [2]int
+	viewCache map[string][]byte
+	// recheckView reads the slot again on every cache hit of view and
+	// reports a difference (the recovery test proves the cache that way).
+	recheckView bool
 }
 
 func newBoard(t testing.TB, fx *fixtures, m medium, mode TearMode, seed uint64) *board {
@@ -313,7 +321,45 @@ func makeBoard(fx *fixtures, m medium, mode TearMode, seed uint64) (*board, erro
 	}
 	d.CleanReboot()
 	d.ResetOps()
+	d.add(powerWatch{b})
 	return b, nil
+}
+
+// powerWatch counts the board's power-ons (a cut's or a clean reboot's),
+// where a block device's durable content may change without a write.
+type powerWatch struct{ b *board }
+
+func (w powerWatch) powerOn(bool) {
+	w.b.mu.Lock()
+	w.b.powerOns++
+	w.b.mu.Unlock()
+}
+
+// view is a slot's durable content for the campaign's own checks, which
+// run while no install writes (between daemon runs, in the bootloader).
+// Copying whole slots for every check was most of a run's time, so view
+// caches them: durable content changes only through a counted write
+// operation (counted before the write, hence "while no install writes")
+// or at a power-on. The slice is shared: never modify it.
+func (b *board) view(name string) []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at := [2]int{b.powerOns, b.dom.Ops()}
+	if at != b.viewAt || b.viewCache == nil {
+		b.viewAt, b.viewCache = at, map[string][]byte{}
+	}
+	d, ok := b.viewCache[name]
+	if !ok {
+		d = b.slots[name].durable()
+		b.viewCache[name] = d
+	} else if b.recheckView && !bytes.Equal(d, b.slots[name].durable()) {
+		err := fmt.Errorf("stale cached view of slot %s at power-on %d, op %d", name, at[0], at[1])
+		if b.viol == nil {
+			b.viol = err
+		}
+		b.all = append(b.all, err.Error())
+	}
+	return d
 }
 
 // violate records the first invariant violation of a run.
@@ -335,9 +381,13 @@ func (b *board) violation() error {
 
 // identify is the kernel model's view of a slot: the known image whose
 // every byte the slot holds, or nil.
-func (b *board) identify(name string) *image {
-	d := b.slots[name].durable()
-	for _, img := range b.fx.all {
+func (b *board) identify(name string) *image { return b.fx.match(b.slots[name].durable()) }
+
+// settled is identify for the campaign's own checks (see view).
+func (b *board) settled(name string) *image { return b.fx.match(b.view(name)) }
+
+func (f *fixtures) match(d []byte) *image {
+	for _, img := range f.all {
 		if bytes.Equal(d[:len(img.data)], img.data) {
 			return img
 		}
@@ -363,9 +413,13 @@ func (p *probe) Save(e *bootenv.Env) error {
 		p.b.mu.Lock()
 		want, inBoot := p.b.installing, p.b.inBoot
 		p.b.mu.Unlock()
+		id := p.b.identify
+		if inBoot {
+			id = p.b.settled
+		}
 		if _, ok := p.b.slots[s]; !ok {
 			p.b.violate("env armed an unknown slot %q", s)
-		} else if img := p.b.identify(s); img == nil {
+		} else if img := id(s); img == nil {
 			p.b.violate("env armed slot %s, which holds no complete verified image", s)
 		} else if !inBoot && want != nil && img != want {
 			p.b.violate("env armed slot %s, which durably holds %s, not the image being installed (%s)", s, img.name, want.name)
@@ -495,7 +549,7 @@ func (b *board) bootOnce() (string, *image, error) {
 		}
 		return "", nil, fmt.Errorf("bootloader: %w", err)
 	}
-	img := b.identify(s)
+	img := b.settled(s)
 	if img == nil {
 		return "", nil, fmt.Errorf("bootloader booted slot %s, which holds no complete verified image", s)
 	}

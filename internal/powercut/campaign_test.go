@@ -183,6 +183,7 @@ func TestPowerCutRecovery(t *testing.T) {
 				}
 				mode := modes[rng.IntN(len(modes))]
 				b := newBoard(t, f, m, mode, rng.Uint64())
+				b.recheckView = true // cuts during recovery: the hardest case for the cache
 				b.dom.CutAt(k)
 				b.again = append([]int(nil), again...)
 				j := again

@@ -1,6 +1,7 @@
 package powercut
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,13 +87,13 @@ func (b *board) run(c cycle) (result, error) {
 	maxBoots := len(goals)*(bootLimit+4) + bootLimit + 4
 	var (
 		needBoot     = true
-		sinceCut     = -1 // boots since the last cut; -1 when none pending
-		activeSum    [32]byte
+		sinceCut     = -1   // boots since the last cut; -1 when none pending
+		activeBytes  []byte // the booted slot's content at boot (shared view: read only)
 		floorSeen    uint64
 		committedMax = b.fx.factory.secver
 	)
 	checkActive := func(when string) {
-		if b.booted != "" && sum(b.slots[b.booted].durable()) != activeSum {
+		if b.booted != "" && !bytes.Equal(b.view(b.booted), activeBytes) {
 			b.violate("active slot %s changed (%s)", b.booted, when)
 		}
 	}
@@ -103,7 +104,7 @@ func (b *board) run(c cycle) (result, error) {
 			up, _ := env.Get("upgrade_available")
 			s, _ := env.Get("otad_slot")
 			if _, ok := b.slots[s]; ok && up == "0" {
-				if img := b.identify(s); img != nil && img.kind == good {
+				if img := b.settled(s); img != nil && img.kind == good {
 					committedMax = max(committedMax, img.secver)
 				}
 			}
@@ -174,7 +175,7 @@ func (b *board) run(c cycle) (result, error) {
 					}
 				}
 				b.booted = s
-				activeSum = sum(b.slots[s].durable())
+				activeBytes = b.view(s)
 				break
 			}
 			needBoot = false
@@ -222,7 +223,7 @@ func (b *board) run(c cycle) (result, error) {
 			continue
 		}
 		// Stable: the device runs a committed image.
-		img := b.identify(b.booted)
+		img := b.settled(b.booted)
 		if img == nil || img.kind != good {
 			stop()
 			return res, fmt.Errorf("device settled on slot %s holding %v, not a good image", b.booted, img)
@@ -329,7 +330,7 @@ func (b *board) isArmedWith(img *image) bool {
 	up, _ := env.Get("upgrade_available")
 	s, _ := env.Get("otad_slot")
 	_, ok := b.slots[s]
-	return up == "1" && ok && s != b.booted && b.identify(s) == img
+	return up == "1" && ok && s != b.booted && b.settled(s) == img
 }
 
 // finalInstall proves otad can install again: the final image goes into
