@@ -38,6 +38,9 @@ type goal struct {
 	// the source. A delta's decoder may read the whole patch before the
 	// first window is written, so only the write side lands mid-write.
 	onWrite bool
+	// opts are further install options (the operator passes them again
+	// on every retry).
+	opts map[string]any
 }
 
 type cycle struct {
@@ -63,6 +66,13 @@ var cycles = []cycle{
 	// start (a delta write never resumes mid-way).
 	{"delta-interrupted", func(f *fixtures) []goal {
 		return []goal{{img: f.delta, exp: commits, irq: daemonStop, at: 120 << 10, onWrite: true}}
+	}},
+	// The delta again once the device runs 2.0 (not its source): refused
+	// before anything is touched, and the full bundle named as its
+	// fallback installs the same image instead (a resume after a cut
+	// reopens the full bundle, which the journal names).
+	{"delta-fallback", func(f *fixtures) []goal {
+		return []goal{{img: f.v2, exp: commits}, {img: f.delta, exp: commits, opts: map[string]any{"fallback": deltaFull}}}
 	}},
 }
 
@@ -286,7 +296,11 @@ func (b *board) run(c cycle) (result, error) {
 			b.hook = interrupt
 		}
 		b.mu.Unlock()
-		if _, err := e.Install(ctx, g.img.name, map[string]any{"reboot": true}); err != nil && !b.dom.IsCut() {
+		opts := map[string]any{"reboot": true}
+		for k, v := range g.opts {
+			opts[k] = v
+		}
+		if _, err := e.Install(ctx, g.img.name, opts); err != nil && !b.dom.IsCut() {
 			stop()
 			return res, fmt.Errorf("install %s: %v", g.img.name, err)
 		}

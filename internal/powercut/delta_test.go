@@ -83,8 +83,23 @@ func buildDelta(f *fixtures, k *bundle.PrivateKey) (*image, error) {
 	}
 	f.all = append(f.all, img)
 	f.byName[img.name] = img
+
+	// The same image as a full bundle, the delta's fallback. Only a source
+	// name: the kernel model knows the image as the delta's.
+	var full bytes.Buffer
+	if _, err := bundle.Create(context.Background(), &full, bundle.CreateOptions{
+		Compatible: compat, Version: "2.0", SecurityVersion: img.secver, ChunkSize: chunkSize,
+		Created: epoch.Add(-time.Hour)},
+		[]bundle.Source{{Class: update.RootfsClass, Encoding: bundle.EncodingZstd, Data: bytes.NewReader(nu), Size: int64(len(nu))}},
+		[]*bundle.PrivateKey{k}); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", deltaFull, err)
+	}
+	f.byName[deltaFull] = &image{name: deltaFull, data: nu, kind: good, secver: img.secver, bundle: full.Bytes()}
 	return img, nil
 }
+
+// deltaFull names the full bundle of the delta fixture's image.
+const deltaFull = "2.0-delta-full"
 
 // TestPowerCutInterruptsLandMidWrite checks the interrupted cycles
 // themselves: the daemon stop lands while the image is being written (the
@@ -161,3 +176,28 @@ func commonPrefix(a, b []byte) int {
 }
 
 func sumPtr(p []byte) []byte { s := sum(p); return s[:] }
+
+// TestPowerCutDeltaFallbackOpensFullBundle: in the delta-fallback cycle
+// the delta is refused (the device runs 2.0, not the delta's source) and
+// the image comes from the full bundle; without this the cycle would also
+// pass if the engine applied the delta to the wrong source.
+func TestPowerCutDeltaFallbackOpensFullBundle(t *testing.T) {
+	f := loadFixtures(t)
+	for _, m := range media {
+		b := newBoard(t, f, m, LoseUnsynced, 1)
+		opened := map[string]int{}
+		b.mods = append(b.mods, func(c *update.Config) {
+			open := c.OpenSource
+			c.OpenSource = func(ctx context.Context, src string) (update.Source, error) {
+				opened[src]++ // the engine opens sources one at a time
+				return open(ctx, src)
+			}
+		})
+		if _, err := b.run(cycleNamed(t, "delta-fallback")); err != nil {
+			t.Errorf("%s: %v", m.name, err)
+		}
+		if opened[f.delta.name] == 0 || opened[deltaFull] == 0 {
+			t.Errorf("%s: sources opened %v, want the delta and then its full bundle", m.name, opened)
+		}
+	}
+}
