@@ -2,7 +2,6 @@ package update
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 
@@ -15,7 +14,9 @@ import (
 // patch stream. A delta write cannot resume mid-way (the patch is one
 // stream), so it is journaled only at its start; an interrupted delta
 // install rewrites from the start.
-func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *journal.Record) error {
+// sum is the manifest's image SHA-256, 32 bytes and not all zero (install
+// checked it before touching anything).
+func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *journal.Record, sum []byte) error {
 	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[rec.Active])
 	if err != nil {
 		return err
@@ -26,14 +27,8 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	// on the same bundle), so Apply does not read it a second time.
 	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size(), SourceChecked: b.sourceChecked}
 	// Apply's check of the image it builds is what lets the slot settle the
-	// read-back by comparing on write, and an all-zero NewSHA256 would turn
-	// that check off: refuse it (no image hashes to zero in practice).
-	if sum, err := hex.DecodeString(b.img.SHA256); err == nil && len(sum) == len(a.NewSHA256) {
-		copy(a.NewSHA256[:], sum)
-	}
-	if a.NewSHA256 == ([32]byte{}) {
-		return fmt.Errorf("update: delta image sha256 %q malformed or zero", b.img.SHA256)
-	}
+	// read-back by comparing on write.
+	copy(a.NewSHA256[:], sum)
 	if err := a.Apply(ctx, b.br, io.NewSectionReader(src, 0, src.Size()), cw); err != nil {
 		return err
 	}

@@ -287,8 +287,9 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 	m, img := b.br.Manifest(), b.img
 	sum, err := hex.DecodeString(img.SHA256)
 	if err != nil || len(sum) != 32 || (img.Encoding == bundle.EncodingDelta && bytes.Equal(sum, make([]byte, 32))) {
-		// (a delta's all-zero hash would switch off Apply's image check;
-		// writeDelta refuses it too, this is before anything is touched)
+		// (a delta's all-zero hash would switch off Apply's image check,
+		// which writeDelta relies on: refused here, before anything is
+		// touched)
 		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
 	if req.wantImage != "" && img.SHA256 != req.wantImage {
@@ -384,7 +385,7 @@ func (e *Engine) install(ctx context.Context, req *installReq) error {
 		return err
 	}
 
-	if err := e.writeImage(ctx, b, t, rec, start); err != nil {
+	if err := e.writeImage(ctx, b, t, rec, start, sum); err != nil {
 		return err
 	}
 
@@ -415,7 +416,7 @@ func (e *Engine) canResume(r journal.Resume, img *bundle.Image, t slot.Target) b
 
 // writeImage streams verified bytes into the slot, syncing and journaling
 // the resume point at least every SyncBytes.
-func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume) error {
+func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume, sum []byte) error {
 	img := b.img
 	e.setOp(OpWriting, "writing slot "+rec.Target)
 	// The bundle reader checks a full image's SHA-256 on its way in
@@ -423,19 +424,13 @@ func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *
 	// output's SHA-256 the same way (withholding the last window), so the
 	// slot may settle the read-back by comparing each written chunk with the
 	// medium instead of hashing it again.
-	var w slot.Writer
-	var err error
-	if sum, herr := hex.DecodeString(img.SHA256); herr == nil {
-		w, err = slot.OpenVerifiedWriter(ctx, t, start.Bytes, img.Size, sum)
-	} else {
-		w, err = slot.OpenWriter(ctx, t, start.Bytes, img.Size)
-	}
+	w, err := slot.OpenVerifiedWriter(ctx, t, start.Bytes, img.Size, sum)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	if img.Encoding == bundle.EncodingDelta {
-		return e.writeDelta(ctx, b, w, rec)
+		return e.writeDelta(ctx, b, w, rec, sum)
 	}
 	syncEvery := int(max(1, e.cfg.SyncBytes/img.ChunkSize))
 	lastSync := start.Chunks
