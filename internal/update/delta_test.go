@@ -19,6 +19,13 @@ import (
 
 func deltaBundle(t *testing.T, d *device, oldImg, newImg []byte) string {
 	t.Helper()
+	return deltaBundleNamed(t, d, "delta.otab", oldImg, newImg, hexSum(newImg))
+}
+
+// deltaBundleNamed writes a delta bundle whose manifest names targetSHA256
+// as the image the patch makes.
+func deltaBundleNamed(t *testing.T, d *device, name string, oldImg, newImg []byte, targetSHA256 string) string {
+	t.Helper()
 	var patch bytes.Buffer
 	if _, err := delta.Generate(context.Background(), bytes.NewReader(oldImg), int64(len(oldImg)),
 		bytes.NewReader(newImg), int64(len(newImg)), &patch, delta.GenOptions{FullSize: -1}); err != nil {
@@ -28,12 +35,12 @@ func deltaBundle(t *testing.T, d *device, oldImg, newImg []byte) string {
 	if _, err := bundle.Create(context.Background(), &buf,
 		bundle.CreateOptions{Compatible: testCompat, Version: "1.1", ChunkSize: chunk, TempDir: d.dir},
 		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
-			Size: int64(patch.Len()), TargetSize: int64(len(newImg)), TargetSHA256: hexSum(newImg),
+			Size: int64(patch.Len()), TargetSize: int64(len(newImg)), TargetSHA256: targetSHA256,
 			Delta: &bundle.DeltaSource{SourceSHA256: hexSum(oldImg), SourceSize: int64(len(oldImg))}}},
 		[]*bundle.PrivateKey{d.key}); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(d.dir, "delta.otab")
+	p := filepath.Join(d.dir, name)
 	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -280,24 +287,7 @@ func TestDeltaZeroImageHashRefused(t *testing.T) {
 	old := d.slotBytes("A", 3<<20)
 	nu := bytes.Clone(old)
 	nu[7] ^= 1
-	var patch bytes.Buffer
-	if _, err := delta.Generate(context.Background(), bytes.NewReader(old), int64(len(old)),
-		bytes.NewReader(nu), int64(len(nu)), &patch, delta.GenOptions{FullSize: -1}); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := bundle.Create(context.Background(), &buf,
-		bundle.CreateOptions{Compatible: testCompat, Version: "1.1", ChunkSize: chunk, TempDir: d.dir},
-		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
-			Size: int64(patch.Len()), TargetSize: int64(len(nu)), TargetSHA256: strings.Repeat("0", 64),
-			Delta: &bundle.DeltaSource{SourceSHA256: hexSum(old), SourceSize: int64(len(old))}}},
-		[]*bundle.PrivateKey{d.key}); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(d.dir, "zero.otab")
-	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := deltaBundleNamed(t, d, "zero.otab", old, nu, strings.Repeat("0", 64))
 	e := d.engine()
 	d.start(e)
 	if _, err := e.installNow(p, nil); err == nil || !strings.Contains(err.Error(), "malformed") {
