@@ -30,13 +30,19 @@ type installReq struct {
 	wantImage     string // a fallback install: the image SHA-256 the refused delta makes
 	reboot        bool
 	skipUnchanged bool
-	resume        *journal.Record // non-nil: continue this interrupted install
+	// sourceOpts is the "source-options" install option: opaque to the
+	// engine, handed to Config.OpenSource through the job's context.
+	sourceOpts any
+	resume     *journal.Record // non-nil: continue this interrupted install
 }
 
 // Install starts an install in the background and returns its transaction
 // id. The ctx of the call only bounds this call; the install itself runs
 // until it ends, Cancel is called or the engine's Start context ends.
 // Options: "reboot" (bool, overrides the configured policy),
+// "source-options" (any non-nil value, for in-process callers: handed to
+// Config.OpenSource through the context, see SourceOptions; not journaled,
+// so a resume after a restart opens the source without it),
 // "skip-unchanged" (bool), "fallback" (string: a full bundle, path or URL,
 // installed instead when source is a delta bundle whose source image is not
 // in the active slot).
@@ -79,6 +85,15 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 	}
 	req := &installReq{source: source, reboot: e.cfg.AutoReboot}
 	for k, v := range opts {
+		if k == "source-options" {
+			// In-process callers only (fleet clients, compat APIs): a D-Bus
+			// variant never decodes to the wiring's options type.
+			if v == nil {
+				return nil, fmt.Errorf("update: option %q must not be nil", k)
+			}
+			req.sourceOpts = v
+			continue
+		}
 		if k == "fallback" {
 			s, ok := v.(string)
 			if !ok || s == "" {
@@ -107,6 +122,9 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 // is logged here, once, and reported as a completed event.
 func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 	log := e.log.WithField("tx", req.tx)
+	if req.sourceOpts != nil {
+		ctx = WithSourceOptions(ctx, req.sourceOpts)
+	}
 	err := e.install(ctx, req)
 	var refused *deltaRefused
 	if errors.As(err, &refused) && req.fallback != "" && ctx.Err() == nil {
@@ -525,3 +543,15 @@ func (e *Engine) doReboot(ctx context.Context, why string) {
 		e.setLastError("reboot: " + err.Error())
 	}
 }
+
+type sourceOptionsKey struct{}
+
+// WithSourceOptions returns ctx carrying per-install source options (for
+// example HTTP headers or TLS files a compat API received). The engine does
+// not look inside; Config.OpenSource reads them back with SourceOptions.
+func WithSourceOptions(ctx context.Context, v any) context.Context {
+	return context.WithValue(ctx, sourceOptionsKey{}, v)
+}
+
+// SourceOptions returns what WithSourceOptions stored in ctx, or nil.
+func SourceOptions(ctx context.Context) any { return ctx.Value(sourceOptionsKey{}) }
