@@ -8,6 +8,9 @@ pkgs=(
   mtools bsdiff xdelta3 zstd rauc parted fdisk bc kmod cpio util-linux
   gcc-aarch64-linux-gnu
   time unzip squashfs-tools
+  arch-test
+  nginx-light softhsm2 opensc
+  meson ninja-build pkg-config libcurl4-openssl-dev libjson-glib-dev libglib2.0-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do
