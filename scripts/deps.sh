@@ -9,7 +9,7 @@ pkgs=(
   gcc-aarch64-linux-gnu
   time unzip squashfs-tools
   arch-test
-  nginx-light softhsm2 opensc
+  nginx softhsm2 opensc
   meson ninja-build pkg-config libcurl4-openssl-dev libjson-glib-dev libglib2.0-dev
 )
 missing=()
