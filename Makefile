@@ -6,7 +6,7 @@ GOFLAGS_B := -trimpath
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED ?= 0
 
-.PHONY: all build cross test unit fuzz lint bench bench-delta demo deps vmtest vmtest-quick powercut clean
+.PHONY: all build cross test unit fuzz lint bench bench-delta demo deps deps-check vmtest vmtest-quick powercut clean
 
 all: build
 
@@ -53,6 +53,11 @@ demo: build deps
 
 deps:
 	@scripts/deps.sh
+
+# Every package in scripts/deps.list installed and every command it lists on
+# PATH; names the missing one. First step of .ci/run.
+deps-check:
+	@scripts/deps-check.sh
 
 vmtest: build deps
 	test/vm/run.sh all

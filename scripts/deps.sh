@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
-# Installs every Debian package the tests, demo and benchmarks need.
-# Idempotent and quiet: prints nothing when all is present.
+# Installs every Debian package in scripts/deps.list (what the demo, tests,
+# power-cut campaign, VM tests and benches need), without recommends: what a
+# tool only recommends but we need is named in the list. Idempotent and
+# quiet: prints nothing when all is present. Ends with scripts/deps-check.sh.
 set -euo pipefail
-pkgs=(
-  libubootenv-tool u-boot-tools dbus systemd u-boot-qemu qemu-system-arm
-  busybox-static mmdebstrap qemu-user-static mtd-utils e2fsprogs dosfstools
-  mtools bsdiff xdelta3 zstd rauc parted fdisk bc kmod cpio util-linux
-  gcc-aarch64-linux-gnu
-  time unzip squashfs-tools
-  arch-test
-  nginx softhsm2 opensc
-  meson ninja-build pkg-config libcurl4-openssl-dev libjson-glib-dev libglib2.0-dev
-)
+here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t pkgs < <(awk '!/^#/ && NF {print $1}' "$here/deps.list")
 missing=()
 for p in "${pkgs[@]}"; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -24,3 +18,6 @@ if ((${#missing[@]})); then
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# A package can be "installed" with a command missing (a diverted or deleted
+# file); the check says which.
+"$here/deps-check.sh" --quiet
