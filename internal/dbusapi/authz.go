@@ -67,3 +67,10 @@ func (a *Authorizer) check(conn *dbus.Conn, sender dbus.Sender, method string) *
 	}
 	return dbus.NewError(ErrNotAuthorized, []any{fmt.Sprintf("%s: uid %d is neither root nor in group %q", method, uid, group)})
 }
+
+// Check is the in-process check for otad's other bus faces (the RAUC
+// compatible interface, internal/raucapi), so every face authorizes
+// mutating calls by the same rule. The error is named ErrNotAuthorized.
+func (a *Authorizer) Check(conn *dbus.Conn, sender dbus.Sender, method string) *dbus.Error {
+	return a.check(conn, sender, method)
+}
