@@ -1,0 +1,321 @@
+package raucapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+var errNoSuchSlot = errors.New("raucapi: no such slot")
+
+// inspectTimeout bounds InspectBundle and Info like io.otad.Update1's
+// InspectBundle: a reader must not hold a download open forever.
+const inspectTimeout = 2 * time.Minute
+
+// object carries the exported methods; methodTable is what the interface
+// serves, and the introspection comparison test holds it to RAUC's list.
+type object Server
+
+func (o *object) srv() *Server { return (*Server)(o) }
+
+func (o *object) methodTable() map[string]any {
+	return map[string]any{
+		"Install":           o.Install,
+		"InstallBundle":     o.InstallBundle,
+		"Info":              o.Info,
+		"InspectBundle":     o.InspectBundle,
+		"Mark":              o.Mark,
+		"GetSlotStatus":     o.GetSlotStatus,
+		"GetArtifactStatus": o.GetArtifactStatus,
+		"GetPrimary":        o.GetPrimary,
+	}
+}
+
+// Install is RAUC's deprecated form of InstallBundle without arguments.
+func (o *object) Install(sender dbus.Sender, source string) *dbus.Error {
+	return o.install(sender, "Install", source, nil)
+}
+
+// InstallBundle starts an install; Completed reports its end.
+func (o *object) InstallBundle(sender dbus.Sender, source string, args map[string]dbus.Variant) *dbus.Error {
+	return o.install(sender, "InstallBundle", source, args)
+}
+
+func (o *object) install(sender dbus.Sender, method, source string, args map[string]dbus.Variant) *dbus.Error {
+	s := o.srv()
+	if e := s.o.Authorizer.Check(s.conn, sender, method); e != nil {
+		return e
+	}
+	a, err := parseArgs(args, true)
+	if err != nil {
+		return s.dbusErr(err)
+	}
+	// Held across the start so a fast install's Completed (handled under
+	// the same lock) finds its transaction-id recorded.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.b.Install(s.ctx, source, a.access)
+	if err != nil {
+		return s.dbusErr(err)
+	}
+	if a.txID != "" {
+		s.txIDs[tx] = a.txID
+		s.o.Logf("rauc transaction %s is otad transaction %s", a.txID, tx)
+	}
+	return nil
+}
+
+// Info is RAUC's deprecated bundle query: compatible and version.
+func (o *object) Info(source string) (string, string, *dbus.Error) {
+	s := o.srv()
+	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
+	defer cancel()
+	m, err := s.b.Inspect(ctx, source, Access{})
+	if err != nil {
+		return "", "", s.dbusErr(err)
+	}
+	c, _ := m["compatible"].(string)
+	v, _ := m["version"].(string)
+	return c, v, nil
+}
+
+// InspectBundle verifies a bundle and returns its manifest in RAUC's
+// nested layout (update, bundle, images), with otad's extra facts under
+// keys RAUC does not use.
+func (o *object) InspectBundle(sender dbus.Sender, source string, args map[string]dbus.Variant) (map[string]dbus.Variant, *dbus.Error) {
+	s := o.srv()
+	a, err := parseArgs(args, false)
+	if err != nil {
+		return nil, s.dbusErr(err)
+	}
+	if !a.access.IsZero() {
+		// Fetch arguments make otad present files only it can read.
+		if e := s.o.Authorizer.Check(s.conn, sender, "InspectBundle"); e != nil {
+			return nil, e
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
+	defer cancel()
+	m, err := s.b.Inspect(ctx, source, a.access)
+	if err != nil {
+		return nil, s.dbusErr(err)
+	}
+	return inspectDict(m), nil
+}
+
+// inspectDict arranges the backend's flat manifest (compatible, version,
+// security-version, created, expires, class, size, sha256, encoding) the
+// way RAUC's InspectBundle nests it.
+func inspectDict(m map[string]any) map[string]dbus.Variant {
+	update := map[string]dbus.Variant{}
+	for _, k := range []string{"compatible", "version"} {
+		if v, ok := m[k].(string); ok {
+			update[k] = dbus.MakeVariant(v)
+		}
+	}
+	image := map[string]dbus.Variant{}
+	if v, ok := m["class"].(string); ok {
+		image["slot-class"] = dbus.MakeVariant(v)
+	}
+	if v, ok := m["sha256"].(string); ok {
+		image["checksum"] = dbus.MakeVariant(v)
+	}
+	if v, ok := sizeOf(m["size"]); ok {
+		image["size"] = dbus.MakeVariant(v)
+	}
+	if v, ok := m["encoding"].(string); ok {
+		image["otad.encoding"] = dbus.MakeVariant(v)
+	}
+	out := map[string]dbus.Variant{
+		"update": dbus.MakeVariant(update),
+		"bundle": dbus.MakeVariant(map[string]dbus.Variant{"format": dbus.MakeVariant("otad")}),
+		"images": dbus.MakeVariant([]map[string]dbus.Variant{image}),
+	}
+	for _, k := range []string{"security-version", "created", "expires", "images"} {
+		if v, ok := m[k]; ok {
+			out["otad."+k] = dbus.MakeVariant(v)
+		}
+	}
+	return out
+}
+
+// sizeOf reads a size as RAUC's t (uint64).
+func sizeOf(v any) (uint64, bool) {
+	switch n := v.(type) {
+	case int64:
+		if n >= 0 {
+			return uint64(n), true
+		}
+	case uint64:
+		return n, true
+	case int:
+		if n >= 0 {
+			return uint64(n), true
+		}
+	}
+	return 0, false
+}
+
+// Mark marks a slot good, bad or active. The identifier is "booted",
+// "other" or a RAUC slot name; the answer names the slot and what was done.
+func (o *object) Mark(sender dbus.Sender, state, ident string) (string, string, *dbus.Error) {
+	s := o.srv()
+	if e := s.o.Authorizer.Check(s.conn, sender, "Mark"); e != nil {
+		return "", "", e
+	}
+	sl, err := s.resolve(ident)
+	if err != nil {
+		return "", "", s.dbusErr(err)
+	}
+	switch state {
+	case "good":
+		err = s.b.MarkGood(sl.Name)
+	case "bad":
+		err = s.b.MarkBad(sl.Name)
+	case "active":
+		err = s.b.MarkActive(sl.Name)
+	default:
+		return "", "", s.dbusErr(fmt.Errorf("%w: state %q (want good, bad or active)", ErrInvalidArgs, clip(state)))
+	}
+	if err != nil {
+		return "", "", s.dbusErr(err)
+	}
+	// The change is published now, not at the next tick.
+	s.publishStatus()
+	return sl.RaucName, fmt.Sprintf("marked slot %s as %s", sl.RaucName, state), nil
+}
+
+// resolve turns RAUC's slot identifier into an otad slot.
+func (s *Server) resolve(ident string) (*Slot, error) {
+	booted := s.b.Status().BootSlot
+	var sl *Slot
+	switch ident {
+	case "booted":
+		sl = s.slot(booted)
+	case "other":
+		sl = s.other(booted)
+	default:
+		for i := range s.o.Slots {
+			if s.o.Slots[i].RaucName == ident {
+				sl = &s.o.Slots[i]
+			}
+		}
+	}
+	if sl == nil {
+		return nil, fmt.Errorf("%w: %q (want booted, other, %s or %s)", errNoSuchSlot, clip(ident), s.o.Slots[0].RaucName, s.o.Slots[1].RaucName)
+	}
+	return sl, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// slotEntry is one (sa{sv}) of GetSlotStatus.
+type slotEntry struct {
+	Name  string
+	Props map[string]dbus.Variant
+}
+
+// GetSlotStatus lists both slots with RAUC's keys.
+func (o *object) GetSlotStatus() ([]slotEntry, *dbus.Error) {
+	s := o.srv()
+	st := s.b.Status()
+	byName := map[string]map[string]dbus.Variant{}
+	for _, ss := range s.b.Slots() {
+		byName[ss.Name] = ss.Props
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]slotEntry, 0, len(s.o.Slots))
+	for _, sl := range s.o.Slots {
+		out = append(out, slotEntry{Name: sl.RaucName,
+			Props: slotDict(sl, byName[sl.Name], st.BootSlot, st.Compatible, s.installedTx[sl.Name])})
+	}
+	return out, nil
+}
+
+// slotDict maps otad's slot properties (state, device, version, sha256,
+// installed, activated, reason) onto RAUC's slot status keys.
+func slotDict(sl Slot, p map[string]dbus.Variant, booted, compatible, txID string) map[string]dbus.Variant {
+	str := func(k string) string {
+		if v, ok := p[k]; ok {
+			if s, ok := v.Value().(string); ok {
+				return s
+			}
+		}
+		return ""
+	}
+	d := map[string]dbus.Variant{
+		"class":    dbus.MakeVariant(sl.Class),
+		"device":   dbus.MakeVariant(sl.Device),
+		"type":     dbus.MakeVariant(sl.Type),
+		"bootname": dbus.MakeVariant(sl.Bootname),
+	}
+	state := "inactive"
+	if sl.Name == booted {
+		state = "booted"
+	}
+	d["state"] = dbus.MakeVariant(state)
+	otadState := str("state")
+	boot := "good"
+	if otadState == "bad" {
+		boot = "bad"
+	}
+	d["boot-status"] = dbus.MakeVariant(boot)
+	if otadState != "" {
+		d["otad.state"] = dbus.MakeVariant(otadState)
+	}
+	if r := str("reason"); r != "" {
+		d["otad.reason"] = dbus.MakeVariant(r)
+	}
+	if v := str("version"); v != "" {
+		// otad installs only bundles whose compatible is the system's.
+		d["bundle.compatible"] = dbus.MakeVariant(compatible)
+		d["bundle.version"] = dbus.MakeVariant(v)
+	}
+	if h := str("sha256"); h != "" {
+		d["sha256"] = dbus.MakeVariant(h)
+		status := "ok"
+		if otadState == "bad" {
+			status = "failed"
+		}
+		d["status"] = dbus.MakeVariant(status)
+	}
+	if t := str("installed"); t != "" {
+		d["installed.timestamp"] = dbus.MakeVariant(t)
+	}
+	if t := str("activated"); t != "" {
+		d["activated.timestamp"] = dbus.MakeVariant(t)
+	}
+	if txID != "" {
+		d["installed.transaction"] = dbus.MakeVariant(txID)
+	}
+	return d
+}
+
+// GetArtifactStatus answers RAUC's artifact repositories query: otad has
+// none, so the list is empty.
+func (o *object) GetArtifactStatus() ([]map[string]dbus.Variant, *dbus.Error) {
+	return []map[string]dbus.Variant{}, nil
+}
+
+// GetPrimary names the slot the boot loader starts next.
+func (o *object) GetPrimary() (string, *dbus.Error) {
+	s := o.srv()
+	name, err := s.b.Primary()
+	if err != nil {
+		return "", s.dbusErr(err)
+	}
+	sl := s.slot(name)
+	if sl == nil {
+		return "", s.dbusErr(fmt.Errorf("%w: boot loader names %q", errNoSuchSlot, clip(name)))
+	}
+	return sl.RaucName, nil
+}
