@@ -89,6 +89,10 @@ type SlotRecord struct {
 	Installed time.Time `json:"installed"`
 	Activated time.Time `json:"activated"`
 	Reason    string    `json:"reason,omitempty"`
+	// CommittedSecurityVersion is the bundle security version this slot
+	// was committed with; the engine raised the anti-rollback floor to it
+	// before writing it, so it is a lower bound of the floor (floor.JournalBound).
+	CommittedSecurityVersion uint64 `json:"committed_security_version,omitempty"`
 }
 
 // Journal reads and writes the records in Dir through FS.
