@@ -14,6 +14,7 @@ var leaves = []string{
 	"github.com/otadev/otad/internal/mtd/...",
 	"github.com/otadev/otad/internal/bundle/...",
 	"github.com/otadev/otad/internal/delta/...",
+	"github.com/otadev/otad/internal/crypt/...",
 }
 
 var forbidden = []string{
