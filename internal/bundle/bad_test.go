@@ -154,6 +154,15 @@ func TestBadBundles(t *testing.T) {
 		cases = append(cases, badCase{name: "truncated " + cut.name, bundle: good[:cut.at], want: ErrTruncated, allowed: allowed})
 	}
 
+	if n := runBadCases(t, cases, img); n < 25 {
+		t.Fatalf("only %d cases", n)
+	}
+}
+
+// runBadCases drains every case through the verifying reader, both via
+// Read and WriteTo, and checks the sentinel, the message and exactly which
+// bytes reached the writer. It returns the number of cases.
+func runBadCases(t *testing.T, cases []badCase, img []byte) int {
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		if seen[tc.name] {
@@ -184,10 +193,8 @@ func TestBadBundles(t *testing.T) {
 			})
 		}
 	}
-	if len(seen) < 25 {
-		t.Fatalf("only %d cases", len(seen))
-	}
 	t.Logf("%d bad-bundle cases", len(seen))
+	return len(seen)
 }
 
 // expectedPrefix is the true image content a case may have delivered; the

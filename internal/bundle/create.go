@@ -1,9 +1,7 @@
 package bundle
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -52,6 +50,17 @@ type prepared struct {
 // each source to hash it (and compress it to a spool file); pass two writes
 // the bundle front to back, so w may be a pipe.
 func Create(ctx context.Context, w io.Writer, o CreateOptions, srcs []Source, keys []*PrivateKey) (*Manifest, error) {
+	signers := make([]Signer, len(keys))
+	for i, k := range keys {
+		signers[i] = k
+	}
+	return CreateSigned(ctx, w, o, srcs, signers)
+}
+
+// CreateSigned is Create with any signers (key files, PKCS#11 tokens,
+// signing commands); each signature is verified against its signer's
+// public key before the first byte is written.
+func CreateSigned(ctx context.Context, w io.Writer, o CreateOptions, srcs []Source, keys []Signer) (*Manifest, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%w: no signing key", ErrUnknownKey)
 	}
@@ -88,7 +97,7 @@ func Create(ctx context.Context, w io.Writer, o CreateOptions, srcs []Source, ke
 	}
 	var sigs []Signature
 	for _, k := range keys {
-		s, err := k.Sign(rand.Reader, mb)
+		s, err := SignManifest(ctx, k, mb)
 		if err != nil {
 			return nil, err
 		}
@@ -215,34 +224,5 @@ func prepare(ctx context.Context, s Source, o *CreateOptions) (*prepared, error)
 // by key; an existing signature by the same key id is replaced. The
 // manifest bytes, and so the bundle's Identity, stay the same.
 func AddSignature(dst io.Writer, src io.Reader, key *PrivateKey) error {
-	f, err := Inspect(src)
-	if err != nil {
-		return err
-	}
-	s, err := key.Sign(rand.Reader, f.ManifestBytes)
-	if err != nil {
-		return err
-	}
-	sigs := []Signature{}
-	for _, old := range f.Signatures {
-		if old.KeyID != key.ID {
-			sigs = append(sigs, old)
-		}
-	}
-	sigs = append(sigs, s)
-	sb, err := marshalSignatures(sigs)
-	if err != nil {
-		return err
-	}
-	var front bytes.Buffer
-	front.Write(header{ManifestLen: uint32(len(f.ManifestBytes)), SignatureLen: uint32(len(sb))}.marshal())
-	front.Write(f.ManifestBytes)
-	front.Write(sb)
-	if _, err := dst.Write(front.Bytes()); err != nil {
-		return fmt.Errorf("bundle: write: %w", err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		return fmt.Errorf("bundle: copy payload: %w", err)
-	}
-	return nil
+	return AddSignatures(context.Background(), dst, src, key)
 }

@@ -56,38 +56,64 @@ func parseHeader(b []byte) (header, error) {
 // Signature is one entry of the signature block.
 type Signature struct {
 	KeyID     string
-	Algorithm string // AlgEd25519 or AlgP256
-	Sig       []byte // Ed25519: 64 bytes; P-256: r||s, 32 bytes each
+	Algorithm string // AlgEd25519, AlgP256, AlgRSAPSS or AlgRSAPKCS1
+	Sig       []byte // Ed25519: 64 bytes; P-256: r||s, 32 bytes each; RSA: modulus size
+	// KeyHash (RSA only) is SHA-256 of the signing key's PKIX DER: it binds
+	// the key id to one modulus. RSA signatures admit key substitution
+	// (for a given signature and message one can construct another key
+	// under which it verifies), and an OEM re-keyed under an old id gets a
+	// precise refusal instead of a bare "does not verify".
+	KeyHash []byte
 }
 
 const (
-	algCodeEd25519 = 1
-	algCodeP256    = 2
-	sigSize        = 64
+	algCodeEd25519  = 1
+	algCodeP256     = 2
+	algCodeRSAPSS   = 3
+	algCodeRSAPKCS1 = 4
+	sigSize         = 64
 )
+
+var algCodes = map[string]byte{AlgEd25519: algCodeEd25519, AlgP256: algCodeP256, AlgRSAPSS: algCodeRSAPSS, AlgRSAPKCS1: algCodeRSAPKCS1}
+
+// rsaEntrySizes are the valid siglen values of an RSA entry: key hash plus
+// a 2048-, 3072- or 4096-bit signature.
+func rsaEntrySize(n int) bool {
+	for _, bits := range RSASizes {
+		if n == keyHashSize+bits/8 {
+			return true
+		}
+	}
+	return false
+}
 
 // marshalSignatures encodes entries as
 // alg(1) idlen(1) id siglen(2, big endian) sig, back to back.
 func marshalSignatures(sigs []Signature) ([]byte, error) {
 	var b bytes.Buffer
 	for _, s := range sigs {
-		var code byte
-		switch s.Algorithm {
-		case AlgEd25519:
-			code = algCodeEd25519
-		case AlgP256:
-			code = algCodeP256
-		default:
+		code, ok := algCodes[s.Algorithm]
+		if !ok {
 			return nil, fmt.Errorf("%w: signature algorithm %q", ErrMalformed, s.Algorithm)
 		}
 		if !keyIDRe.MatchString(s.KeyID) {
 			return nil, fmt.Errorf("%w: key id %q", ErrMalformed, s.KeyID)
 		}
+		body := s.Sig
+		if isRSA(s.Algorithm) {
+			if len(s.KeyHash) != keyHashSize {
+				return nil, fmt.Errorf("%w: RSA signature by %s without its key hash", ErrMalformed, s.KeyID)
+			}
+			body = append(bytes.Clone(s.KeyHash), s.Sig...)
+		}
+		if len(body) > 0xFFFF {
+			return nil, fmt.Errorf("%w: signature by %s is %d bytes", ErrTooLarge, s.KeyID, len(body))
+		}
 		b.WriteByte(code)
 		b.WriteByte(byte(len(s.KeyID)))
 		b.WriteString(s.KeyID)
-		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Sig))))
-		b.Write(s.Sig)
+		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(body))))
+		b.Write(body)
 	}
 	if b.Len() > MaxSignatureSize {
 		return nil, fmt.Errorf("%w: %d signatures need %d bytes, limit %d", ErrTooLarge, len(sigs), b.Len(), MaxSignatureSize)
@@ -123,10 +149,21 @@ func parseSignatures(b []byte) ([]Signature, error) {
 			alg = AlgEd25519
 		case algCodeP256:
 			alg = AlgP256
+		case algCodeRSAPSS:
+			alg = AlgRSAPSS
+		case algCodeRSAPKCS1:
+			alg = AlgRSAPKCS1
 		default:
 			return nil, fmt.Errorf("%w: signature %d (key %s): unknown algorithm code %d", ErrMalformed, i, id, code)
 		}
-		if n != sigSize {
+		switch {
+		case isRSA(alg) && !rsaEntrySize(n):
+			hint := ""
+			if bits := (n - keyHashSize) * 8; bits > 0 && bits < RSASizes[0] {
+				hint = fmt.Sprintf(" (RSA-%d is below otad's 2048-bit minimum)", bits)
+			}
+			return nil, fmt.Errorf("%w: signature %d (key %s): %d bytes; an RSA entry is a 32-byte key hash and an RSA-2048, -3072 or -4096 signature%s", ErrMalformed, i, id, n, hint)
+		case !isRSA(alg) && n != sigSize:
 			return nil, fmt.Errorf("%w: signature %d (key %s): %d bytes, %s signatures are %d", ErrMalformed, i, id, n, alg, sigSize)
 		}
 		if len(b) < n {
@@ -136,7 +173,11 @@ func parseSignatures(b []byte) ([]Signature, error) {
 			return nil, fmt.Errorf("%w: key id %s signs twice", ErrMalformed, id)
 		}
 		seen[id] = true
-		sigs = append(sigs, Signature{KeyID: id, Algorithm: alg, Sig: bytes.Clone(b[:n])})
+		s := Signature{KeyID: id, Algorithm: alg, Sig: bytes.Clone(b[:n])}
+		if isRSA(alg) {
+			s.KeyHash, s.Sig = s.Sig[:keyHashSize], s.Sig[keyHashSize:]
+		}
+		sigs = append(sigs, s)
 		b = b[n:]
 	}
 	if len(sigs) == 0 {

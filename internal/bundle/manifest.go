@@ -91,6 +91,7 @@ func MarshalManifest(m *Manifest) ([]byte, error) {
 type shape struct {
 	fields map[string]*shape
 	elem   *shape
+	values *shape // object with free keys (a map), each value of this shape
 }
 
 var (
@@ -151,7 +152,7 @@ func walkJSON(dec *json.Decoder, s *shape, path string) error {
 	}
 	d, isDelim := tok.(json.Delim)
 	switch {
-	case s.fields != nil:
+	case s.fields != nil || s.values != nil:
 		if !isDelim || d != '{' {
 			return fmt.Errorf("%w: %s: want an object", ErrMalformed, path)
 		}
@@ -167,6 +168,9 @@ func walkJSON(dec *json.Decoder, s *shape, path string) error {
 			}
 			seen[key] = true
 			sub, ok := s.fields[key]
+			if s.values != nil {
+				sub, ok = s.values, true
+			}
 			if !ok {
 				for name := range s.fields {
 					if strings.EqualFold(name, key) {
