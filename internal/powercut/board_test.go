@@ -515,7 +515,7 @@ func (b *board) engine() *update.Engine {
 		Clock:      b.clock,
 		Cmdline:    func() (string, error) { return "console=ttyS0 otad.slot=" + b.booted + " ro", nil },
 		Journal:    &journal.Journal{FS: b.fs, Dir: dataDir},
-		Floor:      &floor.Store{FS: b.fs, Dir: dataDir},
+		Floor:      b.floorStore(),
 		SyncBytes:  2 * chunkSize,
 	}
 	for _, m := range b.mods {
@@ -528,8 +528,16 @@ func (b *board) engine() *update.Engine {
 	return e
 }
 
+// floorStore is the floor as the daemon wires it: both copies on the
+// board's CrashFS, the journal's committed security version as the lower
+// bound (internal/daemon checkedFloor).
+func (b *board) floorStore() *floor.Store {
+	j := &journal.Journal{FS: b.fs, Dir: dataDir}
+	return &floor.Store{FS: b.fs, Dir: dataDir, Lower: floor.JournalBound(j, "A", "B")}
+}
+
 func (b *board) floor() (uint64, error) {
-	return (&floor.Store{FS: b.fs, Dir: dataDir}).Get()
+	return b.floorStore().Get()
 }
 
 // bootOnce is one power-on through the bootloader model. It returns the
