@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otadev/otad/internal/fetch"
 )
 
 // DefaultPath is where the daemon looks when no -config is given.
@@ -86,6 +88,11 @@ type Fetch struct {
 	Headers       [][2]string // in file order; a name may repeat
 	MinRate       int64       // bytes per second, 0 = off
 	Timeout       time.Duration
+	// Origins are the URL prefixes (fetch.ParseOrigin) that get Headers
+	// and the client certificate; other URLs get neither.
+	Origins []string
+	// Redirects is the redirect policy: same-origin (default), none, any.
+	Redirects string
 }
 
 // Default returns the configuration an empty file yields (it does not
@@ -196,6 +203,18 @@ var sectionKeys = map[string]map[string]key{
 		}},
 		"min-rate": {set: func(c *Config, _ *Slot, v string) error { n, err := ParseSize(v); c.Fetch.MinRate = n; return err }},
 		"timeout":  {set: func(c *Config, _ *Slot, v string) error { return duration(&c.Fetch.Timeout, v) }},
+		"origins": {repeatable: true, set: func(c *Config, _ *Slot, v string) error {
+			if _, err := fetch.ParseOrigin(v); err != nil {
+				return err
+			}
+			c.Fetch.Origins = append(c.Fetch.Origins, v)
+			return nil
+		}},
+		"redirects": {set: func(c *Config, _ *Slot, v string) error {
+			_, err := fetch.ParseRedirectPolicy(v)
+			c.Fetch.Redirects = v
+			return err
+		}},
 	},
 }
 
@@ -313,6 +332,11 @@ func (c *Config) validate() error {
 	}
 	if c.Health.Watchdog == WatchdogOtad && c.Health.WatchdogDevice == "" {
 		return errors.New("[health] watchdog = otad needs watchdog-device")
+	}
+	if (len(c.Fetch.Headers) > 0 || c.Fetch.Cert != "") && len(c.Fetch.Origins) == 0 {
+		// Credentials are only sent inside origins: without one they
+		// would silently go nowhere.
+		return errors.New("[fetch] header and cert need origins (the URL prefixes they may be sent to)")
 	}
 	return nil
 }

@@ -35,7 +35,8 @@ func TestFullFile(t *testing.T) {
 		t.Fatalf("health %+v", c.Health)
 	}
 	wantHdr := [][2]string{{"Authorization", "Bearer abc:def"}, {"X-Device", "gw-17"}}
-	if !reflect.DeepEqual(c.Fetch.Headers, wantHdr) || c.Fetch.MinRate != 4096 {
+	wantOrigins := []string{"https://updates.example.com/fleet", "https://cdn.example.com:8443/"}
+	if !reflect.DeepEqual(c.Fetch.Headers, wantHdr) || c.Fetch.MinRate != 4096 || !reflect.DeepEqual(c.Fetch.Origins, wantOrigins) || c.Fetch.Redirects != "none" {
 		t.Fatalf("fetch %+v", c.Fetch)
 	}
 }
@@ -72,6 +73,9 @@ func TestErrorsNameTheLine(t *testing.T) {
 		"[system]\n[system]\n":                   2,
 		"[health]\ncheck = 'unterminated\n":      2,
 		"[fetch]\nheader = no colon\n":           2,
+		"[fetch]\norigins = https://u:p@h/\n":    2,
+		"[fetch]\norigins = https://h/a/../b\n":  2,
+		"[fetch]\nredirects = sometimes\n":       2,
 		"[system]\ndata-dir = relative/path\n":   2,
 		"[system]\njust text\n":                  2,
 		"[slot.rootfs.0]\nname = C\n":            2,
@@ -87,11 +91,12 @@ func TestErrorsNameTheLine(t *testing.T) {
 
 func TestValidation(t *testing.T) {
 	for _, in := range []string{
-		"[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=B\ndevice=/b\n",                                  // no compatible
-		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\n",                                              // no B
-		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=A\ndevice=/b\n",          // A twice
-		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\nsize=1M\n[slot.rootfs.1]\nname=B\ndevice=/b\n", // size on a block slot
-		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\n[slot.rootfs.1]\nname=B\ndevice=/b\n",                     // no device
+		"[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=B\ndevice=/b\n",                                               // no compatible
+		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\n",                                                           // no B
+		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=A\ndevice=/b\n",                       // A twice
+		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\nsize=1M\n[slot.rootfs.1]\nname=B\ndevice=/b\n",              // size on a block slot
+		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\n[slot.rootfs.1]\nname=B\ndevice=/b\n",                                  // no device
+		"[system]\ncompatible=x\n[slot.rootfs.0]\nname=A\ndevice=/a\n[slot.rootfs.1]\nname=B\ndevice=/b\n[fetch]\nheader=A: b\n", // header without origins
 	} {
 		if _, err := Parse(strings.NewReader(in), "t"); err == nil {
 			t.Errorf("%q: accepted", in)

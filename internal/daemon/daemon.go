@@ -55,6 +55,11 @@ type Daemon struct {
 	log    *logrus.Entry
 	opts   Options
 	closer func() error
+
+	// Credentials are the downloader's origin-bound headers and client
+	// certificates ([fetch] origins); a fleet client adds its own at
+	// runtime with Credentials.Add (see package fetch).
+	Credentials *fetch.Credentials
 }
 
 // New builds the daemon from cfg. Nothing is written yet.
@@ -115,16 +120,19 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	if rebooter == nil {
 		rebooter = NewRebooter(cfg.RebootCommand)
 	}
-	fo := FetchOptions(cfg.Fetch)
+	fo, err := FetchOptions(cfg.Fetch)
+	if err != nil {
+		d.closer()
+		return nil, err
+	}
+	d.Credentials = fo.Credentials
 	e, err := update.New(update.Config{
 		Log:        o.Log.WithField("component", "update"),
 		Compatible: cfg.Compatible,
 		Slots:      slots,
 		Env:        env,
 		BootLimit:  cfg.BootLimit,
-		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
-			return fetch.Open(ctx, src, fo)
-		},
+		OpenSource: openSource(fo),
 		Keyring:    kr,
 		Confirmer:  confirmer,
 		Rebooter:   rebooter,
@@ -172,22 +180,6 @@ func LoadKeyring(k config.Keyring) (*bundle.Keyring, error) {
 		kr.Policy.Threshold = k.Threshold
 	}
 	return kr, nil
-}
-
-// FetchOptions maps [fetch] onto the downloader.
-func FetchOptions(f config.Fetch) fetch.Options {
-	o := fetch.Options{CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key, MinRate: f.MinRate, Deadline: f.Timeout}
-	if len(f.Headers) > 0 {
-		o.Headers = map[string]string{}
-		for _, h := range f.Headers {
-			if prev, ok := o.Headers[h[0]]; ok {
-				o.Headers[h[0]] = prev + ", " + h[1]
-			} else {
-				o.Headers[h[0]] = h[1]
-			}
-		}
-	}
-	return o
 }
 
 // NewConfirmer builds the trial-boot health confirmation from [health].

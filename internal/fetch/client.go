@@ -12,31 +12,34 @@ import (
 	"time"
 )
 
-// newClient builds the default HTTP client from the TLS and proxy options.
-// No overall timeout: a bundle streams for minutes; the rate watchdog and
-// Deadline bound it instead.
-func newClient(o Options) (*http.Client, error) {
+// newTransport builds the default transport from the TLS and proxy
+// options and loads the caller's own client certificate, which credTransport
+// presents only to the site of the URL given to Open. No overall timeout: a
+// bundle streams for minutes; the rate watchdog and Deadline bound it
+// instead.
+func newTransport(o Options) (*http.Transport, *tls.Certificate, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("fetch: CA file: %w", err)
+			return nil, nil, fmt.Errorf("fetch: CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("fetch: CA file %s: no PEM certificates in it", o.CAFile)
+			return nil, nil, fmt.Errorf("fetch: CA file %s: no PEM certificates in it", o.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
+	var own *tls.Certificate
 	switch {
 	case o.CertFile != "" && o.KeyFile != "":
 		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("fetch: client certificate: %w", err)
+			return nil, nil, fmt.Errorf("fetch: client certificate: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		own = &cert
 	case o.CertFile != "" || o.KeyFile != "":
-		return nil, errors.New("fetch: client certificate needs both CertFile and KeyFile")
+		return nil, nil, errors.New("fetch: client certificate needs both CertFile and KeyFile")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg
@@ -47,7 +50,7 @@ func newClient(o Options) (*http.Client, error) {
 	// Compression would break byte offsets; requests ask for identity.
 	tr.DisableCompression = true
 	tr.ResponseHeaderTimeout = 0
-	return &http.Client{Transport: tr}, nil
+	return tr, own, nil
 }
 
 // watchdog abandons a request when, over RateWindow of time spent waiting

@@ -22,6 +22,29 @@
 //     1 MiB blocks ahead of the caller (see readAhead), so the network works
 //     while the caller hashes and writes; the caps above apply to what is
 //     handed out, and that goroutine has ended before Seek or Close return.
+//   - Credentials go only where they are bound. Configured headers and
+//     client certificates live in a Credentials table keyed by origin (a
+//     URL prefix: scheme, host, port, whole path segments, see
+//     ParseOrigin); each request, every redirect hop included, carries the
+//     credential of the longest origin containing its URL and nothing
+//     outside all of them. A caller's own Options.Headers/CertFile (per
+//     download, e.g. RequestOptions from a fleet or compat API) go only to
+//     the scheme, host and port of the URL given to Open. A client
+//     certificate is presented only on connections made for its origin.
+//     Redirects follow Options.Redirects (default: same origin only).
+//   - Errors never carry what a server sent (no body, no reason phrase) nor
+//     a URL's userinfo, query or fragment (RedactURL, RedactText), so they
+//     may be shown to any caller and written to logs.
+//   - A local path is opened O_NOFOLLOW|O_NONBLOCK|O_NOCTTY and refused
+//     (ErrNotRegular) unless the opened descriptor is a regular file: a
+//     FIFO, device, directory or symlink never blocks or is read. A
+//     descriptor a caller opened with its own rights becomes a Source
+//     through FromFile.
+//
+// Runtime credentials (a fleet client's token): the wiring holds one
+// *Credentials, puts it in Options.Credentials and gives it to whoever
+// learns a credential, which calls Add(originPrefix, []string{"Name:
+// value"}) — again to rotate — or Remove; the next request sees it.
 //
 // A Source is not safe for concurrent use. The context given to Open governs
 // the whole life of the Source, not just the Open call.
@@ -37,6 +60,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +72,10 @@ var (
 	ErrTooLarge      = errors.New("fetch: source larger than allowed")
 	ErrBadResponse   = errors.New("fetch: malformed server response")
 	ErrClosed        = errors.New("fetch: source is closed")
+	// ErrNotRegular refuses a local source that is not a regular file: a
+	// FIFO or device could block or never end, a directory is no bundle,
+	// a symlink may point where the caller could not read.
+	ErrNotRegular = errors.New("fetch: not a regular file")
 )
 
 // Defaults applied where an Options field is zero. The size cap is generous
@@ -83,10 +111,19 @@ type Source interface {
 type Options struct {
 	// CAFile replaces the system roots with the PEM certificates in it.
 	CAFile string
-	// CertFile and KeyFile hold a PEM client certificate for mTLS.
+	// CertFile and KeyFile hold the caller's own PEM client certificate
+	// for mTLS and Headers its own request headers, for this one download:
+	// both go only to the scheme, host and port of the URL given to Open,
+	// never along a redirect to another site. Configured, long-lived
+	// credentials belong in Credentials.
 	CertFile, KeyFile string
-	// Headers are set on every request (e.g. Authorization).
-	Headers map[string]string
+	Headers           map[string]string
+	// Credentials binds headers and client certificates to origins; each
+	// request (every redirect hop) gets the credential of the longest
+	// origin containing its URL, and none outside them.
+	Credentials *Credentials
+	// Redirects is the redirect policy (zero: RedirectSameOrigin).
+	Redirects RedirectPolicy
 	// MinRate in bytes/s over RateWindow; below it the connection is
 	// abandoned and retried. 0 means DefaultMinRate, negative disables.
 	MinRate int64
@@ -95,7 +132,10 @@ type Options struct {
 	// MaxSize caps the bytes a Source will return (0: DefaultMaxSize).
 	MaxSize int64
 	// Client sends the requests; nil builds an *http.Client from the TLS
-	// and Proxy options. When set, CAFile/CertFile/KeyFile/Proxy are unused.
+	// and Proxy options. When set, CAFile/CertFile/KeyFile/Proxy and
+	// Redirects are unused, and credentials are added to each request
+	// fetch makes but not to redirects the Doer follows by itself: a Doer
+	// given here must not follow redirects across origins.
 	Client Doer
 
 	// RateWindow is the watchdog period (0: DefaultRateWindow).
@@ -139,12 +179,12 @@ func Open(ctx context.Context, src string, opts Options) (Source, error) {
 		return openHTTP(ctx, src, opts)
 	case hasScheme(src, "file://"):
 		u, err := url.Parse(src)
-		if err != nil || (u.Host != "" && u.Host != "localhost") {
-			return nil, fmt.Errorf("fetch: bad file URL %q (want file:///path)", src)
+		if err != nil || (u.Host != "" && u.Host != "localhost") || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("fetch: bad file URL %q (want file:///path)", RedactURL(src))
 		}
 		return openFile(u.Path, opts.MaxSize)
 	case strings.Contains(src, "://"):
-		return nil, fmt.Errorf("fetch: unsupported URL scheme in %q (want http, https, a path or -)", src)
+		return nil, fmt.Errorf("fetch: unsupported URL scheme in %q (want http, https, a path or -)", RedactURL(src))
 	default:
 		return openFile(src, opts.MaxSize)
 	}
@@ -233,27 +273,149 @@ type fileSource struct {
 	off  int64
 }
 
+// openFlags open a path without being steered by it: no symlink at the
+// last component (ELOOP), no blocking on a FIFO's missing writer, no
+// controlling terminal. Only a regular file is then accepted, checked on
+// the opened descriptor, so nothing can be swapped in between.
+const openFlags = os.O_RDONLY | syscall.O_NONBLOCK | syscall.O_NOFOLLOW | syscall.O_NOCTTY | syscall.O_CLOEXEC
+
 func openFile(path string, max int64) (Source, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, openFlags, 0)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%w: %s is a symbolic link", ErrNotRegular, path)
+		}
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	size := int64(-1)
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		size = fi.Size()
-	} else if end, err := f.Seek(0, io.SeekEnd); err == nil {
-		// Block devices report size 0 in stat; their end offset is real.
-		size = end
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("fetch: %s: %w", path, err)
-		}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fetch: %w", err)
 	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is a %s", ErrNotRegular, path, kindOf(fi.Mode()))
+	}
+	size := fi.Size()
 	if size > max {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, path, size, max)
 	}
 	return &fileSource{f: f, size: size, max: max}, nil
+}
+
+// kindOf names a non-regular file type for an error.
+func kindOf(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
+}
+
+// FromFile makes a Source of an already opened file — a descriptor a
+// caller passed in, opened with the caller's rights. It reads with pread
+// from offset 0, so it never moves f's offset and several Sources of one f
+// (an install opens its bundle more than once) do not disturb each other;
+// Close does not close f, which stays the caller's. f must be a regular
+// file or, with blockOK, a block device (ErrNotRegular otherwise); name
+// is for errors only.
+func FromFile(f *os.File, name string, blockOK bool, max int64) (Source, error) {
+	if max <= 0 {
+		max = DefaultMaxSize
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %s: %w", name, err)
+	}
+	m := fi.Mode()
+	size := fi.Size()
+	switch {
+	case m.IsRegular():
+	case blockOK && m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		// Block devices report size 0 in stat; their end offset is real.
+		// Seek on f moves its offset, which no pread depends on.
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return nil, fmt.Errorf("fetch: %s: %w", name, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: %s is a %s", ErrNotRegular, name, kindOf(m))
+	}
+	if size > max {
+		return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, name, size, max)
+	}
+	return &preadSource{f: f, name: name, size: size, max: max}, nil
+}
+
+// preadSource is FromFile's Source.
+type preadSource struct {
+	f      *os.File
+	name   string
+	size   int64
+	max    int64
+	off    int64
+	closed bool
+}
+
+func (p *preadSource) Size() int64 { return p.size }
+
+func (p *preadSource) lowerCap(n int64) { p.max = min(p.max, n) }
+
+func (p *preadSource) Read(b []byte) (int, error) {
+	if p.closed {
+		return 0, ErrClosed
+	}
+	if p.off >= p.max {
+		var one [1]byte
+		if n, _ := p.f.ReadAt(one[:], p.off); n > 0 {
+			return 0, fmt.Errorf("%w: %s grew past %d bytes", ErrTooLarge, p.name, p.max)
+		}
+		return 0, io.EOF
+	}
+	if rem := p.max - p.off; int64(len(b)) > rem {
+		b = b[:rem]
+	}
+	n, err := p.f.ReadAt(b, p.off)
+	p.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+func (p *preadSource) Seek(off int64, whence int) (int64, error) {
+	if p.closed {
+		return 0, ErrClosed
+	}
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += p.off
+	case io.SeekEnd:
+		off += p.size
+	default:
+		return p.off, fmt.Errorf("fetch: seek: invalid whence %d", whence)
+	}
+	if off < 0 {
+		return p.off, fmt.Errorf("fetch: seek to negative offset %d", off)
+	}
+	p.off = off
+	return off, nil
+}
+
+func (p *preadSource) Close() error {
+	p.closed = true
+	return nil
 }
 
 func (f *fileSource) Size() int64 { return f.size }

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,18 @@ type httpSource struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	url    string // as requested
+	u      *url.URL
+	site   Origin // scheme, host and port of url
 	name   string // redacted, for errors
 	opts   Options
 	client Doer
+	// custom: client is the caller's Doer, which follows redirects its own
+	// way; credentials are added to the first request only.
+	custom bool
+	// ownHeaders and ownCert are the caller's own (Options.Headers,
+	// CertFile/KeyFile): they go to the site of url only.
+	ownHeaders [][2]string
+	ownCert    *tls.Certificate
 
 	bufs [][]byte // read-ahead blocks, reused by every connection
 
@@ -97,15 +107,20 @@ func (b countingBody) Read(p []byte) (int, error) {
 func openHTTP(ctx context.Context, src string, opts Options) (Source, error) {
 	u, err := url.Parse(src)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("fetch: bad URL %q", src)
+		return nil, fmt.Errorf("fetch: bad URL %q", RedactURL(src))
 	}
-	client := opts.Client
-	if client == nil {
-		c, err := newClient(opts)
+	s := &httpSource{url: src, u: u, site: siteOf(u), name: RedactURL(src), opts: opts, size: -1}
+	for k, v := range opts.Headers {
+		s.ownHeaders = append(s.ownHeaders, [2]string{k, v})
+	}
+	s.client, s.custom = opts.Client, opts.Client != nil
+	if s.client == nil {
+		tr, own, err := newTransport(opts)
 		if err != nil {
 			return nil, err
 		}
-		client = c
+		s.ownCert = own
+		s.client = &http.Client{Transport: &credTransport{src: s, plain: tr}, CheckRedirect: s.checkRedirect}
 	}
 	var cancel context.CancelFunc
 	if opts.Deadline > 0 {
@@ -113,7 +128,7 @@ func openHTTP(ctx context.Context, src string, opts Options) (Source, error) {
 	} else {
 		ctx, cancel = context.WithCancel(ctx)
 	}
-	s := &httpSource{ctx: ctx, cancel: cancel, url: src, name: u.Redacted(), opts: opts, client: client, size: -1}
+	s.ctx, s.cancel = ctx, cancel
 	if err := s.connect(); err != nil {
 		cancel()
 		return nil, err
@@ -370,8 +385,11 @@ func (s *httpSource) attempt() (*conn, error) {
 	if err != nil {
 		return fail(fmt.Errorf("fetch: %w", err))
 	}
-	for k, v := range s.opts.Headers {
-		req.Header.Set(k, v)
+	if s.custom {
+		cr, _ := s.credFor(req.URL)
+		for _, h := range cr.Headers {
+			req.Header.Add(h[0], h[1])
+		}
 	}
 	req.Header.Set("Accept-Encoding", "identity")
 	if s.opened {
@@ -385,6 +403,9 @@ func (s *httpSource) attempt() (*conn, error) {
 	c.wd.end(0)
 	if ue := (*url.Error)(nil); errors.As(err, &ue) {
 		err = ue.Err // its text repeats the URL, unredacted query included
+	}
+	if errors.Is(err, ErrRedirect) {
+		return fail(err) // the policy's verdict; no retry changes it
 	}
 	if err != nil {
 		return fail(s.connErr(c, err))

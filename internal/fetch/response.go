@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,7 +19,6 @@ type StatusError struct {
 	URL        string
 	Code       int
 	Status     string
-	Body       string // first bytes of the body, for the log line
 	RetryAfter time.Duration
 }
 
@@ -35,9 +33,6 @@ func (e *StatusError) Error() string {
 		msg += "; check the credentials or client certificate"
 	case http.StatusNotFound, http.StatusGone:
 		msg += "; check the bundle URL"
-	}
-	if e.Body != "" {
-		msg += ": " + strconv.Quote(e.Body)
 	}
 	return msg
 }
@@ -54,12 +49,13 @@ func (e *StatusError) Temporary() bool {
 }
 
 func statusError(url string, resp *http.Response, now time.Time) *StatusError {
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	// The body is not read: it is the server's text, and errors reach
+	// callers who must not see what an arbitrary URL answered.
 	e := &StatusError{
-		URL:    url,
-		Code:   resp.StatusCode,
-		Status: resp.Status,
-		Body:   strings.TrimSpace(string(snippet)),
+		URL:  url,
+		Code: resp.StatusCode,
+		// Not resp.Status: its reason phrase is the server's text too.
+		Status: strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode),
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now); ok {

@@ -115,6 +115,16 @@ func (p *testPKI) serve(t *testing.T, h http.Handler, mutual bool) *httptest.Ser
 	return ts
 }
 
+// serveRequest asks for a client certificate without requiring one, so a
+// test sees whether one was presented.
+func (p *testPKI) serveRequest(t *testing.T, h http.Handler) *httptest.Server {
+	ts := httptest.NewUnstartedServer(h)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{p.server}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: p.pool}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return ts
+}
+
 func TestTLSWithConfiguredCA(t *testing.T) {
 	pki := newTestPKI(t)
 	want := payload(200_000, 30)
