@@ -1,0 +1,378 @@
+package channel
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/otadev/otad/internal/boot/bootsim"
+	"github.com/otadev/otad/internal/bootenv"
+	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/delta"
+	"github.com/otadev/otad/internal/fetch"
+	"github.com/otadev/otad/internal/floor"
+	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/slot"
+	"github.com/otadev/otad/internal/update"
+)
+
+const (
+	testCompat = "otad-test-gw"
+	slotSize   = 2 << 20
+	imgSize    = 1 << 20
+)
+
+// testKeys: a release key and a channel key, both in the device keyring.
+type testKeys struct {
+	release, channel *bundle.PrivateKey
+	kr, ckr          *bundle.Keyring
+}
+
+func newKeys(t *testing.T) testKeys {
+	t.Helper()
+	rel, err := bundle.GenerateKey(bundle.AlgEd25519, "rel-1", "release", rand.Reader)
+	must(t, err)
+	ch, err := bundle.GenerateKey(bundle.AlgEd25519, "chan-1", RoleChannel, rand.Reader)
+	must(t, err)
+	kr, err := bundle.NewKeyring(bundle.DefaultPolicy, rel.Public(), ch.Public())
+	must(t, err)
+	ckr, err := Keyring(kr)
+	must(t, err)
+	return testKeys{release: rel, channel: ch, kr: kr, ckr: ckr}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testImage returns n deterministic bytes for seed.
+func testImage(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := mrand.New(mrand.NewPCG(seed, 7))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func hexSum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// writeBundle writes a signed full bundle of img.
+func writeBundle(t *testing.T, path, version string, img []byte, k *bundle.PrivateKey) {
+	t.Helper()
+	var buf bytes.Buffer
+	_, err := bundle.Create(context.Background(), &buf, bundle.CreateOptions{Compatible: testCompat, Version: version,
+		SecurityVersion: 1, ChunkSize: 64 << 10, TempDir: filepath.Dir(path), Created: time.Now().Add(-time.Hour)},
+		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingRaw, Data: bytes.NewReader(img), Size: int64(len(img))}},
+		[]*bundle.PrivateKey{k})
+	must(t, err)
+	must(t, os.WriteFile(path, buf.Bytes(), 0o644))
+}
+
+// writeDeltaBundle writes a signed delta bundle from oldImg to newImg.
+func writeDeltaBundle(t *testing.T, path, version string, oldImg, newImg []byte, k *bundle.PrivateKey) {
+	t.Helper()
+	var patch bytes.Buffer
+	_, err := delta.Generate(context.Background(), bytes.NewReader(oldImg), int64(len(oldImg)),
+		bytes.NewReader(newImg), int64(len(newImg)), &patch, delta.GenOptions{FullSize: -1})
+	must(t, err)
+	var buf bytes.Buffer
+	_, err = bundle.Create(context.Background(), &buf, bundle.CreateOptions{Compatible: testCompat, Version: version,
+		SecurityVersion: 1, ChunkSize: 64 << 10, TempDir: filepath.Dir(path), Created: time.Now().Add(-time.Hour)},
+		[]bundle.Source{{Class: "rootfs", Encoding: bundle.EncodingDelta, Data: bytes.NewReader(patch.Bytes()),
+			Size: int64(patch.Len()), TargetSize: int64(len(newImg)), TargetSHA256: hexSum(newImg),
+			Delta: &bundle.DeltaSource{SourceSHA256: hexSum(oldImg), SourceSize: int64(len(oldImg))}}},
+		[]*bundle.PrivateKey{k})
+	must(t, err)
+	must(t, os.WriteFile(path, buf.Bytes(), 0o644))
+}
+
+// nginx is one nginx started by a test: the channel directory as its root,
+// POST /report appended to reports (one request body per line).
+type nginx struct {
+	base    string // http://127.0.0.1:PORT/
+	reports string
+	pid     int
+	errLog  string
+}
+
+// startNginx runs Debian's nginx in the foreground with its own config,
+// pid file and logs on a free loopback port; it is killed by PID when the
+// test ends.
+func startNginx(t testing.TB, root string, workers int) *nginx {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			t.Skip("nginx not installed (make deps installs Debian's nginx); skipping the channel server tests")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root root;" // workers must read the test's 0700 temp dirs
+	}
+	n := &nginx{base: fmt.Sprintf("http://127.0.0.1:%d/", port), reports: filepath.Join(dir, "reports.jsonl"), errLog: filepath.Join(dir, "error.log")}
+	conf := fmt.Sprintf(`daemon off;
+%s
+worker_processes %d;
+pid %s/nginx.pid;
+error_log %s warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[3]s/body; proxy_temp_path %[3]s/proxy; fastcgi_temp_path %[3]s/fcgi;
+  uwsgi_temp_path %[3]s/uwsgi; scgi_temp_path %[3]s/scgi;
+  types { application/octet-stream otab; text/plain json; }
+  keepalive_requests 100000;
+  log_format reports escape=none '$request_body';
+  server {
+    listen 127.0.0.1:%[5]d backlog=4096;
+    root %[6]s;
+    location = /report {
+      access_log %[7]s reports;
+      client_body_buffer_size 64k;
+      proxy_pass http://127.0.0.1:%[5]d/sink;
+    }
+    location = /sink { return 204; }
+  }
+}
+`, user, workers, dir, n.errLog, port, root, n.reports)
+	must(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "nginx.conf"), "-p", dir, "-e", n.errLog)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start())
+	n.pid = cmd.Process.Pid
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		syscall.Kill(n.pid, syscall.SIGQUIT) // graceful: flushes the report log
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(n.pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-done:
+			b, _ := os.ReadFile(n.errLog)
+			t.Fatalf("nginx exited: %s %s", stderr.String(), b)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if i > 500 {
+			t.Fatal("nginx did not listen within 10 s")
+		}
+	}
+	return n
+}
+
+// reportLines returns the report bodies nginx logged.
+func (n *nginx) reportLines(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(n.reports)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	must(t, err)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// board is a simulated device: two file slots, a boot env the bootloader
+// model boots from, a data dir that survives "power cuts" (new engines).
+type board struct {
+	t      *testing.T
+	dir    string
+	slots  map[string]slot.Slot
+	env    *bootenv.MemStore
+	booted string
+	kr     *bundle.Keyring
+	health *okHealth
+	fs     journal.FS
+	// ignoreChecks: the engine opens sources without the channel's file
+	// check (as after a restart, when source-options are gone).
+	ignoreChecks bool
+	mu           sync.Mutex
+	opened       []string
+}
+
+type okHealth struct{ err error }
+
+func (h *okHealth) Confirm(context.Context) error { return h.err }
+
+type noReboot struct{}
+
+func (noReboot) Reboot(context.Context) error { return nil }
+
+func newBoard(t *testing.T, kr *bundle.Keyring, factory []byte) *board {
+	t.Helper()
+	b := &board{t: t, dir: t.TempDir(), slots: map[string]slot.Slot{}, booted: "A", kr: kr, health: &okHealth{}, fs: journal.OSFS{}}
+	for _, n := range []string{"A", "B"} {
+		p := filepath.Join(b.dir, "slot-"+n+".img")
+		tg, err := slot.NewFileTarget(p, slotSize)
+		must(t, err)
+		tg.Close()
+		b.slots[n] = slot.Slot{Name: n, Class: "rootfs", Device: p, Type: slot.TypeFile, Bootname: n}
+	}
+	f, err := os.OpenFile(b.slots["A"].Device, os.O_WRONLY, 0)
+	must(t, err)
+	_, err = f.WriteAt(factory, 0)
+	must(t, err)
+	f.Close()
+	env := bootenv.NewEnv()
+	for k, v := range map[string]string{"otad_slot": "A", "otad_prev": "A", "upgrade_available": "0", "bootcount": "0", "bootlimit": "3"} {
+		env.Set(k, v)
+	}
+	b.env = bootenv.NewMemStore(env)
+	must(t, os.MkdirAll(b.data(), 0o755))
+	return b
+}
+
+func (b *board) data() string { return filepath.Join(b.dir, "data") }
+
+// engine starts a fresh engine (a daemon start) and waits for its start work
+// (confirming a trial boot, for example).
+func (b *board) engine() *update.Engine {
+	b.t.Helper()
+	e, err := update.New(update.Config{
+		Compatible: testCompat, Slots: b.slots, Env: b.env, BootLimit: 3,
+		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
+			b.mu.Lock()
+			b.opened = append(b.opened, src)
+			b.mu.Unlock()
+			s, err := fetch.Open(ctx, src, fetch.Options{})
+			if err != nil {
+				return nil, err
+			}
+			// What the daemon's OpenSource does with the channel's options.
+			if so, ok := update.SourceOptions(ctx).(SourceOptions); ok && !b.ignoreChecks {
+				return so.CheckSource(src, s)
+			}
+			return s, nil
+		},
+		Keyring: b.kr, Confirmer: b.health, Rebooter: noReboot{},
+		Cmdline: func() (string, error) { return "otad.slot=" + b.booted, nil },
+		Journal: &journal.Journal{FS: journal.OSFS{}, Dir: b.data()},
+		Floor:   &floor.Store{FS: journal.OSFS{}, Dir: b.data()},
+	})
+	must(b.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.t.Cleanup(func() { cancel(); e.Wait() })
+	must(b.t, e.Start(ctx))
+	e.Wait()
+	return e
+}
+
+// reboot is one boot through the bootloader model.
+func (b *board) reboot() {
+	b.t.Helper()
+	s, err := bootsim.Step(b.env)
+	must(b.t, err)
+	b.booted = s
+}
+
+func (b *board) sources() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.opened...)
+}
+
+// fixedClock is a settable clock.
+type fixedClock struct {
+	mu sync.Mutex
+	t  time.Time
+	// advanceOnInstall moves the clock on while stepInstall waits for an
+	// install (the time the install phase takes).
+	advanceOnInstall time.Duration
+}
+
+func (c *fixedClock) Now() time.Time                       { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fixedClock) set(t time.Time)                      { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+func (c *fixedClock) After(time.Duration) <-chan time.Time { return make(chan time.Time) }
+
+// cutFS fails every mutating operation from the cutAt-th on (a power cut:
+// nothing after it reaches the disk); 0 never cuts.
+type cutFS struct {
+	journal.FS
+	mu    sync.Mutex
+	ops   int
+	cutAt int
+}
+
+var errCut = fmt.Errorf("test: power cut")
+
+func (c *cutFS) op() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops++
+	if c.cutAt > 0 && c.ops >= c.cutAt {
+		return errCut
+	}
+	return nil
+}
+
+func (c *cutFS) OpenFile(name string, flag int, perm fs.FileMode) (journal.File, error) {
+	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE|os.O_TRUNC) != 0 {
+		if err := c.op(); err != nil {
+			return nil, err
+		}
+	}
+	return c.FS.OpenFile(name, flag, perm)
+}
+
+func (c *cutFS) Rename(o, n string) error {
+	if err := c.op(); err != nil {
+		return err
+	}
+	return c.FS.Rename(o, n)
+}
+
+func (c *cutFS) Remove(n string) error {
+	if err := c.op(); err != nil {
+		return err
+	}
+	return c.FS.Remove(n)
+}
+
+func (c *cutFS) SyncDir(d string) error {
+	if err := c.op(); err != nil {
+		return err
+	}
+	return c.FS.SyncDir(d)
+}
