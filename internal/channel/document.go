@@ -2,7 +2,6 @@ package channel
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -358,10 +357,4 @@ func CompareVersions(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// decodeHex is hex.DecodeString for values Validate has checked.
-func decodeHex(s string) []byte {
-	b, _ := hex.DecodeString(s)
-	return b
 }

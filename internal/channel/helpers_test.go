@@ -42,7 +42,7 @@ type testKeys struct {
 	kr, ckr          *bundle.Keyring
 }
 
-func newKeys(t *testing.T) testKeys {
+func newKeys(t testing.TB) testKeys {
 	t.Helper()
 	rel, err := bundle.GenerateKey(bundle.AlgEd25519, "rel-1", "release", rand.Reader)
 	must(t, err)
