@@ -52,6 +52,7 @@ type Config struct {
 	Slots   []Slot
 	Health  Health
 	Fetch   Fetch
+	Compat  Compat
 }
 
 // Keyring says where the trusted public keys live and how many must sign.
@@ -93,6 +94,14 @@ type Fetch struct {
 	Origins []string
 	// Redirects is the redirect policy: same-origin (default), none, any.
 	Redirects string
+}
+
+// Compat switches on the interfaces otad serves for other updaters'
+// clients. All are off by default.
+type Compat struct {
+	// RaucDBus: also own de.pengutronix.rauc and serve RAUC's Installer
+	// interface (internal/raucapi).
+	RaucDBus bool
 }
 
 // Default returns the configuration an empty file yields (it does not
@@ -187,6 +196,9 @@ var sectionKeys = map[string]map[string]key{
 			return oneOf(&c.Health.Watchdog, v, WatchdogSystemd, WatchdogOtad, WatchdogNone)
 		}},
 		"watchdog-device": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Health.WatchdogDevice, v) }},
+	},
+	"compat": {
+		"rauc-dbus": {set: func(c *Config, _ *Slot, v string) error { return boolean(&c.Compat.RaucDBus, v) }},
 	},
 	"fetch": {
 		"ca":   {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.CA, v) }},

@@ -147,7 +147,8 @@ func Classify(err error) string {
 func ServeSystemBus(ctx context.Context, d *Daemon) error { return ServeBus("")(ctx, d) }
 
 // ServeBus exports the engine on the bus at address (empty: the system
-// bus, honouring DBUS_SYSTEM_BUS_ADDRESS) until ctx ends.
+// bus, honouring DBUS_SYSTEM_BUS_ADDRESS) until ctx ends; with [compat]
+// rauc-dbus also as RAUC's Installer on the same connection (rauc.go).
 func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
 	return func(ctx context.Context, d *Daemon) error {
 		var conn *dbus.Conn
@@ -165,7 +166,13 @@ func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
 		if err != nil {
 			return err
 		}
+		stopRAUC, err := exportRAUC(ctx, conn, d)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
 		<-ctx.Done()
+		stopRAUC()
 		srv.Stop()
 		return nil
 	}

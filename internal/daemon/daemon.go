@@ -55,6 +55,9 @@ type Daemon struct {
 	log    *logrus.Entry
 	opts   Options
 	closer func() error
+	// env is the boot env store the engine writes; read-only outside the
+	// engine (the RAUC face reads the next boot slot from it).
+	env bootenv.Store
 
 	// Credentials are the downloader's origin-bound headers and client
 	// certificates ([fetch] origins); a fleet client adds its own at
@@ -85,6 +88,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		}
 		env, d.closer = ds, ds.Close
 	}
+	d.env = env
 	slots, err := Slots(cfg)
 	if err != nil {
 		d.closer()
@@ -139,7 +143,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		AutoReboot: cfg.Reboot == config.RebootAuto,
 		Cmdline:    cmdline,
 		Journal:    j,
-		Floor:      checkedFloor(log, &floor.Store{FS: j.FS, Dir: cfg.DataDir}, j, cfg),
+		Floor:      &floor.Store{FS: j.FS, Dir: cfg.DataDir},
 	})
 	if err != nil {
 		d.closer()

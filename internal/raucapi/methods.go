@@ -180,6 +180,11 @@ func (o *object) Mark(sender dbus.Sender, state, ident string) (string, string, 
 	default:
 		return "", "", s.dbusErr(fmt.Errorf("%w: state %q (want good, bad or active)", ErrInvalidArgs, clip(state)))
 	}
+	if err != nil && state == "good" && s.b.Status().Operation == "confirming" {
+		// RAUC clients mark the booted slot good after a boot; on otad the
+		// health check owns that decision during the trial.
+		err = fmt.Errorf("%w (otad's health check is confirming the trial boot and commits the slot itself)", err)
+	}
 	if err != nil {
 		return "", "", s.dbusErr(err)
 	}
