@@ -42,6 +42,13 @@ var (
 	ErrTruncated    = errors.New("bundle: truncated")
 	ErrChunkHash    = errors.New("bundle: hash mismatch")
 	ErrTooLarge     = errors.New("bundle: too large")
+	// ErrNotRecipient: an encrypted bundle with no recipient entry for this
+	// device's decryption key (or no key configured); refused before any
+	// payload byte.
+	ErrNotRecipient = errors.New("bundle: this device is not a recipient of the encrypted bundle")
+	// ErrDecrypt: a recipient entry, the content key (signed commitment)
+	// or a chunk's GCM tag did not check out.
+	ErrDecrypt = errors.New("bundle: decryption failed")
 )
 
 // Limits of format version 1. They are part of the format: a reader rejects

@@ -16,13 +16,14 @@ import (
 type header struct {
 	ManifestLen  uint32
 	SignatureLen uint32
+	Flags        uint16 // flagRecipients or 0
 }
 
 func (h header) marshal() []byte {
 	b := make([]byte, HeaderSize)
 	copy(b, Magic)
 	binary.BigEndian.PutUint16(b[4:], FormatVersion)
-	// b[6:8] flags: reserved, zero in version 1.
+	binary.BigEndian.PutUint16(b[6:], h.Flags)
 	binary.BigEndian.PutUint32(b[8:], h.ManifestLen)
 	binary.BigEndian.PutUint32(b[12:], h.SignatureLen)
 	return b
@@ -36,9 +37,10 @@ func parseHeader(b []byte) (header, error) {
 	if v := binary.BigEndian.Uint16(b[4:]); v != FormatVersion {
 		return h, fmt.Errorf("%w: format version %d, this otad reads %d", ErrMalformed, v, FormatVersion)
 	}
-	if f := binary.BigEndian.Uint16(b[6:]); f != 0 {
+	if f := binary.BigEndian.Uint16(b[6:]); f&^flagRecipients != 0 {
 		return h, fmt.Errorf("%w: unknown header flags %#04x", ErrMalformed, f)
 	}
+	h.Flags = binary.BigEndian.Uint16(b[6:])
 	h.ManifestLen = binary.BigEndian.Uint32(b[8:])
 	h.SignatureLen = binary.BigEndian.Uint32(b[12:])
 	if h.ManifestLen == 0 {

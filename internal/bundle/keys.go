@@ -19,6 +19,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/otadev/otad/internal/crypt"
 )
 
 // Key algorithms. A key's algorithm is fixed by its key file; a signature
@@ -396,6 +398,9 @@ const PolicyFile = "policy.json"
 type Keyring struct {
 	Policy Policy
 	keys   map[string]*PublicKey
+	// Decryption is the device's key for encrypted bundles (encrypt.go);
+	// nil: encrypted bundles are refused before any payload byte.
+	Decryption *crypt.PrivateKey
 }
 
 // NewKeyring builds a keyring. The same public key under two ids is

@@ -19,6 +19,9 @@ type Manifest struct {
 	Created         time.Time `json:"created"`
 	Expires         time.Time `json:"expires,omitzero"`
 	Images          []Image   `json:"images"`
+	// Encryption is set on encrypted bundles (encrypt.go); the recipient
+	// block it refers to is outside the signature.
+	Encryption *Encryption `json:"encryption,omitempty"`
 }
 
 // Image describes one slot image in the bundle.
@@ -98,7 +101,7 @@ var (
 	scalar      = &shape{}
 	deltaShape  = &shape{fields: map[string]*shape{"source_sha256": scalar, "source_size": scalar}}
 	imageShape  = &shape{fields: map[string]*shape{"class": scalar, "size": scalar, "sha256": scalar, "encoding": scalar, "payload_size": scalar, "chunk_size": scalar, "chunks": scalar, "chunk_table_sha256": scalar, "delta": deltaShape}}
-	manifestTop = &shape{fields: map[string]*shape{"type": scalar, "compatible": scalar, "version": scalar, "security_version": scalar, "created": scalar, "expires": scalar, "images": {elem: imageShape}}}
+	manifestTop = &shape{fields: map[string]*shape{"type": scalar, "compatible": scalar, "version": scalar, "security_version": scalar, "created": scalar, "expires": scalar, "images": {elem: imageShape}, "encryption": encryptionShape}}
 )
 
 // ParseManifest parses manifest bytes strictly: encoding/json alone accepts
@@ -254,6 +257,9 @@ func (m *Manifest) validate() error {
 		}
 		classes[img.Class] = true
 		tableBytes += int64(img.Chunks) * tableEntrySize
+	}
+	if err := m.Encryption.validate(); err != nil {
+		return err
 	}
 	if tableBytes > MaxTableBytes {
 		return fmt.Errorf("%w: chunk tables need %d bytes, limit %d", ErrTooLarge, tableBytes, MaxTableBytes)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/otadev/otad/internal/crypt"
 )
 
 // ErrNotSeekable is returned by SeekChunk when the source is a pipe.
@@ -41,6 +43,9 @@ type Front struct {
 	Signatures    []Signature
 	Identity      string // hex SHA-256 of ManifestBytes
 	Size          int64  // bytes from the bundle start to the first chunk table
+	// Recipients is the unsigned recipient block of an encrypted bundle
+	// (header flag set), nil otherwise; see encrypt.go.
+	Recipients []byte
 }
 
 // readFront reads header, manifest bytes and signature block; it parses
@@ -64,6 +69,12 @@ func readFront(r io.Reader) (*Front, error) {
 	}
 	if f.Signatures, err = parseSignatures(sb); err != nil {
 		return nil, err
+	}
+	if h.Flags&flagRecipients != 0 {
+		if f.Recipients, err = readRecipients(r); err != nil {
+			return nil, err
+		}
+		f.Size += int64(len(f.Recipients))
 	}
 	sum := sha256.Sum256(f.ManifestBytes)
 	f.Identity = hex.EncodeToString(sum[:])
@@ -104,6 +115,11 @@ type Reader struct {
 	trailDone bool
 	dec       *zstd.Decoder
 	err       error // sticky
+
+	// Encrypted bundles (encrypt.go): every stored chunk is followed by its
+	// GCM tag (over bytes), opened by sealer after its hash matched.
+	sealer *crypt.Sealer
+	over   int64
 }
 
 // NewReader reads and verifies header, manifest, signatures, metadata and
@@ -139,6 +155,9 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	if err := checkMetadata(f.Manifest, &opts); err != nil {
 		return nil, err
 	}
+	if err := br.openSealed(); err != nil {
+		return nil, err
+	}
 	off := f.Size
 	for i := range f.Manifest.Images {
 		img := &f.Manifest.Images[i]
@@ -155,7 +174,7 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	}
 	for i := range f.Manifest.Images {
 		br.starts = append(br.starts, off)
-		off += f.Manifest.Images[i].PayloadSize
+		off += f.Manifest.Images[i].PayloadSize + int64(f.Manifest.Images[i].Chunks)*br.over
 	}
 	br.size = off
 	return br, nil
@@ -209,7 +228,7 @@ func (r *Reader) Next() (*Image, error) {
 	}
 	imgs := r.front.Manifest.Images
 	if r.img >= 0 && r.img < len(imgs) && r.chunk < imgs[r.img].Chunks {
-		if err := r.skipTo(r.starts[r.img] + imgs[r.img].PayloadSize); err != nil {
+		if err := r.skipTo(r.starts[r.img] + imgs[r.img].PayloadSize + int64(imgs[r.img].Chunks)*r.over); err != nil {
 			r.err = err
 			return nil, err
 		}
@@ -240,7 +259,7 @@ func (r *Reader) pos() int64 {
 	}
 	off := r.starts[r.img]
 	for _, e := range r.tables[r.img][:r.chunk] {
-		off += e.Len
+		off += e.Len + r.over
 	}
 	return off
 }
@@ -377,15 +396,21 @@ func (r *Reader) loadChunk() error {
 	img := &r.front.Manifest.Images[r.img]
 	k := r.chunk
 	e := r.tables[r.img][k]
-	if int64(cap(r.stored)) < e.Len {
-		r.stored = make([]byte, zstdBound(img.ChunkSize))
+	if int64(cap(r.stored)) < e.Len+r.over {
+		r.stored = make([]byte, zstdBound(img.ChunkSize)+r.over)
 	}
-	buf := r.stored[:e.Len]
+	buf := r.stored[:e.Len+r.over]
 	if err := readFull(r.src, buf, fmt.Sprintf("image %q chunk %d", img.Class, k)); err != nil {
 		return err
 	}
 	if sha256.Sum256(buf) != e.Hash {
 		return fmt.Errorf("%w: image %q chunk %d of %d: stored bytes do not match the signed chunk table", ErrChunkHash, img.Class, k, img.Chunks)
+	}
+	if r.sealer != nil {
+		var err error
+		if buf, err = r.sealer.Open(buf, r.img, k, img.Chunks); err != nil {
+			return fmt.Errorf("%w: image %q chunk %d of %d: %w", ErrDecrypt, img.Class, k, img.Chunks, err)
+		}
 	}
 	lastImage := r.img == len(r.tables)-1
 	lastChunk := k == img.Chunks-1

@@ -190,9 +190,10 @@ func rewriteFront(dst io.Writer, src io.Reader, f *Front, add []Signature) error
 		return err
 	}
 	var front bytes.Buffer
-	front.Write(header{ManifestLen: uint32(len(f.ManifestBytes)), SignatureLen: uint32(len(sb))}.marshal())
+	front.Write(header{ManifestLen: uint32(len(f.ManifestBytes)), SignatureLen: uint32(len(sb)), Flags: f.flags()}.marshal())
 	front.Write(f.ManifestBytes)
 	front.Write(sb)
+	front.Write(f.Recipients) // encrypted bundles keep their recipients
 	if _, err := dst.Write(front.Bytes()); err != nil {
 		return fmt.Errorf("bundle: write: %w", err)
 	}

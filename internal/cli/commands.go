@@ -11,6 +11,7 @@ var commands = []command{
 	{"cancel", "cancel the running install", cmdCancel},
 	{"reboot", "reboot into the pending slot", cmdReboot},
 	{"env", "print or set U-Boot environment variables", cmdEnv},
+	{"floor", "show the anti-rollback floor, or reset it after damage", cmdFloor},
 	{"bundle", "create, sign, verify and inspect bundles (build host)", cmdBundle},
 	{"demo", "run a full update and rollback on file-backed slots", cmdDemo},
 }

@@ -52,13 +52,16 @@ type Config struct {
 	Slots   []Slot
 	Health  Health
 	Fetch   Fetch
-	Compat  Compat
 }
 
 // Keyring says where the trusted public keys live and how many must sign.
 type Keyring struct {
 	Directory string
 	Threshold int
+	// DecryptionKey is the device's (or its group's) PKCS#8 key for
+	// encrypted bundles; "" refuses them. Loaded, and its mode checked, by
+	// the daemon (internal/daemon/decryption.go).
+	DecryptionKey string
 }
 
 // Slot is one [slot.CLASS.INDEX] section.
@@ -94,14 +97,6 @@ type Fetch struct {
 	Origins []string
 	// Redirects is the redirect policy: same-origin (default), none, any.
 	Redirects string
-}
-
-// Compat switches on the interfaces otad serves for other updaters'
-// clients. All are off by default.
-type Compat struct {
-	// RaucDBus: also own de.pengutronix.rauc and serve RAUC's Installer
-	// interface (internal/raucapi).
-	RaucDBus bool
 }
 
 // Default returns the configuration an empty file yields (it does not
@@ -169,8 +164,9 @@ var sectionKeys = map[string]map[string]key{
 		"cmdline":        {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Cmdline, v) }},
 	},
 	"keyring": {
-		"directory": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Keyring.Directory, v) }},
-		"threshold": {set: func(c *Config, _ *Slot, v string) error { return intRange(&c.Keyring.Threshold, v, 1, 16) }},
+		"directory":      {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Keyring.Directory, v) }},
+		"threshold":      {set: func(c *Config, _ *Slot, v string) error { return intRange(&c.Keyring.Threshold, v, 1, 16) }},
+		"decryption-key": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Keyring.DecryptionKey, v) }},
 	},
 	"slot": {
 		"name":     {set: func(_ *Config, s *Slot, v string) error { return oneOf(&s.Name, v, "A", "B") }},
@@ -196,9 +192,6 @@ var sectionKeys = map[string]map[string]key{
 			return oneOf(&c.Health.Watchdog, v, WatchdogSystemd, WatchdogOtad, WatchdogNone)
 		}},
 		"watchdog-device": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Health.WatchdogDevice, v) }},
-	},
-	"compat": {
-		"rauc-dbus": {set: func(c *Config, _ *Slot, v string) error { return boolean(&c.Compat.RaucDBus, v) }},
 	},
 	"fetch": {
 		"ca":   {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.CA, v) }},

@@ -5,9 +5,10 @@
 // into that result.
 //
 // API:
-//   - Updater: Install, Cancel, Status, Subscribe, Disarm, Reboot.
-//     EngineUpdater adapts *update.Engine (Disarm = MarkBad of the armed,
-//     not yet booted target: ONE env write back to the running slot).
+//   - Updater: Install, Cancel, Status, Subscribe, Disarm, Reboot,
+//     JournalState. EngineUpdater adapts *update.Engine (Disarm = MarkBad
+//     of the armed, not yet booted target: ONE env write back to the
+//     running slot; JournalState reads the engine's install journal).
 //   - Action, Phase, Outcome: one server action as a client tracks it.
 //   - Store: the action on disk (Load, Save), written power-fail safe.
 //   - Decide: after the reboot, from update.Status, success (target slot
@@ -62,10 +63,32 @@ type Updater interface {
 	Disarm(target string) error
 	// Reboot restarts the device now.
 	Reboot(ctx context.Context) error
+	// JournalState is the state the engine's install journal records for
+	// transaction tx, or "" when the journal is about another install (or
+	// unreadable). After a restart it tells a client what became of the
+	// install it started: writing (the engine resumes it), written or
+	// pending-reboot (verified, armed or about to be), failed, ...
+	JournalState(tx string) journal.State
 }
 
-// EngineUpdater adapts the engine to Updater.
-type EngineUpdater struct{ *update.Engine }
+// EngineUpdater adapts the engine to Updater. Journal is the engine's
+// install journal (nil: JournalState always answers "").
+type EngineUpdater struct {
+	*update.Engine
+	Journal *journal.Journal
+}
+
+// JournalState reads the engine's journal record for tx.
+func (u EngineUpdater) JournalState(tx string) journal.State {
+	if u.Journal == nil || tx == "" {
+		return ""
+	}
+	rec, err := u.Journal.Load()
+	if err != nil || rec.Tx != tx {
+		return ""
+	}
+	return rec.State
+}
 
 var _ Updater = EngineUpdater{}
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/otadev/otad/internal/fleet"
+	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -392,10 +393,11 @@ func (c *Client) restore(ctx context.Context) {
 		if a.Tx == "" && st.Tx != a.PrevTx {
 			a.Tx = st.Tx // cut between Install and saving its tx
 		}
-		busy := st.Operation == update.OpDownloading || st.Operation == update.OpVerifying || st.Operation == update.OpWriting
+		js := c.u.JournalState(a.Tx)
 		switch {
-		case a.Tx != "" && st.Tx == a.Tx && busy:
-			// The engine resumed the interrupted write by itself.
+		case js == journal.StateWriting:
+			// The engine resumes the interrupted write by itself (or has
+			// just failed it past its own cap: its completed event follows).
 			a.Attempts++
 			if c.save(a) != nil {
 				return
@@ -407,10 +409,19 @@ func (c *Client) restore(ctx context.Context) {
 				return
 			}
 			c.progress(ctx, a, ExecResumed, nil, "install resumed after a restart")
-		case a.Tx != "" && st.Tx == a.Tx && st.Operation == update.OpPendingReboot:
+		case js == journal.StateWritten:
+			// Verified, not armed yet: the engine reads back and arms;
+			// its completed event follows.
+		case js == journal.StatePendingReboot:
 			c.armed(ctx, a)
-		case a.Tx != "" && st.Tx == a.Tx && slotState(st, a.Target) == "bad":
-			c.finish(ctx, a, fleet.Outcome{Kind: fleet.Failure, Reason: slotReason(st, a.Target)})
+		case js == journal.StateFailed:
+			c.finish(ctx, a, fleet.Outcome{Kind: fleet.Failure, Reason: lastError(st, a.Target)})
+		case js != "":
+			// Past the arm already (confirming, committed, rolled back).
+			a.Phase = fleet.PhaseRebooting
+			if c.save(a) == nil {
+				c.settle(ctx)
+			}
 		case a.CancelID != "":
 			// Canceled while writing and cut before the result was saved:
 			// nothing runs any more, so the cancel is done.
@@ -435,16 +446,17 @@ func slotState(st update.Status, name string) string {
 	return ""
 }
 
-func slotReason(st update.Status, name string) string {
-	for _, s := range st.Slots {
-		if s.Name == name && s.Reason != "" {
-			return s.Reason
-		}
-	}
+// lastError is why the install failed, as the engine recorded it.
+func lastError(st update.Status, target string) string {
 	if st.LastError != "" {
 		return st.LastError
 	}
-	return "slot " + name + " marked bad"
+	for _, s := range st.Slots {
+		if s.Name == target && s.Reason != "" {
+			return s.Reason
+		}
+	}
+	return "install failed"
 }
 
 // handleCancel answers a cancel request by the phase the action is in:

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"maps"
 	"sync"
 	"time"
 
@@ -60,24 +59,19 @@ func (a *Download) Verified() bool {
 }
 
 // OpenSource opens src for the engine with fo, the daemon's fetch options.
-// A URL on the server's origin gets the device's Authorization header
-// (fetch sends per-download headers only to the origin of the URL it was
-// given, never along a redirect elsewhere) and at most max-resumes
-// consecutive retries. The install this client started (its *Download in
-// the context's source options) is further bounded to max-resumes resumes
-// in all and its bytes are checked against the server's SHA-256.
+// A URL on the server's origin is fetched through the client's own
+// download client, which adds the device's Authorization header per
+// request, only for that origin: a redirect elsewhere (a CDN) goes out
+// without the token and without the other headers fetch set. Such a
+// download gets at most max-resumes consecutive retries. The install this
+// client started (its *Download in the context's source options) is
+// further bounded to max-resumes resumes in all and its bytes are checked
+// against the server's SHA-256.
 func (c *Client) OpenSource(ctx context.Context, src string, fo fetch.Options) (update.Source, error) {
 	if !SameOrigin(c.cfg.Server, src) {
 		return fetch.Open(ctx, src, fo)
 	}
-	if c.auth != "" {
-		h := maps.Clone(fo.Headers)
-		if h == nil {
-			h = map[string]string{}
-		}
-		h["Authorization"] = c.auth
-		fo.Headers = h
-	}
+	fo.Client = c.dl
 	fo.MaxRetries = max(c.cfg.MaxResumes, 0)
 	if fo.MaxRetries == 0 {
 		fo.MaxRetries = -1

@@ -93,7 +93,8 @@ type Info struct {
 type Client struct {
 	cfg  Config
 	u    fleet.Updater
-	hc   *http.Client
+	hc   *http.Client // DDI requests
+	dl   *http.Client // artifact downloads (through fetch)
 	auth string
 	base string // {server}/{tenant}/controller/v1/{id}
 
@@ -176,6 +177,20 @@ func New(cfg Config, u fleet.Updater) (*Client, error) {
 	c.hc = &http.Client{
 		Transport: &authTransport{base: cfg.Transport, origin: origin(su), auth: c.auth},
 		Timeout:   2 * time.Minute,
+	}
+	dlBase := cfg.Transport
+	if t, ok := dlBase.(*http.Transport); ok {
+		// Compression would break byte offsets (Range resume).
+		t = t.Clone()
+		t.DisableCompression = true
+		t.ResponseHeaderTimeout = 0
+		dlBase = t
+	}
+	// No overall timeout: a bundle streams for minutes; fetch's rate
+	// watchdog bounds it.
+	c.dl = &http.Client{
+		Transport:     &authTransport{base: dlBase, origin: origin(su), auth: c.auth},
+		CheckRedirect: stripForeign,
 	}
 	c.info.Server = cfg.Server
 	return c, nil

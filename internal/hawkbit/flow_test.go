@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/otadev/otad/internal/hawkbit/dditest"
-	"github.com/otadev/otad/internal/health"
 )
 
 // executions lists "execution/finished" of each feedback.
@@ -114,10 +113,7 @@ func TestRollbackReportedWithUnit(t *testing.T) {
 	b := newBoard(t)
 	img := image(2, 1<<20)
 	id := b.deploy("2.1", b.bundle("test-board", "2.1", 1, img), "")
-	b.health = func(ctx context.Context, slot string) error {
-		return &health.Failure{Check: "target boot-complete.target", Units: []string{"app.service"},
-			Reason: `start job for boot-complete.target finished with result "dependency"; failed units: app.service`}
-	}
+	b.health = unitFailed
 	b.drive(b.hasFinal(id))
 	fs := b.srv.Feedback()
 	printSequence(t, "rollback (action "+id+")", fs)

@@ -23,6 +23,7 @@ import (
 	"github.com/otadev/otad/internal/fleet"
 	"github.com/otadev/otad/internal/floor"
 	"github.com/otadev/otad/internal/hawkbit/dditest"
+	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
 	"github.com/otadev/otad/internal/update"
@@ -198,7 +199,7 @@ func (b *board) powerOn() *running {
 		Transport: tr, Clock: b.clock, Jitter: func() float64 { return 0 },
 		Log: func(level slog.Level, msg string, kv ...any) {
 			b.t.Logf("%s %s %v", level, msg, kv)
-		}}, fleet.EngineUpdater{Engine: e})
+		}}, fleet.EngineUpdater{Engine: e, Journal: j})
 	must(b.t, err)
 	client.Store(c)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -420,4 +421,30 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// basePolls counts the polls the server answered (GET of the base).
+func (b *board) basePolls() int {
+	n := 0
+	for _, r := range b.srv.Requests() {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.Path, "/controller/v1/"+testID) {
+			n++
+		}
+	}
+	return n
+}
+
+// reboot is one power-on through the boot script's rules.
+func (b *board) reboot() string {
+	s, err := bootsim.Step(b.env)
+	must(b.t, err)
+	b.slot = s
+	return s
+}
+
+// unitFailed is what the health check reports when a unit RequiredBy
+// boot-complete.target failed (health.TargetChecker's words).
+func unitFailed(ctx context.Context, slot string) error {
+	return &health.Failure{Check: "target boot-complete.target", Units: []string{"app.service"},
+		Reason: `start job for boot-complete.target finished with result "dependency"; failed units: app.service`}
 }

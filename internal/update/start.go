@@ -308,6 +308,8 @@ func (e *Engine) finishCommit(rec *journal.Record) error {
 	}
 	if err := e.cfg.Journal.UpdateSlot(booted, func(s *journal.SlotRecord) {
 		s.State, s.Reason = journal.SlotGood, ""
+		// A lower bound of the floor raised above (floor.JournalBound).
+		s.CommittedSecurityVersion = max(s.CommittedSecurityVersion, rec.Bundle.SecurityVersion)
 		if s.Activated.IsZero() {
 			s.Activated = e.cfg.Clock.Now()
 		}

@@ -89,35 +89,14 @@ func NewPKCS11(uri string, pub *bundle.PublicKey, getenv func(string) string) (*
 // Public returns the keyring entry.
 func (p *PKCS11) Public() *bundle.PublicKey { return p.Pub }
 
-// run runs pkcs11-tool with the module, selection and args; the PIN goes
-// through the environment. Output files are the caller's.
+// run runs pkcs11-tool on the URI's object (selected by id, resolved
+// from the label first); the PIN goes through the environment.
 func (p *PKCS11) run(ctx context.Context, login bool, args ...string) error {
-	var a []string
-	if p.Module != "" {
-		a = append(a, "--module", p.Module)
+	if err := p.resolveID(ctx); err != nil {
+		return err
 	}
-	a = append(a, p.URI.selectArgs()...)
-	env := os.Environ()
-	if login {
-		if p.pin == "" {
-			return fmt.Errorf("extsign: %s: no PIN: set pin-source=file:… in the URI or %s", p.URI, EnvPIN)
-		}
-		a = append(a, "--login", "--pin", "env:"+pinEnv)
-		env = append(env, pinEnv+"="+p.pin)
-	}
-	a = append(a, args...)
-	cmd := exec.CommandContext(ctx, p.Tool, a...)
-	cmd.Env = env
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	killGroup(cmd)
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("extsign: pkcs11-tool for %s: %w: %s", p.URI, err, tail(out.Bytes()))
-	}
-	return nil
+	_, err := p.output(ctx, login, true, args...)
+	return err
 }
 
 // ReadPublicKey exports the public key object matching the URI as PKIX
@@ -129,7 +108,8 @@ func (p *PKCS11) ReadPublicKey(ctx context.Context) ([]byte, error) {
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "pub.der")
-	if err := p.run(ctx, false, "--read-object", "--type", "pubkey", "--output-file", out); err != nil {
+	// Logged in: the label → id lookup lists private objects.
+	if err := p.run(ctx, true, "--read-object", "--type", "pubkey", "--output-file", out); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(out)

@@ -1,7 +1,6 @@
 package extsign
 
 import (
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"slices"
@@ -95,24 +94,6 @@ func ParseURI(s string) (*URI, error) {
 		return nil, fmt.Errorf("extsign: PKCS#11 URI %s names no key: give object= or id=", Redact(s))
 	}
 	return u, nil
-}
-
-// selectArgs are the pkcs11-tool options that pick the token and object.
-func (u *URI) selectArgs() []string {
-	var a []string
-	if u.SlotID != "" {
-		a = append(a, "--slot", u.SlotID)
-	}
-	if u.Token != "" {
-		a = append(a, "--token-label", u.Token)
-	}
-	if u.Object != "" {
-		a = append(a, "--label", u.Object)
-	}
-	if len(u.ID) > 0 {
-		a = append(a, "--id", hex.EncodeToString(u.ID))
-	}
-	return a
 }
 
 // Redact returns s without its query part (module path, PIN) for error

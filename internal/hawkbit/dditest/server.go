@@ -105,6 +105,8 @@ type Server struct {
 	Sleep string
 	// ArtifactStatus, when set for a file name, is answered instead of it.
 	ArtifactStatus map[string]int
+	// Redirect, when set for a file name, answers 302 to that URL.
+	Redirect map[string]string
 	// CutAfter: artifact responses stop after this many bytes (0: never),
 	// closing the connection, to make the client resume.
 	CutAfter int64
@@ -120,13 +122,15 @@ type Server struct {
 	config    []map[string]string
 	askConfig bool
 	requests  []Request
+	notMod    int
+	gone      int
 	nextID    int
 }
 
 // New starts a server on 127.0.0.1.
 func New(t testing.TB, tenant, controller, token string) *Server {
 	s := &Server{Tenant: tenant, Controller: controller, Token: token, Sleep: "00:05:00",
-		ArtifactStatus: map[string]int{}, askConfig: true, nextID: 100}
+		ArtifactStatus: map[string]int{}, Redirect: map[string]string{}, askConfig: true, nextID: 100}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -215,6 +219,20 @@ func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Request(nil), s.requests...)
+}
+
+// NotModified counts polls answered 304.
+func (s *Server) NotModified() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.notMod
+}
+
+// Gone counts feedback answered 410 (action no longer active).
+func (s *Server) Gone() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone
 }
 
 // Base is the controller base URL.
@@ -314,6 +332,7 @@ func (s *Server) serveBase(w http.ResponseWriter, r *http.Request) {
 	etag := fmt.Sprintf(`"%x"`, hash(body))
 	w.Header().Set("ETag", etag)
 	if r.Header.Get("If-None-Match") == etag {
+		s.notMod++
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -413,6 +432,7 @@ func (s *Server) deploymentFeedback(w http.ResponseWriter, r *http.Request, id s
 		return
 	}
 	if !a.active {
+		s.gone++
 		http.Error(w, "action is not active", http.StatusGone)
 		return
 	}
@@ -447,6 +467,7 @@ func (s *Server) cancelFeedback(w http.ResponseWriter, r *http.Request, id strin
 		return
 	}
 	if idx < 0 {
+		s.gone++
 		http.Error(w, "cancel is not active", http.StatusGone)
 		return
 	}
@@ -468,6 +489,10 @@ func (s *Server) cancelFeedback(w http.ResponseWriter, r *http.Request, id strin
 func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, name string) {
 	if code := s.ArtifactStatus[name]; code != 0 {
 		http.Error(w, http.StatusText(code), code)
+		return
+	}
+	if to := s.Redirect[name]; to != "" {
+		http.Redirect(w, r, to, http.StatusFound)
 		return
 	}
 	var data []byte
