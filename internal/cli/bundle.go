@@ -22,7 +22,10 @@ var bundleSubs = []struct {
 }{
 	{"keygen", "make a signing key pair (PREFIX.key, PREFIX.pub)", bundleKeygen},
 	{"create", "build and sign a bundle from slot images", bundleCreate},
-	{"sign", "add a signature to an existing bundle", bundleSign},
+	{"sign", "add a signature to an existing bundle (co-signing)", bundleSign},
+	{"pubkey", "write a keyring .pub file for a key in a token or KMS", bundlePubkey},
+	{"digest", "print what a signature over a bundle covers (air-gapped signing)", bundleDigest},
+	{"attach-signature", "add a signature made elsewhere, checked before writing", bundleAttachSignature},
 	{"verify", "verify signatures, metadata and every payload byte", bundleVerify},
 	{"info", "print a bundle's manifest (signatures NOT checked)", bundleInfo},
 }
@@ -35,7 +38,7 @@ func cmdBundle(ctx context.Context, e *Env, args []string) error {
 		}
 		fmt.Fprintf(w, "usage: %s bundle <subcommand> [flags] [args]\n\nsubcommands:\n", e.Prog)
 		for _, s := range bundleSubs {
-			fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
+			fmt.Fprintf(w, "  %-16s %s\n", s.name, s.summary)
 		}
 		if len(args) == 0 {
 			return usagef("%s bundle: no subcommand given", e.Prog)
@@ -47,7 +50,7 @@ func cmdBundle(ctx context.Context, e *Env, args []string) error {
 			return s.run(ctx, e, args[1:])
 		}
 	}
-	return usagef("%s bundle: unknown subcommand %q (keygen, create, sign, verify, info)", e.Prog, args[0])
+	return usagef("%s bundle: unknown subcommand %q (keygen, create, sign, pubkey, digest, attach-signature, verify, info)", e.Prog, args[0])
 }
 
 // listFlag collects a repeatable flag.
@@ -173,10 +176,16 @@ func bundleInfo(ctx context.Context, e *Env, args []string) error {
 	type sigInfo struct {
 		KeyID     string `json:"key_id"`
 		Algorithm string `json:"algorithm"`
+		Bits      int    `json:"bits,omitempty"`     // RSA modulus size
+		KeyHash   string `json:"key_hash,omitempty"` // RSA: the key the entry names, SHA256:hex of its PKIX DER
 	}
 	var sigs []sigInfo
 	for _, s := range front.Signatures {
-		sigs = append(sigs, sigInfo{s.KeyID, s.Algorithm})
+		si := sigInfo{KeyID: s.KeyID, Algorithm: s.Algorithm}
+		if len(s.KeyHash) > 0 {
+			si.Bits, si.KeyHash = len(s.Sig)*8, fmt.Sprintf("SHA256:%x", s.KeyHash)
+		}
+		sigs = append(sigs, si)
 	}
 	sort.Slice(sigs, func(i, j int) bool { return sigs[i].KeyID < sigs[j].KeyID })
 	if *asJSON {
@@ -205,6 +214,10 @@ func bundleInfo(ctx context.Context, e *Env, args []string) error {
 		}
 	}
 	for _, s := range sigs {
+		if s.Bits > 0 {
+			fmt.Fprintf(w, "signature:        %s (%s, RSA-%d, key %s) — not verified\n", s.KeyID, s.Algorithm, s.Bits, s.KeyHash)
+			continue
+		}
 		fmt.Fprintf(w, "signature:        %s (%s) — not verified\n", s.KeyID, s.Algorithm)
 	}
 	return nil

@@ -15,3 +15,7 @@ var errHostTool = errors.New("this otad is a device build (-tags otad_device): c
 func bundleKeygen(context.Context, *Env, []string) error { return errHostTool }
 func bundleCreate(context.Context, *Env, []string) error { return errHostTool }
 func bundleSign(context.Context, *Env, []string) error   { return errHostTool }
+func bundlePubkey(context.Context, *Env, []string) error { return errHostTool }
+func bundleDigest(context.Context, *Env, []string) error { return errHostTool }
+
+func bundleAttachSignature(context.Context, *Env, []string) error { return errHostTool }

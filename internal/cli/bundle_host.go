@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 
 func bundleKeygen(ctx context.Context, e *Env, args []string) error {
 	fs := newFlags(e, "bundle keygen", "", "Writes PREFIX.key (private, mode 0600, keep it off devices) and PREFIX.pub\n(copy into the device keyring directory, e.g. /etc/otad/keys).")
-	alg := fs.String("alg", bundle.AlgEd25519, "key algorithm: ed25519 or p256")
+	alg := fs.String("alg", bundle.AlgEd25519, "key algorithm: ed25519, p256, rsa2048, rsa3072 or rsa4096")
+	padding := fs.String("rsa-padding", "pss", "RSA signature scheme: pss (RSASSA-PSS) or pkcs1v15 (PKCS#1 v1.5), both SHA-256")
 	id := fs.String("id", "", "key id recorded in signatures (required), e.g. release-2026")
 	role := fs.String("role", "release", "role the device policy requires")
 	out := fs.String("o", "", "output PREFIX (required)")
@@ -31,7 +33,18 @@ func bundleKeygen(ctx context.Context, e *Env, args []string) error {
 	if *id == "" || *out == "" || fs.NArg() != 0 {
 		return usagef("bundle keygen: --id and -o are required, no arguments")
 	}
-	k, err := bundle.GenerateKey(*alg, *id, *role, rand.Reader)
+	var k *bundle.PrivateKey
+	var err error
+	if bits, ok := strings.CutPrefix(*alg, "rsa"); ok {
+		ralg, perr := rsaAlg(*padding)
+		if perr != nil {
+			return perr
+		}
+		n, _ := strconv.Atoi(bits)
+		k, err = bundle.GenerateRSAKey(n, ralg, *id, *role)
+	} else {
+		k, err = bundle.GenerateKey(*alg, *id, *role, rand.Reader)
+	}
 	if err != nil {
 		return err
 	}
@@ -58,7 +71,7 @@ func bundleKeygen(ctx context.Context, e *Env, args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(e.Stdout, "wrote %s.key (private) and %s.pub (%s key %q, role %s)\n", *out, *out, *alg, *id, *role)
+	fmt.Fprintf(e.Stdout, "wrote %s.key (private) and %s.pub (%s key %q, %s, %d bits, role %s, %s)\n", *out, *out, *alg, *id, k.Alg, k.Public().Bits(), *role, k.Public().Fingerprint())
 	return nil
 }
 
@@ -103,16 +116,15 @@ func writeAtomic(path string, fn func(io.Writer) error) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func loadKeys(paths []string) ([]*bundle.PrivateKey, error) {
-	var keys []*bundle.PrivateKey
-	for _, p := range paths {
-		k, err := bundle.LoadPrivateKey(p)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
+// rsaAlg maps --rsa-padding to the key algorithm.
+func rsaAlg(padding string) (string, error) {
+	switch padding {
+	case "pss":
+		return bundle.AlgRSAPSS, nil
+	case "pkcs1v15", "pkcs1":
+		return bundle.AlgRSAPKCS1, nil
 	}
-	return keys, nil
+	return "", usagef("--rsa-padding %q: want pss or pkcs1v15", padding)
 }
 
 // parseExpiry accepts RFC 3339 or a duration from now ("720h").
@@ -140,11 +152,12 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	fs.Var(&images, "image", "CLASS=FILE, repeatable")
 	fs.Var(&deltaFrom, "delta-from", "OLD.img (single image) or CLASS=OLD.img: ship a delta from the image\ninstalled on devices; falls back to the full image when not smaller")
 	fs.Var(&keyPaths, "key", "private key file, repeatable (each adds a signature)")
+	ext := addSignerFlags(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	if *compatible == "" || *version == "" || *out == "" || len(images) == 0 || len(keyPaths) == 0 || fs.NArg() != 0 {
-		return usagef("bundle create: --compatible, --version, --image, --key and -o are required")
+	if *compatible == "" || *version == "" || *out == "" || len(images) == 0 || (len(keyPaths) == 0 && !ext.given()) || fs.NArg() != 0 {
+		return usagef("bundle create: --compatible, --version, --image, --key (or --signer/--signer-cmd with --pub) and -o are required")
 	}
 	o := bundle.CreateOptions{Compatible: *compatible, Version: *version, SecurityVersion: *secver,
 		Created: time.Now(), TempDir: filepath.Dir(*out)}
@@ -161,7 +174,7 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	if enc == "" {
 		return usagef("bundle create: --compress %q: want zstd or none", *compress)
 	}
-	keys, err := loadKeys(keyPaths)
+	keys, err := loadSigners(e, keyPaths, ext)
 	if err != nil {
 		return err
 	}
@@ -211,7 +224,7 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	var m *bundle.Manifest
 	err = writeAtomic(*out, func(w io.Writer) error {
 		var err error
-		m, err = bundle.Create(ctx, w, o, srcs, keys)
+		m, err = bundle.CreateSigned(ctx, w, o, srcs, keys)
 		return err
 	})
 	if err != nil {
@@ -276,42 +289,42 @@ func fileSHA256(r io.ReaderAt, size int64) (string, error) {
 }
 
 func bundleSign(ctx context.Context, e *Env, args []string) error {
-	fs := newFlags(e, "bundle sign", "BUNDLE", "Adds (or replaces) a signature per --key; the bundle identity does not change.")
+	fs := newFlags(e, "bundle sign", "BUNDLE", "Adds (or replaces) a signature per --key or external signer; the bundle identity does not change.\nCo-signing: engineering creates and signs, the OEM adds its signature with this command.")
 	var keyPaths listFlag
 	fs.Var(&keyPaths, "key", "private key file, repeatable")
+	ext := addSignerFlags(fs)
 	out := fs.String("o", "", "write the signed bundle here (default: replace BUNDLE atomically)")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
-	if len(keyPaths) == 0 || fs.NArg() != 1 {
-		return usagef("bundle sign: need --key and one BUNDLE")
+	if (len(keyPaths) == 0 && !ext.given()) || fs.NArg() != 1 {
+		return usagef("bundle sign: need --key (or --signer/--signer-cmd with --pub) and one BUNDLE")
 	}
 	in := fs.Arg(0)
 	dst := *out
 	if dst == "" {
 		dst = in
 	}
-	keys, err := loadKeys(keyPaths)
+	signers, err := loadSigners(e, keyPaths, ext)
 	if err != nil {
 		return err
 	}
-	// Each key is one pass through AddSignature; the first reads the input,
-	// later ones the previous result.
-	src := in
-	for i, k := range keys {
-		err := writeAtomic(dst, func(w io.Writer) error {
-			f, err := os.Open(src)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			return bundle.AddSignature(w, f, k)
-		})
+	// One pass writes every new signature: each is made and verified
+	// before the temporary file is renamed over dst.
+	err = writeAtomic(dst, func(w io.Writer) error {
+		f, err := os.Open(in)
 		if err != nil {
-			return fmt.Errorf("bundle sign %s with %s: %w", in, keyPaths[i], err)
+			return err
 		}
-		src = dst
-		fmt.Fprintf(e.Stdout, "%s: signed with %s (%s)\n", dst, k.ID, k.Alg)
+		defer f.Close()
+		return bundle.AddSignatures(ctx, w, f, signers...)
+	})
+	if err != nil {
+		return fmt.Errorf("bundle sign %s: %w", in, err)
+	}
+	for _, s := range signers {
+		p := s.Public()
+		fmt.Fprintf(e.Stdout, "%s: signed with %s (%s, role %s)\n", dst, p.ID, p.Alg, p.Role)
 	}
 	return nil
 }
