@@ -38,3 +38,10 @@ package powercut
 // fallback) a committed good image runs; at the end otad installs and arms
 // another image. `make powercut` (OTAD_POWERCUT=full) runs every cut point;
 // plain `go test` a seeded sample.
+//
+// Each state file is also swept on its own, cut at every operation of a
+// sequence of writes, and must read back as the last completed write or the
+// one in flight: the install journal and slot records, the floor (both
+// copies of every raise), and the fleet clients' files (the action owed to
+// a hawkBit or channel server, the channel's accepted serial and its report
+// spool).
