@@ -150,6 +150,9 @@ type ConfigData struct {
 
 var errSleep = errors.New("hawkbit: bad polling sleep")
 
+// maxSleepHours bounds the hours field (poll-max clamps it anyway).
+const maxSleepHours = 9999
+
 // ParseSleep parses config.polling.sleep, "HH:MM:SS".
 func ParseSleep(s string) (time.Duration, error) {
 	parts := strings.Split(s, ":")
@@ -159,7 +162,7 @@ func ParseSleep(s string) (time.Duration, error) {
 	var d time.Duration
 	for i, unit := range []time.Duration{time.Hour, time.Minute, time.Second} {
 		n, err := strconv.Atoi(parts[i])
-		if err != nil || n < 0 || (i > 0 && n > 59) || len(parts[i]) == 0 {
+		if err != nil || n < 0 || (i > 0 && n > 59) || (i == 0 && n > maxSleepHours) {
 			return 0, fmt.Errorf("%w %q", errSleep, s)
 		}
 		d += time.Duration(n) * unit

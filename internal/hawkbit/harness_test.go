@@ -53,6 +53,7 @@ type board struct {
 
 	autoReboot bool
 	maxResumes int
+	jitter     func() float64
 	// health decides the trial boot of a slot (nil: healthy).
 	health func(ctx context.Context, slot string) error
 	// hold, when set, is consulted for every artifact read offset; it may
@@ -87,6 +88,7 @@ func newBoard(t *testing.T) *board {
 	}
 	b.srv = dditest.New(t, testTenant, testID, testToken)
 	b.srv.Sleep = "00:00:30"
+	b.jitter = func() float64 { return 0 }
 	return b
 }
 
@@ -196,7 +198,7 @@ func (b *board) powerOn() *running {
 		PollMin: 10 * time.Second, PollMax: time.Hour, Attributes: [][2]string{{"site", "lab"}},
 		MaxResumes: b.maxResumes, AutoReboot: b.autoReboot, OtadVersion: "test",
 		Store:     fleet.Store{Path: b.path("data/hawkbit-action.json")},
-		Transport: tr, Clock: b.clock, Jitter: func() float64 { return 0 },
+		Transport: tr, Clock: b.clock, Jitter: b.jitter,
 		Log: func(level slog.Level, msg string, kv ...any) {
 			b.t.Logf("%s %s %v", level, msg, kv)
 		}}, fleet.EngineUpdater{Engine: e, Journal: j})
