@@ -28,6 +28,8 @@ var bundleSubs = []struct {
 	{"attach-signature", "add a signature made elsewhere, checked before writing", bundleAttachSignature},
 	{"verify", "verify signatures, metadata and every payload byte", bundleVerify},
 	{"info", "print a bundle's manifest (signatures NOT checked)", bundleInfo},
+	{"encrypt", "encrypt a bundle for device/group keys, or re-wrap an encrypted one", bundleEncrypt},
+	{"recipients", "keygen, add or list the recipients of an encrypted bundle", bundleRecipients},
 }
 
 func cmdBundle(ctx context.Context, e *Env, args []string) error {
@@ -88,6 +90,7 @@ func bundleVerify(ctx context.Context, e *Env, args []string) error {
 	compatible := fs.String("compatible", "", "device compatible string (default: accept any)")
 	floor := fs.Uint64("floor", 0, "device security version floor")
 	fullHash := fs.Bool("full-hash", false, "also hash uncompressed images end to end (second SHA-256 pass)")
+	decKey := fs.String("decryption-key", "", "recipient private key for an encrypted bundle (bundle_crypt.go)")
 	var slots listFlag
 	fs.Var(&slots, "slot-size", "CLASS=SIZE of the device's slot, repeatable (refuse larger images)")
 	if err := parseFlags(e, fs, args); err != nil {
@@ -99,6 +102,11 @@ func bundleVerify(ctx context.Context, e *Env, args []string) error {
 	kr, err := bundle.LoadKeyring(*keyring)
 	if err != nil {
 		return err
+	}
+	if *decKey != "" {
+		if kr.Decryption, err = readIdentity(*decKey); err != nil {
+			return err
+		}
 	}
 	o := bundle.Options{Keyring: kr, Compatible: *compatible, AnyCompatible: *compatible == "",
 		SecurityFloor: *floor, HashRawImages: *fullHash}
