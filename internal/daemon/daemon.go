@@ -183,6 +183,9 @@ func LoadKeyring(k config.Keyring) (*bundle.Keyring, error) {
 	if k.Threshold > kr.Policy.Threshold {
 		kr.Policy.Threshold = k.Threshold
 	}
+	if kr.Decryption, err = LoadDecryptionKey(k.DecryptionKey); err != nil { // decryption.go
+		return nil, err
+	}
 	return kr, nil
 }
 
