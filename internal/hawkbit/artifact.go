@@ -28,7 +28,7 @@ var (
 
 // Download is the "source-options" value the client hands to the engine
 // with each install: the daemon's OpenSource finds it through
-// update.SourceOptions and opens the download through Client.OpenSource.
+// update.SourceOptions and opens the download through Download.Open.
 // It carries no secret.
 type Download struct {
 	URL        string
@@ -58,30 +58,23 @@ func (a *Download) Verified() bool {
 	return a.verified
 }
 
-// OpenSource opens src for the engine with fo, the daemon's fetch options.
-// A URL on the server's origin is fetched through the client's own
-// download client, which adds the device's Authorization header per
-// request, only for that origin: a redirect elsewhere (a CDN) goes out
-// without the token and without the other headers fetch set. Such a
-// download gets at most max-resumes consecutive retries. The install this
-// client started (its *Download in the context's source options) is
-// further bounded to max-resumes resumes in all and its bytes are checked
-// against the server's SHA-256.
-func (c *Client) OpenSource(ctx context.Context, src string, fo fetch.Options) (update.Source, error) {
-	if !SameOrigin(c.cfg.Server, src) {
-		return fetch.Open(ctx, src, fo)
-	}
-	fo.Client = c.dl
-	fo.MaxRetries = max(c.cfg.MaxResumes, 0)
-	if fo.MaxRetries == 0 {
-		fo.MaxRetries = -1
-	}
-	a, _ := update.SourceOptions(ctx).(*Download)
-	if a == nil || a.URL != src {
+// Open opens the download for the engine: fo are the daemon's fetch
+// options (the token reaches the server's origin through fo.Credentials,
+// where the client registered it, so a resume after a restart carries it
+// too). It allows at most MaxResumes resumes in all — fetch's own budget
+// counts only consecutive failures, and an endless trickle of cut
+// connections must end too — and checks the bytes against the server's
+// SHA-256.
+func (a *Download) Open(ctx context.Context, src string, fo fetch.Options) (update.Source, error) {
+	if src != a.URL {
 		return fetch.Open(ctx, src, fo)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	prev := fo.OnRetry
+	fo.MaxRetries = a.MaxResumes
+	if fo.MaxRetries <= 0 {
+		fo.MaxRetries = -1
+	}
 	fo.OnRetry = func(off int64, attempt int, delay time.Duration, err error) {
 		if prev != nil {
 			prev(off, attempt, delay, err)

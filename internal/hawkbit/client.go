@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/fleet"
 )
 
@@ -69,6 +70,9 @@ type Config struct {
 	OtadVersion string
 	// Store keeps the current action in the data dir.
 	Store fleet.Store
+	// Credentials is the daemon's fetch credential table: New binds the
+	// token to the server's origin there, for artifact downloads.
+	Credentials *fetch.Credentials
 	// Transport sends DDI requests (nil: http.DefaultTransport); the token
 	// is added per request for the server's origin only.
 	Transport http.RoundTripper
@@ -94,7 +98,6 @@ type Client struct {
 	cfg  Config
 	u    fleet.Updater
 	hc   *http.Client // DDI requests
-	dl   *http.Client // artifact downloads (through fetch)
 	auth string
 	base string // {server}/{tenant}/controller/v1/{id}
 
@@ -178,19 +181,13 @@ func New(cfg Config, u fleet.Updater) (*Client, error) {
 		Transport: &authTransport{base: cfg.Transport, origin: origin(su), auth: c.auth},
 		Timeout:   2 * time.Minute,
 	}
-	dlBase := cfg.Transport
-	if t, ok := dlBase.(*http.Transport); ok {
-		// Compression would break byte offsets (Range resume).
-		t = t.Clone()
-		t.DisableCompression = true
-		t.ResponseHeaderTimeout = 0
-		dlBase = t
-	}
-	// No overall timeout: a bundle streams for minutes; fetch's rate
-	// watchdog bounds it.
-	c.dl = &http.Client{
-		Transport:     &authTransport{base: dlBase, origin: origin(su), auth: c.auth},
-		CheckRedirect: stripForeign,
+	if c.auth != "" && cfg.Credentials != nil {
+		// Artifacts come through the engine's normal download path, which
+		// adds this only for URLs under the server's origin (each redirect
+		// hop decided again).
+		if err := cfg.Credentials.Add(cfg.Server, []string{"Authorization: " + c.auth}); err != nil {
+			return nil, fmt.Errorf("hawkbit: registering the token for %s: %w", fetch.RedactURL(cfg.Server), err)
+		}
 	}
 	c.info.Server = cfg.Server
 	return c, nil

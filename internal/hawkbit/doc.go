@@ -18,10 +18,13 @@
 //     (the action is no longer active there) counts as delivered.
 //   - Non-final feedback (proceeding, downloaded, scheduled, resumed) may
 //     be sent twice after a cut; the final one is sent until acknowledged.
-//   - The token goes only to the server's origin (scheme, host, port): it
-//     is added per request below http.Client, so a redirect elsewhere goes
-//     out without it, and artifact downloads get it only for URLs of that
-//     origin. A token file readable by others is refused.
+//   - The token goes only to the server's origin (scheme, host, port,
+//     path prefix). DDI requests: it is added per request below
+//     http.Client, so a redirect elsewhere goes out without it. Artifact
+//     downloads run through the engine's normal path (fetch, Range
+//     resume); New binds the token to the server's origin in the daemon's
+//     fetch.Credentials, which decide again at every redirect hop. A
+//     token file readable by others is refused.
 //   - One action at a time: a new action waits until the current one's
 //     result was reported.
 //   - Downloads are bounded: at most max-resumes resumes per action

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,7 +158,11 @@ func (b *board) powerOn() *running {
 	j, err := journal.New(b.path("data"))
 	must(b.t, err)
 	booted := b.slot
-	var client atomic.Pointer[Client]
+	// The daemon's credential table, alive for the whole run; [fetch]
+	// redirects = any, so a CDN redirect is followed (without the token).
+	creds := &fetch.Credentials{}
+	fo := fetch.Options{MinRate: -1, Credentials: creds, Redirects: fetch.RedirectAny,
+		Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }}
 	e, err := update.New(update.Config{
 		Compatible: "test-board",
 		Slots: map[string]slot.Slot{
@@ -168,8 +171,14 @@ func (b *board) powerOn() *running {
 		},
 		Env: b.env,
 		OpenSource: func(ctx context.Context, src string) (update.Source, error) {
-			fo := fetch.Options{MinRate: -1, Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }}
-			s, err := client.Load().OpenSource(ctx, src, fo)
+			// What the daemon's openSource does.
+			var s update.Source
+			var err error
+			if d, ok := update.SourceOptions(ctx).(*Download); ok {
+				s, err = d.Open(ctx, src, fo)
+			} else {
+				s, err = fetch.Open(ctx, src, fo)
+			}
 			if err != nil || b.hold == nil {
 				return s, err
 			}
@@ -198,12 +207,11 @@ func (b *board) powerOn() *running {
 		PollMin: 10 * time.Second, PollMax: time.Hour, Attributes: [][2]string{{"site", "lab"}},
 		MaxResumes: b.maxResumes, AutoReboot: b.autoReboot, OtadVersion: "test",
 		Store:     fleet.Store{Path: b.path("data/hawkbit-action.json")},
-		Transport: tr, Clock: b.clock, Jitter: b.jitter,
+		Transport: tr, Credentials: creds, Clock: b.clock, Jitter: b.jitter,
 		Log: func(level slog.Level, msg string, kv ...any) {
 			b.t.Logf("%s %s %v", level, msg, kv)
 		}}, fleet.EngineUpdater{Engine: e, Journal: j})
 	must(b.t, err)
-	client.Store(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	must(b.t, e.Start(ctx))
 	r.e, r.c, r.cancel = e, c, cancel

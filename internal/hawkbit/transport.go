@@ -100,31 +100,6 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
-// keepAcross are the request headers a download keeps on a redirect to
-// another origin; everything else fetch set (configured headers) stays
-// with the origin it was meant for.
-var keepAcross = []string{"Range", "If-Range", "Accept-Encoding", "User-Agent"}
-
-// stripForeign is the download client's redirect policy: at most 10 hops;
-// a hop to another origin than the first request's carries only
-// keepAcross headers (the token is added below, per origin, anyway).
-func stripForeign(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return errors.New("hawkbit: stopped after 10 redirects")
-	}
-	if origin(req.URL) == origin(via[0].URL) {
-		return nil
-	}
-	h := http.Header{}
-	for _, k := range keepAcross {
-		if v := req.Header.Values(k); len(v) > 0 {
-			h[k] = v
-		}
-	}
-	req.Header = h
-	return nil
-}
-
 // TLS holds the [fetch] TLS settings the DDI connection reuses.
 type TLS struct {
 	CAFile, CertFile, KeyFile string
