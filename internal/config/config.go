@@ -51,6 +51,7 @@ type Config struct {
 	Keyring Keyring
 	Slots   []Slot
 	Health  Health
+	Hawkbit Hawkbit // hawkbit.go
 	Fetch   Fetch
 }
 
@@ -193,6 +194,7 @@ var sectionKeys = map[string]map[string]key{
 		}},
 		"watchdog-device": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Health.WatchdogDevice, v) }},
 	},
+	"hawkbit": hawkbitKeys, // hawkbit.go
 	"fetch": {
 		"ca":   {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.CA, v) }},
 		"cert": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.Cert, v) }},
@@ -343,7 +345,7 @@ func (c *Config) validate() error {
 		// would silently go nowhere.
 		return errors.New("[fetch] header and cert need origins (the URL prefixes they may be sent to)")
 	}
-	return nil
+	return c.Hawkbit.validate()
 }
 
 // Slot returns the slot of class with the given name (A or B).
