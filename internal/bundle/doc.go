@@ -8,7 +8,8 @@
 //
 // Invariants the Reader guarantees (docs/bundle-format.md has the layout):
 //   - NewReader returns only after the signatures over the exact manifest
-//     bytes met the keyring's k-of-n policy, the manifest parsed strictly
+//     bytes met the keyring's policy (k distinct keys of the listed roles,
+//     and each role in "require" its own count), the manifest parsed strictly
 //     (no duplicate, unknown or case-variant keys; byte-for-byte canonical),
 //     the metadata matched the device (compatible, security floor, expiry,
 //     slot sizes) and every chunk table matched the SHA-256 the manifest
@@ -20,6 +21,13 @@
 //     memory, so a file changed under the reader cannot slip in unhashed data.
 //   - Each chunk is self-contained, so an install interrupted by power loss
 //     resumes at chunk ChunksDone() via SeekChunk and loses at most one chunk.
+//
+// Keys are Ed25519, P-256 or RSA-2048/3072/4096 (PSS or PKCS#1 v1.5, fixed
+// per key); weak RSA keys never enter a keyring (ErrWeakKey). Signing goes
+// through the Signer interface, and every signature made or attached is
+// verified against its public key before a byte of the signed bundle is
+// written; internal/bundle/extsign has signers for PKCS#11 tokens and
+// signing commands (host only).
 //
 // The package does no logging and holds no global state; refusals wrap one
 // of the sentinels below so callers can branch with errors.Is. The layout is

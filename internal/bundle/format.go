@@ -64,7 +64,9 @@ type Signature struct {
 	// the key id to one modulus. RSA signatures admit key substitution
 	// (for a given signature and message one can construct another key
 	// under which it verifies), and an OEM re-keyed under an old id gets a
-	// precise refusal instead of a bare "does not verify".
+	// precise refusal instead of a bare "does not verify". Always present
+	// in a bundle's block (parseSignatures); nil means "not carried" to
+	// PublicKey.Verify, for other documents' envelopes.
 	KeyHash []byte
 }
 

@@ -18,6 +18,7 @@ func FuzzReader(f *testing.F) {
 	seeds := [][]byte{
 		makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 2*testChunk+9, false), EncodingRaw)}, k.ed),
 		makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(2, 3*testChunk, true), EncodingZstd)}, k.p256, k.ed2),
+		makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(4, testChunk+7, false), EncodingRaw)}, rsaKeys(f).oem, rsaKeys(f).oemV15),
 		[]byte(Magic),
 	}
 	files, _ := filepath.Glob("testdata/*.otab")
@@ -30,7 +31,7 @@ func FuzzReader(f *testing.F) {
 	}
 	// Trust the test keys and the golden key so seeds reach the payload.
 	o := testOptions(f)
-	kr, err := NewKeyring(DefaultPolicy, append(o.Keyring.Keys(), goldenKeyring(f).Keys()...)...)
+	kr, err := NewKeyring(DefaultPolicy, append(append(o.Keyring.Keys(), goldenKeyring(f).Keys()...), rsaKeyring(f).Keys()...)...)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func FuzzReader(f *testing.F) {
 		f.Fatalf("only %d seeds drain cleanly: the output check is blind", len(want))
 	}
 	sentinels := []error{ErrBadSignature, ErrUnknownKey, ErrThreshold, ErrIncompatible, ErrDowngrade, ErrExpired,
-		ErrMalformed, ErrTruncated, ErrChunkHash, ErrTooLarge}
+		ErrMalformed, ErrTruncated, ErrChunkHash, ErrTooLarge, ErrWeakKey}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, err := drain(bytes.NewReader(b), o, len(b)%2 == 0)
 		if rec.Len() > 0 || err == nil {
@@ -107,6 +108,9 @@ func FuzzParseSignatures(f *testing.F) {
 	b := makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 100, false), EncodingRaw)}, testKeys(f).ed, testKeys(f).p256)
 	_, sb, _ := parts(f, b)
 	f.Add(sb)
+	b = makeBundle(f, createOpts(), []Source{rawSource("rootfs", content(1, 100, false), EncodingRaw)}, rsaKeys(f).big, rsaKeys(f).oemV15)
+	_, sb, _ = parts(f, b)
+	f.Add(sb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sigs, err := parseSignatures(b)
 		if err != nil {
@@ -130,15 +134,30 @@ func FuzzParseSignatures(f *testing.F) {
 // accepted public key file re-encodes to an equivalent key.
 func FuzzParseKeyFiles(f *testing.F) {
 	k := testKeys(f)
-	for _, pk := range []*PrivateKey{k.ed, k.p256} {
+	for _, pk := range []*PrivateKey{k.ed, k.p256, rsaKeys(f).oem, rsaKeys(f).oemV15} {
 		pub, _ := MarshalPublicKey(pk.Public())
 		priv, _ := MarshalPrivateKey(pk)
 		f.Add(pub)
 		f.Add(priv)
 	}
 	f.Add([]byte(`{"threshold":2,"roles":["release"]}`))
+	f.Add([]byte(`{"require":{"engineering":1,"oem":1}}`))
+	f.Add([]byte(`{"threshold":3,"roles":["engineering","oem","qa"],"require":{"oem":2}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ParsePolicy(b)
+		if p, err := ParsePolicy(b); err == nil {
+			// An accepted policy is one a keyring takes, and it never
+			// means fewer than one signature or fewer than require demands.
+			if _, err := NewKeyring(p); err != nil || p.Threshold < 1 {
+				t.Fatalf("policy %s accepted as %+v, keyring refuses it: %v", b, p, err)
+			}
+			sum := 0
+			for _, n := range p.Require {
+				sum += n
+			}
+			if sum > p.Threshold {
+				t.Fatalf("policy %+v: require needs %d > threshold", p, sum)
+			}
+		}
 		ParsePrivateKey(b)
 		pub, err := ParsePublicKey(b)
 		if err != nil {
@@ -151,6 +170,30 @@ func FuzzParseKeyFiles(f *testing.F) {
 		back, err := ParsePublicKey(again)
 		if err != nil || back.ID != pub.ID || back.Alg != pub.Alg || back.Role != pub.Role {
 			t.Fatalf("public key does not round-trip: %v", err)
+		}
+	})
+}
+
+// FuzzParseSignatureBytes: external signature text never panics the
+// parser, and what it accepts has exactly the key's signature size.
+func FuzzParseSignatureBytes(f *testing.F) {
+	k := testKeys(f)
+	pubs := []*PublicKey{k.ed.Public(), k.p256.Public(), rsaKeys(f).oem.Public()}
+	f.Add([]byte("MEUCIQD"), uint8(1))
+	f.Add(bytes.Repeat([]byte("ab"), 64), uint8(0))
+	f.Add([]byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01}, uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, which uint8) {
+		pub := pubs[int(which)%len(pubs)]
+		sig, err := ParseSignatureBytes(pub, b)
+		if err != nil {
+			return
+		}
+		want := sigSize
+		if isRSA(pub.Alg) {
+			want = pub.Bits() / 8
+		}
+		if len(sig) != want {
+			t.Fatalf("accepted a %d-byte signature for %s", len(sig), pub.Alg)
 		}
 	})
 }

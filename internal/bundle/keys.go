@@ -166,13 +166,15 @@ func (k *PrivateKey) signMessage(rand io.Reader, msg []byte) ([]byte, error) {
 }
 
 // Verify checks one signature over manifest bytes. It is pure: no I/O.
-// An RSA signature must also name this key's exact public key (KeyHash):
-// the key id is bound to the modulus.
+// An RSA signature's KeyHash must name this key's exact public key: the
+// key id is bound to the modulus. (A bundle's signature block always
+// carries it; other signed documents whose envelope has no room for it
+// pass nil, and then the keyring's key for the id decides alone.)
 func (k *PublicKey) Verify(manifest []byte, s Signature) error {
 	if s.Algorithm != k.Alg {
 		return fmt.Errorf("%w: key %s is %s, signature claims %s", ErrBadSignature, k.ID, k.Alg, s.Algorithm)
 	}
-	if isRSA(k.Alg) {
+	if isRSA(k.Alg) && s.KeyHash != nil {
 		if want := k.keyHash(); !bytes.Equal(s.KeyHash, want) {
 			return fmt.Errorf("%w: signature by key id %s was made with key SHA256:%x, the keyring's %s is %s (another modulus under the same id)",
 				ErrBadSignature, k.ID, s.KeyHash, k.ID, k.Fingerprint())

@@ -247,4 +247,17 @@ func TestRSAKeyChecks(t *testing.T) {
 	if !strings.HasPrefix(k.oem.Public().Fingerprint(), "SHA256:") || k.oem.Public().Fingerprint() == k.other.Public().Fingerprint() {
 		t.Error("fingerprints do not tell the two oem-2026 keys apart")
 	}
+
+	// Envelopes without a key hash (KeyHash nil): the keyring key of the
+	// id decides; another modulus's signature still fails.
+	doc := []byte("a channel document")
+	good, _ := k.oem.Sign(rand.Reader, doc)
+	forged, _ := k.other.Sign(rand.Reader, doc)
+	good.KeyHash, forged.KeyHash = nil, nil
+	if err := k.oem.Public().Verify(doc, good); err != nil {
+		t.Errorf("signature without key hash: %v", err)
+	}
+	if err := k.oem.Public().Verify(doc, forged); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("another modulus without key hash: %v", err)
+	}
 }
