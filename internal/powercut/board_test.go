@@ -59,6 +59,7 @@ type fixtures struct {
 	keyring                          *bundle.Keyring
 	factory, v2, v3, bad, ill, final *image
 	delta                            *image // a delta bundle from factory
+	enc                              *image // an encrypted bundle (crypt_test.go)
 	all                              []*image
 	byName                           map[string]*image
 }
@@ -134,6 +135,9 @@ func buildFixtures() (*fixtures, error) {
 		*s.dst = img
 	}
 	if f.delta, err = buildDelta(f, k); err != nil {
+		return nil, err
+	}
+	if f.enc, err = buildEncrypted(f, k); err != nil {
 		return nil, err
 	}
 	return f, nil

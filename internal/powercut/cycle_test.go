@@ -74,6 +74,11 @@ var cycles = []cycle{
 	{"delta-fallback", func(f *fixtures) []goal {
 		return []goal{{img: f.v2, exp: commits}, {img: f.delta, exp: commits, opts: map[string]any{"fallback": deltaFull}}}
 	}},
+	// An encrypted bundle (crypt_test.go), stopped mid-write: the restart
+	// resumes decrypting at a chunk boundary like a plain bundle.
+	{"encrypted-interrupted", func(f *fixtures) []goal {
+		return []goal{{img: f.enc, exp: commits, irq: daemonStop, at: 120 << 10}}
+	}},
 }
 
 // result of one run of a cycle.
