@@ -26,6 +26,8 @@ import (
 	"github.com/otadev/otad/internal/floor"
 	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/logging"
+	"github.com/otadev/otad/internal/sdsys"
 	"github.com/otadev/otad/internal/slot"
 	"github.com/otadev/otad/internal/update"
 )
@@ -45,7 +47,7 @@ type Options struct {
 	// serves nothing (in-process use: demo, tests).
 	Serve func(ctx context.Context, d *Daemon) error
 	// Notifier reports to systemd; nil disables sd_notify.
-	Notifier *health.Notifier
+	Notifier *sdsys.Notifier
 }
 
 // Daemon is one wired otad.
@@ -131,12 +133,12 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	d.Credentials = fo.Credentials
 	e, err := update.New(update.Config{
-		Log:        o.Log.WithField("component", "update"),
+		Log:        logging.KV{Entry: logging.Component(o.Log, "update")},
 		Compatible: cfg.Compatible,
 		Slots:      slots,
 		Env:        env,
 		BootLimit:  cfg.BootLimit,
-		OpenSource: openSource(fo),
+		OpenSource: withCap(openSource(fo)),
 		Keyring:    kr,
 		Confirmer:  confirmer,
 		Rebooter:   rebooter,
@@ -192,7 +194,7 @@ func LoadKeyring(k config.Keyring) (*bundle.Keyring, error) {
 // NewConfirmer builds the trial-boot health confirmation from [health].
 func NewConfirmer(h config.Health) (update.Confirmer, error) {
 	c := &health.Confirmer{Window: h.Timeout,
-		Checkers: health.Standard(h.Target, h.NoFailedUnits, h.Checks, h.CheckTimeout)}
+		Checkers: health.Standard(&sdsys.Units{}, h.Target, h.NoFailedUnits, h.Checks, h.CheckTimeout)}
 	if h.Watchdog == config.WatchdogOtad {
 		return &watchdogConfirmer{c: c, device: h.WatchdogDevice}, nil
 	}
@@ -241,27 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer wg.Wait()
 	stopStatus := func() {}
 	if n != nil {
-		_ = n.Ready(fmt.Sprintf("booted slot %s, %s", st.BootSlot, st.Operation))
-		ch, stop := d.Engine.Subscribe()
-		var sw sync.WaitGroup
-		wg.Add(1)
-		sw.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = n.RunWatchdog(ctx, func(context.Context) error { d.Engine.Status(); return nil })
-		}()
-		go func() {
-			// STATUS= follows the operation (not every progress step).
-			defer sw.Done()
-			for ev := range ch {
-				if ev.Kind == "operation" || ev.Kind == "completed" || ev.Kind == "rolledback" {
-					st := d.Engine.Status()
-					_ = n.Status(fmt.Sprintf("slot %s: %s %s", st.BootSlot, st.Operation, st.Progress.Phase))
-				}
-			}
-		}()
-		// Flush the status lines already queued before STOPPING=1.
-		stopStatus = func() { stop(); sw.Wait() }
+		stopStatus = d.notifyLoop(ctx, n, &wg) // systemd.go
 	}
 	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
 	var serveErr error
@@ -278,7 +260,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		_ = n.Stopping()
 	}
 	cancel()
-	d.Engine.Wait()
+	if !d.waitEngine() { // bounded: a wedged engine must not hang shutdown
+		return errors.New("daemon: the engine did not stop in time")
+	}
 	if err := d.closer(); err != nil {
 		d.log.WithError(err).Error("closing the env store")
 	}

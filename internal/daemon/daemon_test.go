@@ -24,7 +24,7 @@ import (
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/dbusapi"
 	"github.com/otadev/otad/internal/delta"
-	"github.com/otadev/otad/internal/health"
+	"github.com/otadev/otad/internal/sdsys"
 	"github.com/otadev/otad/internal/testutil/loopdev"
 	"github.com/otadev/otad/internal/update"
 )
@@ -480,7 +480,8 @@ func TestNotify(t *testing.T) {
 	must(t, err)
 	defer conn.Close()
 	d := b.daemon()
-	d.opts.Notifier = &health.Notifier{Socket: sock}
+	t.Setenv("NOTIFY_SOCKET", sock)
+	d.opts.Notifier = &sdsys.Notifier{}
 	src := b.bundle("3.0", 0, img(true, 3, 1<<20))
 	must(t, RunWith(context.Background(), d, func(ctx context.Context, d *Daemon) error {
 		installAndWait(t, d, src)
@@ -500,7 +501,7 @@ func TestNotify(t *testing.T) {
 		}
 	}
 	all := strings.Join(msgs, "|")
-	if !strings.HasPrefix(all, "READY=1") || !strings.Contains(all, "STATUS=slot A: writing") ||
+	if !strings.HasPrefix(all, "READY=1") || !strings.Contains(all, "STATUS=installing 3.0 into B: writing 50%") ||
 		!strings.Contains(all, "pending-reboot") || !strings.HasSuffix(all, "STOPPING=1") {
 		t.Fatalf("notifications %q", msgs)
 	}

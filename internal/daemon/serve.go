@@ -8,7 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/otadev/otad/internal/config"
-	"github.com/otadev/otad/internal/health"
+	"github.com/otadev/otad/internal/sdsys"
 )
 
 // Serve is all `otad serve` needs: load the config at path, wire the
@@ -20,7 +20,7 @@ func Serve(ctx context.Context, path string, log *logrus.Logger, serve func(cont
 	if err != nil {
 		return err
 	}
-	n, err := health.NewNotifier()
+	n, err := sdsys.NewNotifier()
 	if err != nil {
 		return fmt.Errorf("sd_notify: %w", err)
 	}

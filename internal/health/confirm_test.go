@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/otadev/otad/internal/sdsys/sdsystest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -57,8 +58,7 @@ func assertPetsStopped(t *testing.T, dog *fakeDog) {
 }
 
 func TestConfirmSuccessCommitsThenMagicClose(t *testing.T) {
-	addr := startBus(t)
-	startFakeSystemd(t, addr, map[string]string{DefaultTarget: "done"})
+	fake := sdsystest.Start(t, map[string]string{DefaultTarget: "done"})
 	w, dog := testWatchdog(t)
 
 	// A check that only passes once the watchdog was petted three times
@@ -66,7 +66,7 @@ func TestConfirmSuccessCommitsThenMagicClose(t *testing.T) {
 	waitForPets := CheckerFunc(func(ctx context.Context) error { return dog.waitPets(ctx, 3) })
 	c := &Confirmer{
 		Checkers: []Checker{
-			&TargetChecker{Dial: dialer(addr), NoFailedUnits: true},
+			&TargetChecker{Systemd: fake.Units(), NoFailedUnits: true},
 			&CommandChecker{Argv: []string{"/bin/sh", "-c", "test -d /"}, Timeout: 10 * time.Second},
 			Named("pets", waitForPets),
 		},
@@ -120,11 +120,10 @@ func TestConfirmReleasesWatchdogOnlyAfterCommit(t *testing.T) {
 }
 
 func TestConfirmFailingUnitIsNamed(t *testing.T) {
-	addr := startBus(t)
-	startFakeSystemd(t, addr, map[string]string{DefaultTarget: "dependency"}, "gateway-app.service")
+	fake := sdsystest.Start(t, map[string]string{DefaultTarget: "dependency"}, "gateway-app.service")
 	w, dog := testWatchdog(t)
 	c := &Confirmer{
-		Checkers:    []Checker{&TargetChecker{Dial: dialer(addr)}, CheckerFunc(func(context.Context) error { t.Error("check after a failure ran"); return nil })},
+		Checkers:    []Checker{&TargetChecker{Systemd: fake.Units()}, CheckerFunc(func(context.Context) error { t.Error("check after a failure ran"); return nil })},
 		Window:      30 * time.Second,
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
@@ -258,11 +257,10 @@ func TestConfirmCheckIgnoringContext(t *testing.T) {
 // "Health check never confirms": boot-complete.target's start job never
 // finishes (a required unit stuck activating), so the window decides.
 func TestConfirmTargetNeverConfirms(t *testing.T) {
-	addr := startBus(t)
-	fake := startFakeSystemd(t, addr, map[string]string{}) // no JobRemoved, ever
+	fake := sdsystest.Start(t, map[string]string{}) // no JobRemoved, ever
 	w, dog := testWatchdog(t)
 	c := &Confirmer{
-		Checkers:    []Checker{&TargetChecker{Dial: dialer(addr)}},
+		Checkers:    []Checker{&TargetChecker{Systemd: fake.Units()}},
 		Window:      time.Second,
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
@@ -275,7 +273,7 @@ func TestConfirmTargetNeverConfirms(t *testing.T) {
 	if f := tr.failure; f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 1s expired") {
 		t.Fatalf("failure %+v", f)
 	}
-	if got := fake.startedUnits(); len(got) != 1 {
+	if got := fake.StartedUnits(); len(got) != 1 {
 		t.Fatalf("StartUnit calls %v", got)
 	}
 	assertPetsStopped(t, dog)
@@ -327,7 +325,7 @@ func TestConfirmReleaseFailureIsNotARollback(t *testing.T) {
 }
 
 func TestStandardCheckers(t *testing.T) {
-	cs := Standard("gateway.target", true, [][]string{{"/usr/bin/probe", "-q"}, {"/bin/true"}}, 7*time.Second)
+	cs := Standard(nil, "gateway.target", true, [][]string{{"/usr/bin/probe", "-q"}, {"/bin/true"}}, 7*time.Second)
 	if len(cs) != 3 {
 		t.Fatalf("%d checkers", len(cs))
 	}
@@ -337,7 +335,7 @@ func TestStandardCheckers(t *testing.T) {
 	if cc, ok := cs[1].(*CommandChecker); !ok || cc.Name() != "command /usr/bin/probe -q" || cc.Timeout != 7*time.Second {
 		t.Fatalf("second checker %#v", cs[1])
 	}
-	if got := Standard("", false, [][]string{{"/bin/true"}}, 0); len(got) != 1 {
+	if got := Standard(nil, "", false, [][]string{{"/bin/true"}}, 0); len(got) != 1 {
 		t.Fatalf("empty target not omitted: %d checkers", len(got))
 	}
 }

@@ -62,12 +62,12 @@ func hasName(c Checker) bool {
 }
 
 // Standard builds the usual checker list from the configuration: the
-// systemd target first (omitted when target is ""), then each command with
+// systemd target (started through systemd) first (omitted when target is ""), then each command with
 // its own timeout, in order.
-func Standard(target string, noFailedUnits bool, commands [][]string, commandTimeout time.Duration) []Checker {
+func Standard(systemd UnitManager, target string, noFailedUnits bool, commands [][]string, commandTimeout time.Duration) []Checker {
 	var cs []Checker
 	if target != "" {
-		cs = append(cs, &TargetChecker{Unit: target, NoFailedUnits: noFailedUnits})
+		cs = append(cs, &TargetChecker{Unit: target, NoFailedUnits: noFailedUnits, Systemd: systemd})
 	}
 	for _, argv := range commands {
 		cs = append(cs, &CommandChecker{Argv: append([]string(nil), argv...), Timeout: commandTimeout})
@@ -94,6 +94,10 @@ type Failure struct {
 	// window (a hang, or a target that never became active).
 	WindowExpired bool
 }
+
+// OutputTail is the tail of the failing check's output (the engine puts its
+// last line into the rollback reason).
+func (f *Failure) OutputTail() string { return f.Output }
 
 func (f *Failure) Error() string {
 	var b strings.Builder
@@ -193,8 +197,18 @@ func (c *Confirmer) Confirm(ctx context.Context) error {
 var errWindow = errors.New("health: confirmation window expired")
 
 // ErrRelease: the trial boot is healthy and committed, but the hardware
-// watchdog could not be magic-closed.
-var ErrRelease = errors.New("health: healthy and committed, but releasing the watchdog failed")
+// watchdog could not be magic-closed. Its Healthy method lets the engine
+// tell it from a verdict without importing this package.
+var ErrRelease error = releaseError{}
+
+type releaseError struct{}
+
+func (releaseError) Error() string {
+	return "health: healthy and committed, but releasing the watchdog failed"
+}
+
+// Healthy reports true: the slot passed; only the watchdog release failed.
+func (releaseError) Healthy() bool { return true }
 
 // abandonGrace is how long a checker gets to return after its context
 // ended, so a killed command can still hand over its output tail.

@@ -3,16 +3,24 @@ package health
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-
-	sdbus "github.com/coreos/go-systemd/v22/dbus"
 )
 
 // DefaultTarget is the unit a trial boot must reach. Services join the
 // confirmation with RequiredBy=boot-complete.target and Before= it (see
 // systemd/otad-health-example.service).
 const DefaultTarget = "boot-complete.target"
+
+// UnitManager is the systemd boundary a TargetChecker needs (sdsys.Units
+// over D-Bus in the daemon).
+type UnitManager interface {
+	// StartUnit starts unit in "replace" mode and waits for its start job;
+	// it returns the job result ("done", "failed", ...). An error means the
+	// job could not be started or ctx ended first.
+	StartUnit(ctx context.Context, unit string) (string, error)
+	// FailedUnits lists the units in failed state, sorted.
+	FailedUnits(ctx context.Context) ([]string, error)
+}
 
 // TargetChecker starts a systemd unit (normally a target) and waits for its
 // start job. Job result "done" is healthy; "failed", "dependency",
@@ -24,9 +32,8 @@ type TargetChecker struct {
 	// NoFailedUnits additionally requires that no unit at all is in failed
 	// state once the target is active.
 	NoFailedUnits bool
-	// Dial connects to systemd; nil means the system bus (or systemd's
-	// private socket when the bus is down and otad runs as root).
-	Dial func() (*sdbus.Conn, error)
+	// Systemd starts the unit; nil fails the check (no way to reach systemd).
+	Systemd UnitManager
 }
 
 func (t *TargetChecker) unit() string {
@@ -42,32 +49,18 @@ func (t *TargetChecker) Name() string { return "target " + t.unit() }
 // Check starts the unit in "replace" mode and waits for its job, or for ctx.
 func (t *TargetChecker) Check(ctx context.Context) error {
 	unit := t.unit()
-	conn, err := t.dial(ctx)
+	if t.Systemd == nil {
+		return &Failure{Check: t.Name(), Reason: "no connection to systemd configured"}
+	}
+	res, err := t.Systemd.StartUnit(ctx, unit)
 	if err != nil {
-		return &Failure{Check: t.Name(), Reason: fmt.Sprintf("connect to systemd: %v", err)}
-	}
-	defer conn.Close()
-
-	// Buffered: go-systemd delivers the result while holding its job lock;
-	// if nobody reads any more (ctx done) an unbuffered send would block
-	// that connection's signal dispatch for good.
-	result := make(chan string, 1)
-	if _, err := conn.StartUnitContext(ctx, unit, "replace", result); err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("health: starting %s: %w", unit, ctx.Err())
+			return fmt.Errorf("health: %w", err)
 		}
-		return &Failure{Check: t.Name(), Reason: fmt.Sprintf("start %s: %v", unit, err)}
+		return &Failure{Check: t.Name(), Reason: err.Error()}
 	}
-
-	var res string
-	select {
-	case res = <-result:
-	case <-ctx.Done():
-		return fmt.Errorf("health: waiting for %s: %w", unit, ctx.Err())
-	}
-
 	if res != "done" {
-		failed, lerr := failedUnits(ctx, conn)
+		failed, lerr := t.Systemd.FailedUnits(ctx)
 		f := &Failure{Check: t.Name(), Units: failed, Reason: fmt.Sprintf("start job for %s finished with result %q", unit, res)}
 		switch {
 		case lerr != nil:
@@ -78,7 +71,7 @@ func (t *TargetChecker) Check(ctx context.Context) error {
 		return f
 	}
 	if t.NoFailedUnits {
-		failed, err := failedUnits(ctx, conn)
+		failed, err := t.Systemd.FailedUnits(ctx)
 		if err != nil {
 			return &Failure{Check: t.Name(), Reason: fmt.Sprintf("%s is active, but listing failed units: %v", unit, err)}
 		}
@@ -87,24 +80,4 @@ func (t *TargetChecker) Check(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func (t *TargetChecker) dial(ctx context.Context) (*sdbus.Conn, error) {
-	if t.Dial != nil {
-		return t.Dial()
-	}
-	return sdbus.NewWithContext(ctx)
-}
-
-func failedUnits(ctx context.Context, conn *sdbus.Conn) ([]string, error) {
-	units, err := conn.ListUnitsFilteredContext(ctx, []string{"failed"})
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(units))
-	for _, u := range units {
-		names = append(names, u.Name)
-	}
-	sort.Strings(names)
-	return names, nil
 }

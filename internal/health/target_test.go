@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"github.com/otadev/otad/internal/sdsys/sdsystest"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,7 +11,6 @@ import (
 )
 
 func TestTargetCheckerJobResults(t *testing.T) {
-	addr := startBus(t)
 	results := map[string]string{
 		"done.target":       "done",
 		"failed.target":     "failed",
@@ -19,7 +19,7 @@ func TestTargetCheckerJobResults(t *testing.T) {
 		"canceled.target":   "canceled",
 		"missing.target":    "no-such-unit",
 	}
-	fake := startFakeSystemd(t, addr, results, "app.service", "modem.service")
+	fake := sdsystest.Start(t, results, "app.service", "modem.service")
 
 	cases := []struct {
 		unit      string
@@ -38,7 +38,7 @@ func TestTargetCheckerJobResults(t *testing.T) {
 		t.Run(tc.unit, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			err := (&TargetChecker{Unit: tc.unit, Dial: dialer(addr)}).Check(ctx)
+			err := (&TargetChecker{Unit: tc.unit, Systemd: fake.Units()}).Check(ctx)
 			if tc.ok {
 				if err != nil {
 					t.Fatalf("want healthy, got %v", err)
@@ -63,32 +63,30 @@ func TestTargetCheckerJobResults(t *testing.T) {
 		})
 	}
 	// Every check went through StartUnit in replace mode, in order.
-	got := fake.startedUnits()
+	got := fake.StartedUnits()
 	if len(got) != len(cases) || got[0] != "done.target replace" {
 		t.Errorf("StartUnit calls = %v", got)
 	}
 }
 
 func TestTargetCheckerDefaultsToBootComplete(t *testing.T) {
-	addr := startBus(t)
-	fake := startFakeSystemd(t, addr, map[string]string{DefaultTarget: "done"})
-	if err := (&TargetChecker{Dial: dialer(addr)}).Check(context.Background()); err != nil {
+	fake := sdsystest.Start(t, map[string]string{DefaultTarget: "done"})
+	if err := (&TargetChecker{Systemd: fake.Units()}).Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := fake.startedUnits(); !reflect.DeepEqual(got, []string{"boot-complete.target replace"}) {
+	if got := fake.StartedUnits(); !reflect.DeepEqual(got, []string{"boot-complete.target replace"}) {
 		t.Fatalf("started %v", got)
 	}
 }
 
 func TestTargetCheckerNoFailedUnits(t *testing.T) {
-	addr := startBus(t)
-	startFakeSystemd(t, addr, map[string]string{DefaultTarget: "done"}, "sensor.service")
+	fake := sdsystest.Start(t, map[string]string{DefaultTarget: "done"}, "sensor.service")
 
 	// Without the option a failed unit outside the target does not matter.
-	if err := (&TargetChecker{Dial: dialer(addr)}).Check(context.Background()); err != nil {
+	if err := (&TargetChecker{Systemd: fake.Units()}).Check(context.Background()); err != nil {
 		t.Fatalf("without NoFailedUnits: %v", err)
 	}
-	err := (&TargetChecker{Dial: dialer(addr), NoFailedUnits: true}).Check(context.Background())
+	err := (&TargetChecker{Systemd: fake.Units(), NoFailedUnits: true}).Check(context.Background())
 	var f *Failure
 	if !errors.As(err, &f) || !reflect.DeepEqual(f.Units, []string{"sensor.service"}) || !strings.Contains(f.Reason, "sensor.service") {
 		t.Fatalf("want failure naming sensor.service, got %#v", err)
@@ -98,18 +96,17 @@ func TestTargetCheckerNoFailedUnits(t *testing.T) {
 // A start job that never finishes ends when the context does, with the
 // context's error (the Confirmer turns that into a window failure).
 func TestTargetCheckerJobNeverFinishes(t *testing.T) {
-	addr := startBus(t)
-	startFakeSystemd(t, addr, map[string]string{}) // no result: no JobRemoved
+	fake := sdsystest.Start(t, map[string]string{}) // no result: no JobRemoved
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	err := (&TargetChecker{Unit: "stuck.target", Dial: dialer(addr)}).Check(ctx)
+	err := (&TargetChecker{Unit: "stuck.target", Systemd: fake.Units()}).Check(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stuck.target") {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestTargetCheckerNoBus(t *testing.T) {
-	err := (&TargetChecker{Dial: dialer("unix:path=/nonexistent/otad-test-bus")}).Check(context.Background())
+	err := (&TargetChecker{Systemd: sdsystest.UnitsAt("unix:path=/nonexistent/otad-test-bus")}).Check(context.Background())
 	var f *Failure
 	if !errors.As(err, &f) || !strings.Contains(f.Reason, "connect to systemd") {
 		t.Fatalf("got %v", err)

@@ -2,6 +2,7 @@ package health
 
 import (
 	"bufio"
+	"context"
 	"encoding/xml"
 	"os"
 	"os/exec"
@@ -301,7 +302,7 @@ func TestBusPolicyLoadsInDbusDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tryDaemon(t, systemBusConfig(t, policy)); err != nil {
+	if _, err := startPolicyBus(t, policy); err != nil {
 		t.Fatalf("dbus-daemon refused the policy: %v", err)
 	}
 	// And the check can fail: the same file with a misspelt attribute.
@@ -310,26 +311,31 @@ func TestBusPolicyLoadsInDbusDaemon(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), `send_member="Get"`, `send_membr="Get"`, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tryDaemon(t, systemBusConfig(t, bad)); err == nil {
+	if _, err := startPolicyBus(t, bad); err == nil {
 		t.Fatal("dbus-daemon accepted a broken policy")
 	}
 }
 
-// systemBusConfig writes a deny-by-default bus config, shaped like Debian's
-// /usr/share/dbus-1/system.conf, that includes policy.
-func systemBusConfig(t *testing.T, policy string) string {
+// startPolicyBus runs a private deny-by-default bus shaped like Debian's
+// system bus (privbus) that includes policy, in a directory every user can
+// reach (the policy, not the file mode, must decide), and returns it; it is
+// stopped in t.Cleanup by its PID.
+func startPolicyBus(t *testing.T, policy string) (*privbus.Bus, error) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "otad-health-policy")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	cfg := filepath.Join(dir, "bus.conf")
-	conf := privbus.SystemConfig(filepath.Join(dir, "bus"), privbus.Include(policy))
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return cfg
+	b, err := privbus.Start(context.Background(), dir, privbus.Include(policy))
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(b.Stop)
+	return b, nil
 }
 
 // otadAPI stands in for the daemon's object so the bus has something to
@@ -383,11 +389,11 @@ func TestBusPolicyEnforced(t *testing.T) {
 			if err := os.WriteFile(policy, []byte(v.policy), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cfg := systemBusConfig(t, policy)
-			if err := os.Chmod(filepath.Dir(cfg), 0o755); err != nil { // nobody must reach the socket
+			bus, err := startPolicyBus(t, policy)
+			if err != nil {
 				t.Fatal(err)
 			}
-			addr := runDaemon(t, cfg)
+			addr := bus.Address
 			svc, err := godbus.Connect(addr)
 			if err != nil {
 				t.Fatal(err)

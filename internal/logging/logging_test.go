@@ -11,7 +11,7 @@ import (
 func TestJournalFormatHasNoTimestamp(t *testing.T) {
 	var buf bytes.Buffer
 	env := map[string]string{"JOURNAL_STREAM": "8:1234"}
-	l := New(&buf, func(k string) string { return env[k] }, logrus.InfoLevel)
+	l := NewText(&buf, func(k string) string { return env[k] }, logrus.InfoLevel)
 	Component(l, "engine").WithField("slot", "B").Info("armed")
 	out := buf.String()
 	if strings.Contains(out, "time=") {

@@ -2,9 +2,11 @@ package update
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/delta"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
@@ -52,12 +54,48 @@ type deltaRefused struct {
 func (e *deltaRefused) Error() string { return e.err.Error() }
 func (e *deltaRefused) Unwrap() error { return e.err }
 
-// checkDeltaSource makes every check Apply would make before writing — the
+// checkDeltaSource refuses a delta whose source is not in the active slot,
+// before anything is touched: first by the slot records, then by every
+// check Apply would make before writing (verifySource). That read the
+// start of the patch, so it returns the same bundle opened again, marked
+// sourceChecked. Other bundles (and resumes) pass through unchanged. A
+// refusal is a *deltaRefused, which starts the fallback to a full bundle.
+func (e *Engine) checkDeltaSource(ctx context.Context, req *installReq, b *opened, active string, sum []byte) (*opened, error) {
+	img := b.img
+	if img.Encoding != bundle.EncodingDelta || req.resume != nil {
+		return b, nil
+	}
+	if dl := img.Delta; dl != nil {
+		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
+			return b, &deltaRefused{image: img.SHA256, err: fmt.Errorf("update: %w: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
+				delta.ErrSourceMismatch, dl.SourceSHA256, active, r.SHA256)}
+		}
+	}
+	if err := e.verifySource(ctx, b, active, sum); err != nil {
+		if errors.Is(err, delta.ErrSourceMismatch) {
+			return b, &deltaRefused{image: img.SHA256, err: err}
+		}
+		return b, err
+	}
+	id := b.br.Identity()
+	b.Close()
+	nb, err := e.openBundle(ctx, req.source)
+	if err != nil {
+		return nil, err
+	}
+	if nb.br.Identity() != id {
+		return nb, errors.New("update: bundle changed while reopening it")
+	}
+	nb.sourceChecked = true
+	return nb, nil
+}
+
+// verifySource makes every check Apply would make before writing — the
 // patch header against the manifest and the active slot's size, and the
 // source table against the slot's bytes — reading the start of b's payload.
 // It returns an error matching delta.ErrSourceMismatch when the active slot
 // is not the image the patch was made from. Nothing is written.
-func (e *Engine) checkDeltaSource(ctx context.Context, b *opened, active string, sum []byte) error {
+func (e *Engine) verifySource(ctx context.Context, b *opened, active string, sum []byte) error {
 	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[active])
 	if err != nil {
 		return err

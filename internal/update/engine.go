@@ -21,13 +21,13 @@ package update
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/otadev/otad/internal/bootenv"
 	"github.com/otadev/otad/internal/bundle"
@@ -82,7 +82,9 @@ const (
 	OpRollingBack   = "rolling-back"
 )
 
-// Source is an opened bundle source; fetch.Source satisfies it.
+// Source is an opened bundle source. A Source that can bound how much it
+// will ever read also implements Capper; the engine lowers the cap to the
+// size the verified manifest declares.
 type Source interface {
 	io.Reader
 	io.Seeker
@@ -90,7 +92,18 @@ type Source interface {
 	Size() int64
 }
 
+// Capper is the optional cap of a Source (a download must never read past
+// what the signed manifest declares). LowerCap never raises the cap.
+type Capper interface {
+	LowerCap(n int64)
+}
+
 // Confirmer decides whether a trial boot is healthy (health.Confirmer).
+// Its error may refine the verdict through methods the engine looks for
+// with errors.As: Healthy() bool reporting true means the slot passed and
+// only a side effect failed (the watchdog release), so it is committed;
+// OutputTail() string is the failing check's output, whose last line goes
+// into the rollback reason.
 type Confirmer interface {
 	Confirm(ctx context.Context) error
 }
@@ -112,7 +125,8 @@ func (realClock) Now() time.Time { return time.Now() }
 // defaults New documents; Env, Slots, Journal, OpenSource and Cmdline are
 // required.
 type Config struct {
-	Log        *logrus.Entry
+	// Log receives the engine's log lines; nil discards them.
+	Log        Logger
 	Compatible string
 	// Slots are the rootfs slots by name ("A", "B").
 	Slots map[string]slot.Slot
@@ -176,6 +190,10 @@ type Status struct {
 	Version    string
 	TrialBoot  bool
 	Tx         string
+	// Installing and Target: the version being installed and its slot,
+	// once the bundle is verified; "" outside an install.
+	Installing string
+	Target     string
 	Slots      []SlotStatus
 }
 
@@ -194,7 +212,6 @@ type Event struct {
 // Engine is the update state machine. Create it with New, then Start.
 type Engine struct {
 	cfg Config
-	log *logrus.Entry
 
 	// runMu serializes env and journal writers (install, confirm, Mark*).
 	runMu sync.Mutex
@@ -205,12 +222,12 @@ type Engine struct {
 	cancel     context.CancelFunc
 	userCancel bool
 	jobDone    chan struct{} // closed by end(): the job's outcome is on disk
+	stopAt     time.Time     // when Cancel asked the running job to stop
 	status     Status
 	lastEmit   time.Time
 	subs       map[int]chan Event
 	nextSub    int
 	booted     string // slot name booted now
-	txSeq      int
 	wg         sync.WaitGroup
 }
 
@@ -226,9 +243,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("%w: B not configured", ErrNoSuchSlot)
 	}
 	if cfg.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		cfg.Log = logrus.NewEntry(l)
+		cfg.Log = discardLogger{}
 	}
 	if cfg.BootLimit <= 0 {
 		cfg.BootLimit = 3
@@ -257,7 +272,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = time.Second
 	}
-	e := &Engine{cfg: cfg, log: cfg.Log.WithField("component", "update"), subs: map[int]chan Event{}}
+	e := &Engine{cfg: cfg, subs: map[int]chan Event{}}
 	e.status = Status{Operation: OpIdle, Compatible: cfg.Compatible}
 	e.baseCtx = context.Background()
 	return e, nil
@@ -311,7 +326,17 @@ func (e *Engine) setOp(op, phase string) {
 	}
 	e.status.Operation = op
 	e.status.Progress = Progress{Phase: phase}
+	if op == OpIdle || op == OpConfirming || op == OpRollingBack {
+		e.status.Installing, e.status.Target = "", ""
+	}
 	e.emitLocked(Event{Kind: "operation", Tx: e.status.Tx, Message: op})
+}
+
+// setInstalling records what the running install writes where.
+func (e *Engine) setInstalling(version, target string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.status.Installing, e.status.Target = version, target
 }
 
 func (e *Engine) setLastError(msg string) {
@@ -403,6 +428,7 @@ func (e *Engine) begin(tx string) (context.Context, error) {
 	}
 	ctx, cancel := context.WithCancel(e.baseCtx)
 	e.busy, e.cancel, e.userCancel = true, cancel, false
+	e.stopAt = time.Time{}
 	e.jobDone = make(chan struct{})
 	e.status.Tx = tx
 	e.status.LastError = ""
@@ -475,18 +501,37 @@ func (e *Engine) requestCancel() (<-chan struct{}, error) {
 		return nil, fmt.Errorf("update: cannot cancel %s", e.status.Operation)
 	}
 	e.userCancel = true
+	if e.stopAt.IsZero() {
+		e.stopAt = time.Now()
+	}
 	e.cancel()
 	return e.jobDone, nil
+}
+
+// Alive reports an error while the engine is wedged: a job asked to stop
+// by Cancel more than cancelWait ago is still running (a read or write
+// stuck in the kernel). The daemon stops pinging the service watchdog
+// then, so systemd restarts it.
+func (e *Engine) Alive() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.busy && !e.stopAt.IsZero() {
+		if d := time.Since(e.stopAt); d > cancelWait {
+			return fmt.Errorf("update: the running job has not stopped %v after it was canceled", d.Round(time.Second))
+		}
+	}
+	return nil
 }
 
 // cancelWait bounds how long Cancel waits for the job to record its end.
 const cancelWait = 5 * time.Second
 
+// newTx is a 128-bit random transaction id in hex: a bus peer that sees one
+// cannot guess the next and aim a forged Completed at it.
 func (e *Engine) newTx() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.txSeq++
-	return fmt.Sprintf("%d-%d", e.cfg.Clock.Now().UnixNano(), e.txSeq)
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 func (e *Engine) bootedSlot() string {

@@ -10,8 +10,6 @@ import (
 
 	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/bundle"
-	"github.com/otadev/otad/internal/delta"
-	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/slot"
 )
@@ -121,9 +119,18 @@ func (e *Engine) parseOpts(source string, opts map[string]any) (*installReq, err
 // runInstall runs one install to its end and handles its outcome: the error
 // is logged here, once, and reported as a completed event.
 func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
-	log := e.log.WithField("tx", req.tx)
+	log := e.logger(KeyTx, req.tx)
+	if b := e.bootedSlot(); b != "" {
+		log = log.with(KeySlot, other(b))
+	}
 	if req.sourceOpts != nil {
 		ctx = WithSourceOptions(ctx, req.sourceOpts)
+	}
+	start := log.with(KeyEvent, EventInstallStarted, "source", redactSource(req.source))
+	if req.resume != nil {
+		start.with("resume", req.resume.Resumes).info("install resumed")
+	} else {
+		start.info("install started")
 	}
 	err := e.install(ctx, req)
 	var refused *deltaRefused
@@ -131,7 +138,7 @@ func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 		// Refused before anything was touched. The full bundle goes through
 		// every check of its own (signature, compatible, floor) and must
 		// make the same image as the delta.
-		log.WithError(err).WithField("fallback", req.fallback).Warn("delta source mismatch; installing the full bundle instead")
+		log.withErr(err).with("fallback", redactSource(req.fallback)).warn("delta source mismatch; installing the full bundle instead")
 		first := err
 		req.source, req.fallback, req.wantImage = req.fallback, "", refused.image
 		if err = e.install(ctx, req); err != nil {
@@ -142,21 +149,21 @@ func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, errUnchanged):
-		log.Info("image already installed in the booted slot; nothing to do")
+		log.info("image already installed in the booted slot; nothing to do")
 		e.setOp(OpIdle, "")
 		e.emit(Event{Kind: "completed", Tx: req.tx, Message: "unchanged: image already installed"})
 		return nil
 	case ctx.Err() != nil && !e.canceledByUser():
 		// Shutdown, not a failure: the journal still says "writing" and the
 		// next start resumes from the last synced chunk.
-		log.WithError(err).Warn("install interrupted by shutdown; it resumes on the next start")
+		log.withErr(err).warn("install interrupted by shutdown; it resumes on the next start")
 		return err
 	}
 	if e.canceledByUser() {
 		err = fmt.Errorf("%w: %v", ErrCanceled, err)
-		log.Info("install canceled")
+		log.with(KeyEvent, EventInstallFailed, KeyReason, "canceled").warn("install canceled")
 	} else {
-		log.WithError(err).Error("install failed")
+		log.withErr(err).with(KeyEvent, EventInstallFailed).error("install failed")
 	}
 	e.failInstall(req.tx, err)
 	e.setLastError(err.Error())
@@ -172,19 +179,19 @@ func (e *Engine) failInstall(tx string, cause error) {
 	if err != nil || rec.Tx != tx || (rec.State != journal.StateWriting && rec.State != journal.StateWritten) {
 		return // never got to the slot: nothing on the device changed
 	}
-	log := e.log.WithField("tx", tx)
+	log := e.logger(KeyTx, tx)
 	p := e.protocol()
 	if err := p.Disarm(e.bootname(rec.Active)); err != nil {
-		log.WithError(err).Error("disarming the failed target")
+		log.withErr(err).error("disarming the failed target")
 	}
 	if err := e.cfg.Journal.UpdateSlot(rec.Target, func(s *journal.SlotRecord) {
 		*s = journal.SlotRecord{Name: rec.Target, State: journal.SlotBad, Reason: cause.Error()}
 	}); err != nil {
-		log.WithError(err).Error("recording the target slot bad")
+		log.withErr(err).error("recording the target slot bad")
 	}
 	rec.State, rec.LastError, rec.Updated = journal.StateFailed, cause.Error(), e.cfg.Clock.Now()
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		log.WithError(err).Error("recording the failed install")
+		log.withErr(err).error("recording the failed install")
 	}
 }
 
@@ -234,8 +241,8 @@ func (o *opened) Close() error {
 // openBundle opens the source and verifies everything up to the first
 // payload byte: signatures, compatible, floor, expiry, chunk tables.
 func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error) {
-	e.setOp(OpDownloading, "opening "+source)
-	src, err := e.cfg.OpenSource(ctx, source)
+	e.setOp(OpDownloading, "opening "+redactSource(source))
+	src, err := e.openSource(ctx, source)
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +265,8 @@ func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error)
 	}
 	// Never download more than the signed manifest declares (+1 byte for
 	// the reader's trailing-data check): a server cannot make us read on.
-	if fs, ok := src.(fetch.Source); ok {
-		fetch.LowerCap(fs, br.Size()+1)
+	if c, ok := src.(Capper); ok {
+		c.LowerCap(br.Size() + 1)
 	}
 	m := br.Manifest()
 	if len(m.Images) != 1 || m.Images[0].Class != RootfsClass {
@@ -274,148 +281,173 @@ func (e *Engine) openBundle(ctx context.Context, source string) (*opened, error)
 	return &opened{src: src, br: br, img: img}, nil
 }
 
-// install is the synchronous core of one install (fresh or resumed).
+// install is the synchronous core of one install (fresh or resumed), in
+// named phases: precheck, open and check the bundle, the delta source
+// check, the resume point, then write and arm. Nothing on the device
+// changes before beginWrite.
 func (e *Engine) install(ctx context.Context, req *installReq) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
 	defer e.heartbeat()()
-	log := e.log.WithField("tx", req.tx)
 
-	active := e.bootedSlot()
-	if active == "" {
-		return errors.New("update: booted slot unknown (engine not started)")
-	}
-	targetName := other(active)
-	if req.resume != nil && req.resume.Target != targetName {
-		return fmt.Errorf("update: interrupted install targeted slot %s, which is the booted slot now", req.resume.Target)
-	}
-	if st := e.Status(); st.TrialBoot {
-		return errors.New("update: the booted slot is still in its trial boot; confirm it first")
-	}
-	if st, err := e.protocol().State(); err != nil {
+	active, targetName, err := e.precheck(req)
+	if err != nil {
 		return err
-	} else if !st.UpgradeAvailable && st.Slot != "" && st.Slot != e.bootname(active) {
-		return fmt.Errorf("%w (U-Boot boots slot %s next, this is slot %s)", ErrFallbackPending, st.Slot, e.bootname(active))
 	}
 	b, err := e.openBundle(ctx, req.source)
 	if err != nil {
 		return err
 	}
+	// b is replaced when a phase reopens the bundle; close the last one.
 	defer func() { b.Close() }()
-	m, img := b.br.Manifest(), b.img
+	sum, err := e.checkImage(req, b, active)
+	if err != nil {
+		return err
+	}
+	e.setInstalling(b.br.Manifest().Version, targetName)
+	if b, err = e.checkDeltaSource(ctx, req, b, active, sum); err != nil {
+		return err
+	}
+	t, err := e.cfg.OpenSlot(e.cfg.Slots[targetName], e.cfg.Slots[active])
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if err := slot.CheckFit(t, b.img.Size); err != nil {
+		return fmt.Errorf("slot %s: %w", targetName, err)
+	}
+	var start journal.Resume
+	if b, start, err = e.resumePoint(ctx, req, b, t); err != nil {
+		return err
+	}
+	rec, err := e.beginWrite(req, b, targetName, active, start)
+	if err != nil {
+		return err
+	}
+	if err := e.writeAndVerify(ctx, b, t, rec, start, sum); err != nil {
+		return err
+	}
+	return e.armAndFinish(ctx, rec, req.reboot)
+}
+
+// precheck refuses an install the device is not ready for, before the
+// bundle is opened: it returns the active and the target slot.
+func (e *Engine) precheck(req *installReq) (active, target string, err error) {
+	active = e.bootedSlot()
+	if active == "" {
+		return "", "", errors.New("update: booted slot unknown (engine not started)")
+	}
+	target = other(active)
+	if req.resume != nil && req.resume.Target != target {
+		return "", "", fmt.Errorf("update: interrupted install targeted slot %s, which is the booted slot now", req.resume.Target)
+	}
+	if st := e.Status(); st.TrialBoot {
+		return "", "", errors.New("update: the booted slot is still in its trial boot; confirm it first")
+	}
+	if st, err := e.protocol().State(); err != nil {
+		return "", "", err
+	} else if !st.UpgradeAvailable && st.Slot != "" && st.Slot != e.bootname(active) {
+		return "", "", fmt.Errorf("%w (U-Boot boots slot %s next, this is slot %s)", ErrFallbackPending, st.Slot, e.bootname(active))
+	}
+	return active, target, nil
+}
+
+// checkImage checks the verified manifest's image against the request and
+// returns its SHA-256: well formed, the image a fallback must make, and
+// (skip-unchanged) not already in the active slot.
+func (e *Engine) checkImage(req *installReq, b *opened, active string) ([]byte, error) {
+	img := b.img
 	sum, err := hex.DecodeString(img.SHA256)
 	if err != nil || len(sum) != 32 || (img.Encoding == bundle.EncodingDelta && bytes.Equal(sum, make([]byte, 32))) {
 		// (a delta's all-zero hash would switch off Apply's image check,
 		// which writeDelta relies on: refused here, before anything is
 		// touched)
-		return fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
+		return nil, fmt.Errorf("update: image sha256 %q malformed", img.SHA256)
 	}
 	if req.wantImage != "" && img.SHA256 != req.wantImage {
-		return fmt.Errorf("update: the fallback bundle holds image %.12s…, the delta makes %.12s…", img.SHA256, req.wantImage)
+		return nil, fmt.Errorf("update: the fallback bundle holds image %.12s…, the delta makes %.12s…", img.SHA256, req.wantImage)
 	}
 	if req.skipUnchanged {
 		if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 == img.SHA256 {
-			return errUnchanged
+			return nil, errUnchanged
 		}
 	}
-	if img.Encoding == bundle.EncodingDelta && req.resume == nil {
-		// A delta whose source is not in the active slot fails here, before
-		// anything is touched: first by the slot records, then by the patch
-		// header and the bytes the patch reads.
-		if dl := img.Delta; dl != nil {
-			if r, err := e.cfg.Journal.LoadSlot(active); err == nil && r.SHA256 != "" && r.SHA256 != dl.SourceSHA256 {
-				return &deltaRefused{image: img.SHA256, err: fmt.Errorf("update: %w: delta bundle applies to image %.12s…, slot %s holds %.12s…; install the full bundle",
-					delta.ErrSourceMismatch, dl.SourceSHA256, active, r.SHA256)}
-			}
-		}
-		if err := e.checkDeltaSource(ctx, b, active, sum); err != nil {
-			if errors.Is(err, delta.ErrSourceMismatch) {
-				return &deltaRefused{image: img.SHA256, err: err}
-			}
-			return err
-		}
-		// That read the start of the patch: open the same bundle again.
-		id := b.br.Identity()
-		b.Close()
-		if b, err = e.openBundle(ctx, req.source); err != nil {
-			return err
-		}
-		if b.br.Identity() != id {
-			return errors.New("update: bundle changed while reopening it")
-		}
-		m, img = b.br.Manifest(), b.img
-		b.sourceChecked = true
-	}
+	return sum, nil
+}
 
-	target := e.cfg.Slots[targetName]
-	t, err := e.cfg.OpenSlot(target, e.cfg.Slots[active])
+// resumePoint decides where the write starts: a resume continues at its
+// last synced chunk when the bundle is the same, the encoding allows it,
+// the offset is aligned and the source can seek; otherwise the slot is
+// rewritten from the start (reopening the bundle when the seek failed).
+func (e *Engine) resumePoint(ctx context.Context, req *installReq, b *opened, t slot.Target) (*opened, journal.Resume, error) {
+	r := req.resume
+	if r == nil {
+		return b, journal.Resume{}, nil
+	}
+	log := e.logger(KeyTx, req.tx, KeySlot, r.Target)
+	if r.Bundle.Identity != b.br.Identity() || !e.canResume(r.Resume, b.img, t) {
+		if r.Resume.Chunks > 0 {
+			log.info("cannot continue the interrupted write at its chunk; rewriting the slot from the start")
+		}
+		return b, journal.Resume{}, nil
+	}
+	err := b.br.SeekChunk(r.Resume.Chunks)
+	if err == nil {
+		log.with("chunk", r.Resume.Chunks).info("resuming the slot write")
+		return b, r.Resume, nil
+	}
+	log.withErr(err).info("cannot seek the source; rewriting the slot from the start")
+	b.Close()
+	nb, err := e.openBundle(ctx, req.source)
 	if err != nil {
-		return err
+		return nil, journal.Resume{}, err
 	}
-	defer t.Close()
-	if err := slot.CheckFit(t, img.Size); err != nil {
-		return fmt.Errorf("slot %s: %w", targetName, err)
+	if nb.br.Identity() != r.Bundle.Identity {
+		return nb, journal.Resume{}, errors.New("update: bundle changed while reopening it")
 	}
+	return nb, journal.Resume{}, nil
+}
 
-	// Where to start: a resume continues at its last synced chunk when the
-	// bundle is the same, the encoding allows it, the offset is aligned and
-	// the source can seek; otherwise the slot is rewritten from the start.
-	start := journal.Resume{}
-	rec := &journal.Record{}
-	if r := req.resume; r != nil {
-		rec.Resumes = r.Resumes
-		if r.Bundle.Identity == b.br.Identity() && e.canResume(r.Resume, img, t) {
-			if err := b.br.SeekChunk(r.Resume.Chunks); err == nil {
-				start = r.Resume
-				log.WithField("chunk", start.Chunks).Info("resuming the slot write")
-			} else {
-				log.WithError(err).Info("cannot seek the source; rewriting the slot from the start")
-				b.Close()
-				if b, err = e.openBundle(ctx, req.source); err != nil {
-					return err
-				}
-				if b.br.Identity() != r.Bundle.Identity {
-					return errors.New("update: bundle changed while reopening it")
-				}
-				img = b.img
-			}
-		} else if r.Resume.Chunks > 0 {
-			log.Info("cannot continue the interrupted write at its chunk; rewriting the slot from the start")
-		}
-	}
-	*rec = journal.Record{
-		State: journal.StateWriting, Tx: req.tx, Target: targetName, Active: active,
+// beginWrite is the point of no return for the target's old content:
+// journal first ("writing", with the resume point), then the target
+// recorded bad, then the boot env made unable to point at it.
+func (e *Engine) beginWrite(req *installReq, b *opened, target, active string, start journal.Resume) (*journal.Record, error) {
+	m, img := b.br.Manifest(), b.img
+	rec := &journal.Record{
+		State: journal.StateWriting, Tx: req.tx, Target: target, Active: active,
 		Bundle: journal.Bundle{Identity: b.br.Identity(), Version: m.Version, SecurityVersion: m.SecurityVersion,
 			Compatible: m.Compatible, Source: req.source, ImageSHA256: img.SHA256, ImageSize: img.Size},
-		Resume: start, Resumes: rec.Resumes, Updated: e.cfg.Clock.Now(),
+		Resume: start, Updated: e.cfg.Clock.Now(),
 	}
-	// From here the target's old content is lost: journal first, then make
-	// sure the boot env cannot point at it.
+	if req.resume != nil {
+		rec.Resumes = req.resume.Resumes
+	}
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		return err
+		return nil, err
 	}
-	if err := e.cfg.Journal.UpdateSlot(targetName, func(s *journal.SlotRecord) {
-		*s = journal.SlotRecord{Name: targetName, State: journal.SlotBad, Reason: "being written by " + req.tx}
+	if err := e.cfg.Journal.UpdateSlot(target, func(s *journal.SlotRecord) {
+		*s = journal.SlotRecord{Name: target, State: journal.SlotBad, Reason: "being written by " + req.tx}
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := e.protocol().Disarm(e.bootname(active)); err != nil {
-		return err
+		return nil, err
 	}
+	return rec, nil
+}
 
+// writeAndVerify writes the image, reads the slot back against its signed
+// SHA-256 and only then journals "written" (the state arming requires).
+func (e *Engine) writeAndVerify(ctx context.Context, b *opened, t slot.Target, rec *journal.Record, start journal.Resume, sum []byte) error {
 	if err := e.writeImage(ctx, b, t, rec, start, sum); err != nil {
 		return err
 	}
-
-	e.setOp(OpWriting, "reading back slot "+targetName)
-	if err := e.cfg.VerifyReadBack(ctx, t, img.Size, sum); err != nil {
+	e.setOp(OpWriting, "reading back slot "+rec.Target)
+	if err := e.cfg.VerifyReadBack(ctx, t, b.img.Size, sum); err != nil {
 		return err
 	}
-	rec.State, rec.Resume, rec.Updated = journal.StateWritten, journal.Resume{Chunks: img.Chunks, Bytes: img.Size}, e.cfg.Clock.Now()
-	if err := e.cfg.Journal.Save(rec); err != nil {
-		return err
-	}
-	return e.armAndFinish(ctx, rec, req.reboot)
+	rec.State, rec.Resume, rec.Updated = journal.StateWritten, journal.Resume{Chunks: b.img.Chunks, Bytes: b.img.Size}, e.cfg.Clock.Now()
+	return e.cfg.Journal.Save(rec)
 }
 
 // canResume reports whether the write may continue at r.
@@ -519,8 +551,8 @@ func (e *Engine) armAndFinish(ctx context.Context, rec *journal.Record, reboot b
 	}); err != nil {
 		return err
 	}
-	e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": rec.Target, "version": rec.Bundle.Version}).
-		Info("slot written, verified and armed for the next boot")
+	e.logger(KeyTx, rec.Tx, KeySlot, rec.Target, KeyVersion, rec.Bundle.Version, KeyEvent, EventSlotArmed).
+		info("slot written, verified and armed for the next boot")
 	e.setOp(OpPendingReboot, "reboot to activate slot "+rec.Target)
 	e.emit(Event{Kind: "completed", Tx: rec.Tx, Slot: rec.Target,
 		Message: fmt.Sprintf("installed %s into slot %s; reboot to activate", rec.Bundle.Version, rec.Target)})
@@ -534,12 +566,12 @@ func (e *Engine) armAndFinish(ctx context.Context, rec *journal.Record, reboot b
 // the armed env stays and a later Reboot request or power cycle finishes.
 func (e *Engine) doReboot(ctx context.Context, why string) {
 	if e.cfg.Rebooter == nil {
-		e.log.Warn("no rebooter configured; reboot the device to " + why)
+		e.logger().warn("no rebooter configured; reboot the device to " + why)
 		return
 	}
-	e.log.Info("rebooting to " + why)
+	e.logger().info("rebooting to " + why)
 	if err := e.cfg.Rebooter.Reboot(context.WithoutCancel(ctx)); err != nil {
-		e.log.WithError(err).Error("reboot request failed")
+		e.logger().withErr(err).error("reboot request failed")
 		e.setLastError("reboot: " + err.Error())
 	}
 }

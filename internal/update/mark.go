@@ -149,7 +149,7 @@ func (e *Engine) Reboot(ctx context.Context) error {
 // (compatible, floor, expiry) and returns its manifest; nothing is written
 // and the engine's status is untouched.
 func (e *Engine) Inspect(ctx context.Context, source string) (*bundle.Manifest, error) {
-	src, err := e.cfg.OpenSource(ctx, source)
+	src, err := e.openSource(ctx, source)
 	if err != nil {
 		return nil, err
 	}

@@ -211,7 +211,9 @@ func TestCrashLoopBreaker(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				return &killingSource{Source: s, n: 1 << 20, kill: cancel, read: &read}, nil
+				// Killed after 256 KiB: every run makes progress (reads stop
+				// at the kill), and the 2 MiB image outlasts four runs.
+				return &killingSource{Source: s, n: 256 << 10, kill: cancel, read: &read}, nil
 			}
 		})
 		if err := e.Start(ctx); err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/otadev/otad/internal/boot"
-	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
 )
 
@@ -73,7 +72,7 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 	if err != nil {
 		// The boot env is authoritative; a damaged journal only loses the
 		// history of the last install.
-		e.log.WithError(err).Error("install journal unreadable; starting from the boot env alone")
+		e.logger().withErr(err).error("install journal unreadable; starting from the boot env alone")
 		rec = &journal.Record{State: journal.StateIdle}
 	}
 	envSlot := e.slotName(st.Slot)
@@ -92,12 +91,12 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 		e.status.Version = r.Version
 		e.mu.Unlock()
 	}
-	log := e.log.WithFields(map[string]any{"booted": booted, "journal": string(rec.State)})
+	log := e.logger("booted", booted, "journal", string(rec.State))
 
 	inFlight := rec.State == journal.StateWritten || rec.State == journal.StatePendingReboot || rec.State == journal.StateConfirming
 	switch {
 	case trial:
-		log.Info("trial boot of a new slot: confirming its health")
+		log.info("trial boot of a new slot: confirming its health")
 		if rec.Target != booted || !inFlight {
 			// Armed by something other than this journal (or the journal was
 			// lost): confirm all the same, with what we know.
@@ -108,12 +107,12 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 
 	case inFlight && rec.Target == booted && envSlot == booted:
 		// Committed in the env, cut before the journal said so.
-		log.Info("commit was written before the last stop; finishing it")
+		log.info("commit was written before the last stop; finishing it")
 		return nil, "", e.finishCommit(rec)
 
 	case inFlight && rec.Target == booted:
 		// Fallback was written (health failed), the reboot did not happen.
-		log.Info("fallback was written before the last stop; rebooting into the previous slot")
+		log.info("fallback was written before the last stop; rebooting into the previous slot")
 		e.recordRollback(rec, rollbackReason(rec, booted))
 		e.setOp(OpRollingBack, "reboot into slot "+envSlot)
 		e.doReboot(ctx, "fall back to slot "+envSlot)
@@ -126,7 +125,7 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 				return nil, "", err
 			}
 		}
-		log.Info("slot " + rec.Target + " is armed; waiting for the reboot")
+		log.info("slot " + rec.Target + " is armed; waiting for the reboot")
 		e.setOp(OpPendingReboot, "reboot to activate slot "+rec.Target)
 		return nil, "", nil
 
@@ -134,7 +133,7 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 		// Verified, and the arm never took effect: an Arm that reached the
 		// env clears otad_failed, and only a fallback from the target sets
 		// it to the target. Read back once more, then arm.
-		log.Info("slot " + rec.Target + " was written and verified but not armed; arming it now")
+		log.info("slot " + rec.Target + " was written and verified but not armed; arming it now")
 		return func(ctx context.Context) error { return e.rearm(ctx, rec) }, rec.Tx, nil
 
 	case inFlight:
@@ -157,7 +156,7 @@ func (e *Engine) rearm(ctx context.Context, rec *journal.Record) error {
 		err = e.armAndFinish(ctx, rec, e.cfg.AutoReboot)
 	}
 	if err != nil && (ctx.Err() == nil || e.canceledByUser()) {
-		e.log.WithError(err).Error("arming the verified slot failed")
+		e.logger(KeyTx, rec.Tx, KeySlot, rec.Target, KeyEvent, EventInstallFailed).withErr(err).error("arming the verified slot failed")
 		e.failRecord(rec, err)
 	}
 	return err
@@ -180,7 +179,7 @@ func (e *Engine) verifyTarget(ctx context.Context, rec *journal.Record) error {
 
 // resumeJob decides whether an interrupted write is resumed or failed.
 func (e *Engine) resumeJob(rec *journal.Record, booted string) (func(context.Context) error, string, error) {
-	log := e.log.WithField("tx", rec.Tx)
+	log := e.logger(KeyTx, rec.Tx)
 	var err error
 	switch {
 	case rec.Target == booted:
@@ -191,7 +190,7 @@ func (e *Engine) resumeJob(rec *journal.Record, booted string) (func(context.Con
 		err = errors.New("update: an install read from stdin cannot be resumed; install again")
 	}
 	if err != nil {
-		log.WithError(err).Error("interrupted install")
+		log.withErr(err).with(KeySlot, rec.Target, KeyEvent, EventInstallFailed).error("interrupted install failed")
 		e.failRecord(rec, err)
 		return nil, "", nil
 	}
@@ -200,7 +199,7 @@ func (e *Engine) resumeJob(rec *journal.Record, booted string) (func(context.Con
 	if err := e.cfg.Journal.Save(rec); err != nil {
 		return nil, "", err
 	}
-	log.WithFields(map[string]any{"resume": rec.Resumes, "chunk": rec.Resume.Chunks}).Info("resuming interrupted install")
+	log.with("resume", rec.Resumes, "chunk", rec.Resume.Chunks).info("resuming interrupted install")
 	req := &installReq{tx: rec.Tx, source: rec.Bundle.Source, reboot: e.cfg.AutoReboot, resume: rec}
 	return func(ctx context.Context) error { return e.runInstall(ctx, req) }, rec.Tx, nil
 }
@@ -223,16 +222,16 @@ func rollbackReason(rec *journal.Record, slot string) string {
 // recordRollback notes a rolled-back install: target bad, journal
 // rolled-back, a rolledback event.
 func (e *Engine) recordRollback(rec *journal.Record, reason string) {
-	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": rec.Target})
-	log.WithField("reason", reason).Warn("update rolled back")
+	log := e.logger(KeyTx, rec.Tx, KeySlot, rec.Target, KeyVersion, rec.Bundle.Version)
+	log.with(KeyEvent, EventRolledBack, KeyReason, reason).error("update rolled back")
 	if err := e.cfg.Journal.UpdateSlot(rec.Target, func(s *journal.SlotRecord) {
 		s.State, s.Reason = journal.SlotBad, reason
 	}); err != nil {
-		log.WithError(err).Error("recording the slot bad")
+		log.withErr(err).error("recording the slot bad")
 	}
 	rec.State, rec.Reason, rec.LastError, rec.Updated = journal.StateRolledBack, reason, reason, e.cfg.Clock.Now()
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		log.WithError(err).Error("recording the rollback")
+		log.withErr(err).error("recording the rollback")
 	}
 	e.setLastError("rolled back: " + reason)
 	e.setOp(OpIdle, "")
@@ -246,12 +245,12 @@ func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 	defer e.runMu.Unlock()
 	defer e.heartbeat()()
 	booted := e.bootedSlot()
-	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": booted})
+	log := e.logger(KeyTx, rec.Tx, KeySlot, booted)
 	e.setOp(OpConfirming, "health check of slot "+booted)
 	now := e.cfg.Clock.Now()
 	rec.State, rec.Updated = journal.StateConfirming, now
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		log.WithError(err).Error("journal")
+		log.withErr(err).error("journal")
 		return err
 	}
 	if err := e.cfg.Journal.UpdateSlot(booted, func(s *journal.SlotRecord) {
@@ -260,7 +259,7 @@ func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 		}
 		s.State = journal.SlotPending
 	}); err != nil {
-		log.WithError(err).Error("journal")
+		log.withErr(err).error("journal")
 		return err
 	}
 
@@ -268,18 +267,18 @@ func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 	if err == nil && e.cfg.Confirmer != nil {
 		err = e.cfg.Confirmer.Confirm(ctx)
 	} else if err == nil {
-		log.Warn("no health checks configured; committing the trial boot")
+		log.warn("no health checks configured; committing the trial boot")
 	}
-	if errors.Is(err, health.ErrRelease) {
+	if healthyAnyway(err) {
 		// Healthy; only the watchdog's magic close failed. The board may
 		// reset once, into the slot committed below.
-		log.WithError(err).Warn("health checks passed; committing")
+		log.withErr(err).warn("health checks passed; committing")
 		err = nil
 	}
 	if ctx.Err() != nil && !e.canceledByUser() {
 		// Shutdown mid-check: still a trial boot; the next start checks again
 		// and the bootcount bounds how often.
-		log.Info("confirmation interrupted by shutdown")
+		log.info("confirmation interrupted by shutdown")
 		return ctx.Err()
 	}
 	if err == nil {
@@ -292,19 +291,20 @@ func (e *Engine) confirm(ctx context.Context, rec *journal.Record) error {
 // idempotent, so a restart after a cut at any point finishes it.
 func (e *Engine) finishCommit(rec *journal.Record) error {
 	booted := e.bootedSlot()
-	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": booted})
+	log := e.logger(KeyTx, rec.Tx, KeySlot, booted)
 	if err := e.protocol().Commit(); err != nil {
-		log.WithError(err).Error("commit")
+		log.withErr(err).error("commit")
 		e.setLastError("commit: " + err.Error())
 		return err
 	}
 	// Only now may the floor go up: the committed slot holds the bundle.
 	if v := rec.Bundle.SecurityVersion; v > 0 {
 		if err := e.cfg.Floor.Raise(v); err != nil {
-			log.WithError(err).Error("raising the anti-rollback floor")
+			log.withErr(err).error("raising the anti-rollback floor")
 			e.setLastError("floor: " + err.Error())
 			return err
 		}
+		log.with(KeyEvent, EventFloorRaised, "floor", v).info("anti-rollback floor raised")
 	}
 	if err := e.cfg.Journal.UpdateSlot(booted, func(s *journal.SlotRecord) {
 		s.State, s.Reason = journal.SlotGood, ""
@@ -314,15 +314,15 @@ func (e *Engine) finishCommit(rec *journal.Record) error {
 			s.Activated = e.cfg.Clock.Now()
 		}
 	}); err != nil {
-		log.WithError(err).Error("journal")
+		log.withErr(err).error("journal")
 		return err
 	}
 	rec.State, rec.Updated, rec.LastError = journal.StateCommitted, e.cfg.Clock.Now(), ""
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		log.WithError(err).Error("journal")
+		log.withErr(err).error("journal")
 		return err
 	}
-	log.WithField("version", rec.Bundle.Version).Info("trial boot confirmed and committed")
+	log.with(KeyVersion, rec.Bundle.Version, KeyEvent, EventCommitted).info("trial boot confirmed and committed")
 	e.mu.Lock()
 	e.status.TrialBoot = false
 	if r, err := e.cfg.Journal.LoadSlot(booted); err == nil {
@@ -338,23 +338,23 @@ func (e *Engine) finishCommit(rec *journal.Record) error {
 // slot (ONE write) and reboots into it.
 func (e *Engine) fallback(ctx context.Context, rec *journal.Record, cause error) error {
 	booted := e.bootedSlot()
-	log := e.log.WithFields(map[string]any{"tx": rec.Tx, "slot": booted})
+	log := e.logger(KeyTx, rec.Tx, KeySlot, booted)
 	reason := "health check failed: " + cause.Error()
-	var hf *health.Failure
-	if errors.As(cause, &hf) && strings.TrimSpace(hf.Output) != "" {
+	var hf interface{ OutputTail() string }
+	if errors.As(cause, &hf) && strings.TrimSpace(hf.OutputTail()) != "" {
 		// The last line of the check's output usually says why.
-		out := strings.Split(strings.TrimSpace(hf.Output), "\n")
+		out := strings.Split(strings.TrimSpace(hf.OutputTail()), "\n")
 		reason += ": " + strings.TrimSpace(out[len(out)-1])
 	}
-	log.WithField("reason", reason).Error("trial boot failed")
+	log.with(KeyReason, reason).warn("trial boot failed; falling back")
 	e.setOp(OpRollingBack, "falling back from slot "+booted)
 	// The reason goes to the journal first so it survives the reboot.
 	rec.Reason, rec.Updated = reason, e.cfg.Clock.Now()
 	if err := e.cfg.Journal.Save(rec); err != nil {
-		log.WithError(err).Error("journal")
+		log.withErr(err).error("journal")
 	}
 	if err := e.protocol().Fallback(); err != nil {
-		log.WithError(err).Error("writing the fallback; the bootcount limit will still fall back")
+		log.withErr(err).error("writing the fallback; the bootcount limit will still fall back")
 		e.setLastError("fallback: " + err.Error())
 		return err
 	}
@@ -365,4 +365,11 @@ func (e *Engine) fallback(ctx context.Context, rec *journal.Record, cause error)
 	e.setOp(OpRollingBack, "reboot into the previous slot")
 	e.doReboot(ctx, "fall back from slot "+booted)
 	return cause
+}
+
+// healthyAnyway reports whether a Confirmer's error says the slot passed
+// (see Confirmer).
+func healthyAnyway(err error) bool {
+	var h interface{ Healthy() bool }
+	return errors.As(err, &h) && h.Healthy()
 }
