@@ -6,7 +6,7 @@ GOFLAGS_B := -trimpath
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED ?= 0
 
-.PHONY: all build cross test unit fuzz lint bench bench-delta demo deps deps-check vmtest vmtest-quick powercut clean
+.PHONY: all build cross test unit fuzz lint bench bench-delta bench-fleet demo deps deps-check vmtest vmtest-quick powercut clean
 
 all: build
 
@@ -47,6 +47,10 @@ bench: build deps
 
 bench-delta: build deps
 	scripts/bench-delta.sh
+
+# 100,000 simulated channel devices against nginx on loopback, and serve's RSS with [channel] on/off.
+bench-fleet: build deps
+	scripts/bench-fleet.sh
 
 demo: build deps
 	scripts/demo.sh

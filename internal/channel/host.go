@@ -273,9 +273,9 @@ func (r *Release) Advance(now time.Time) (int, error) {
 	}
 	for i := range r.Rollout {
 		if r.Rollout[i].At.After(now) {
-			r.Rollout[i].At = now.UTC().Truncate(time.Second)
+			r.Rollout[i].At = now.UTC()
 			if i > 0 && !r.Rollout[i].At.After(r.Rollout[i-1].At) {
-				r.Rollout[i].At = r.Rollout[i-1].At.Add(time.Second)
+				r.Rollout[i].At = r.Rollout[i-1].At.Add(time.Nanosecond)
 			}
 			bp, _ := basisPoints(r.Rollout[i].Percent)
 			return bp, nil
