@@ -171,8 +171,8 @@ func TestExternalSignatureForms(t *testing.T) {
 	}{
 		"signature over another bundle": {r.oem.Public(), wrong},
 		"signature by another key":      {r.other.Public(), rsaSig},
-		"garbage":                        {r.oem.Public(), []byte("not a signature")},
-		"DER with trailing bytes":        {k.p256.Public(), append(bytes.Clone(der), 0)},
+		"garbage":                       {r.oem.Public(), []byte("not a signature")},
+		"DER with trailing bytes":       {k.p256.Public(), append(bytes.Clone(der), 0)},
 	} {
 		var out bytes.Buffer
 		err := AttachSignature(&out, bytes.NewReader(b), tc.pub, tc.sig)
