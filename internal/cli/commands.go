@@ -13,5 +13,6 @@ var commands = []command{
 	{"env", "print or set U-Boot environment variables", cmdEnv},
 	{"floor", "show the anti-rollback floor, or reset it after damage", cmdFloor},
 	{"bundle", "create, sign, verify and inspect bundles (build host)", cmdBundle},
+	{"channel", "build, sign and inspect a static update channel (build host)", cmdChannel},
 	{"demo", "run a full update and rollback on file-backed slots", cmdDemo},
 }

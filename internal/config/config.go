@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ type Config struct {
 	Health  Health
 	Hawkbit Hawkbit // hawkbit.go
 	Fetch   Fetch
+	Channel Channel
 }
 
 // Keyring says where the trusted public keys live and how many must sign.
@@ -100,6 +102,16 @@ type Fetch struct {
 	Redirects string
 }
 
+// Channel configures the static update channel client (internal/channel);
+// off while URL is empty.
+type Channel struct {
+	URL          string        // the signed channel document
+	Interval     time.Duration // between polls
+	Jitter       time.Duration // each poll moves by up to ± this
+	ReportURL    string        // outcome reports are POSTed here ("" none)
+	DeviceIDFile string        // the secret device id (bucket input; never sent)
+}
+
 // Default returns the configuration an empty file yields (it does not
 // validate: compatible and slots have no defaults).
 func Default() *Config {
@@ -117,7 +129,8 @@ func Default() *Config {
 			Watchdog:       WatchdogSystemd,
 			WatchdogDevice: "/dev/watchdog",
 		},
-		Fetch: Fetch{MinRate: 1024, Timeout: 4 * time.Hour},
+		Fetch:   Fetch{MinRate: 1024, Timeout: 4 * time.Hour},
+		Channel: Channel{Interval: time.Hour, Jitter: 10 * time.Minute, DeviceIDFile: "/etc/machine-id"},
 	}
 }
 
@@ -195,6 +208,13 @@ var sectionKeys = map[string]map[string]key{
 		"watchdog-device": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Health.WatchdogDevice, v) }},
 	},
 	"hawkbit": hawkbitKeys, // hawkbit.go
+	"channel": {
+		"url":            {set: func(c *Config, _ *Slot, v string) error { return httpURL(&c.Channel.URL, v) }},
+		"interval":       {set: func(c *Config, _ *Slot, v string) error { return duration(&c.Channel.Interval, v) }},
+		"jitter":         {set: func(c *Config, _ *Slot, v string) error { return duration(&c.Channel.Jitter, v) }},
+		"report-url":     {set: func(c *Config, _ *Slot, v string) error { return httpURL(&c.Channel.ReportURL, v) }},
+		"device-id-file": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Channel.DeviceIDFile, v) }},
+	},
 	"fetch": {
 		"ca":   {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.CA, v) }},
 		"cert": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.Cert, v) }},
@@ -373,6 +393,17 @@ func lockPath(dst *string, v string) error {
 		return nil
 	}
 	return absPath(dst, v)
+}
+
+// httpURL accepts an absolute http(s) URL; the error never repeats the
+// value (it may carry credentials).
+func httpURL(dst *string, v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("want an absolute http:// or https:// URL")
+	}
+	*dst = v
+	return nil
 }
 
 func nonEmpty(v string) error {

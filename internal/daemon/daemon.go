@@ -246,6 +246,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		stopStatus = d.notifyLoop(ctx, n, &wg) // systemd.go
 	}
 	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
+	d.startChannel(ctx, &wg) // [channel]: the static update channel client (channel.go)
 	var serveErr error
 	if d.opts.Serve != nil {
 		serveErr = d.opts.Serve(ctx, d)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/otadev/otad/internal/channel"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/update"
@@ -71,6 +72,18 @@ func openSource(fo fetch.Options) func(ctx context.Context, src string) (update.
 			if o, err = so.Apply(fo); err != nil {
 				return nil, err
 			}
+		case channel.SourceOptions:
+			// The channel client: the bundle must also be the file (size,
+			// SHA-256) its signed document names.
+			var err error
+			if o, err = so.Request.Apply(fo); err != nil {
+				return nil, err
+			}
+			s, err := fetch.Open(ctx, src, o)
+			if err != nil {
+				return nil, err
+			}
+			return so.CheckSource(src, s)
 		default:
 			return nil, fmt.Errorf("daemon: source-options of type %T not understood", so)
 		}
