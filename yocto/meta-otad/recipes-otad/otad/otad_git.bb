@@ -49,6 +49,10 @@ do_install:append() {
     install -m 0644 ${S}/src/${GO_IMPORT}/systemd/otad.service ${D}${systemd_system_unitdir}/
     install -d ${D}${datadir}/dbus-1/system.d
     install -m 0644 ${S}/src/${GO_IMPORT}/systemd/io.otad.Update1.conf ${D}${datadir}/dbus-1/system.d/
+    # journalctl -x explains otad's key events (MESSAGE_IDs); systemd
+    # rebuilds its catalog database from this directory.
+    install -d ${D}${nonarch_libdir}/systemd/catalog
+    install -m 0644 ${S}/src/${GO_IMPORT}/systemd/otad.catalog ${D}${nonarch_libdir}/systemd/catalog/
 
     install -d ${D}${sysconfdir}/otad/keys
     sed -e 's|@COMPATIBLE@|${OTAD_COMPATIBLE}|' \
@@ -73,6 +77,7 @@ do_install:class-native() {
 
 FILES:${PN} += "${systemd_system_unitdir}/otad.service \
                 ${datadir}/dbus-1/system.d/io.otad.Update1.conf \
+                ${nonarch_libdir}/systemd/catalog/otad.catalog \
                 ${OTAD_DATA_DIR}"
 CONFFILES:${PN} = "${sysconfdir}/otad/system.conf ${sysconfdir}/fw_env.config"
 RDEPENDS:${PN} += "dbus"
