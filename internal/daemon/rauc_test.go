@@ -3,10 +3,20 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -591,5 +601,98 @@ func TestRAUCInstallBundleArgs(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("rootfs.1 does not report the install's transaction-id and version:\n%s", out)
+	}
+}
+
+// writeTestPKI writes a throwaway CA and a client certificate and key
+// (PEM files, as a gateway has them) and returns the server's TLS
+// certificate for 127.0.0.1 and the CA pool that verifies clients.
+func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string, server tls.Certificate, clients *x509.CertPool) {
+	t.Helper()
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		must(t, err)
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		must(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return p
+	}
+	caKey := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rauc test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	must(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	must(t, err)
+	issue := func(serial int64, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
+		k := key()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		must(t, err)
+		return der, k
+	}
+	srvDER, srvKey := issue(2, x509.ExtKeyUsageServerAuth)
+	cliDER, cliKey := issue(3, x509.ExtKeyUsageClientAuth)
+	cliKeyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
+	must(t, err)
+	clients = x509.NewCertPool()
+	clients.AddCert(ca)
+	return write("ca.pem", "CERTIFICATE", caDER), write("client.pem", "CERTIFICATE", cliDER),
+		write("client.key", "PRIVATE KEY", cliKeyDER),
+		tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}, clients
+}
+
+// TestRAUCInstallBundleTLSArgs: tls-ca, tls-cert and tls-key are used for
+// that install's download (a server otad's [fetch] knows nothing about,
+// requiring a client certificate).
+func TestRAUCInstallBundleTLSArgs(t *testing.T) {
+	r := newRig(t, shippedPolicies(t, false))
+	r.start()
+	bundlePath := r.b.bundle("4.0", 1, img(true, 11, 1<<20))
+	caFile, certFile, keyFile, server, clients := writeTestPKI(t, t.TempDir())
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		http.ServeFile(w, req, bundlePath)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{server}, ClientCAs: clients, ClientAuth: tls.RequireAndVerifyClientCert}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected
+	srv.StartTLS()
+	defer srv.Close()
+	url := srv.URL + "/update.otab"
+	install := func(args ...string) (int, string) {
+		t.Helper()
+		ch, stop := r.d.Engine.Subscribe()
+		defer stop()
+		out, code := r.busctl(append([]string{"call", raucapi.BusName, "/", raucapi.Interface, "InstallBundle", "sa{sv}", url}, args...)...)
+		if code != 0 {
+			t.Fatalf("InstallBundle %v: exit %d\n%s", args, code, out)
+		}
+		for ev := range ch {
+			if ev.Kind == "completed" {
+				r.d.Engine.Wait()
+				return ev.Result, ev.Message
+			}
+		}
+		t.Fatal("no completed event")
+		return 0, ""
+	}
+	if res, msg := install("0"); res == 0 || !strings.Contains(msg, "certificate") {
+		t.Fatalf("install without tls-ca: result %d %q, want an unknown-authority failure", res, msg)
+	}
+	if res, msg := install("1", "tls-ca", "s", caFile); res == 0 || strings.Contains(msg, "unknown authority") {
+		t.Fatalf("install with tls-ca but no client certificate: result %d %q, want the server's refusal", res, msg)
+	} else {
+		t.Logf("without a client certificate: %s", msg)
+	}
+	if res, msg := install("3", "tls-ca", "s", caFile, "tls-cert", "s", certFile, "tls-key", "s", keyFile); res != 0 {
+		t.Fatalf("install with tls-ca, tls-cert, tls-key: result %d %q", res, msg)
+	}
+	if got := r.otadSlots(); got["B"] != "pending" {
+		t.Fatalf("otad after the TLS install: %v", got)
 	}
 }
