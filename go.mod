@@ -7,7 +7,6 @@ require (
 	github.com/godbus/dbus/v5 v5.2.4
 	github.com/klauspost/compress v1.20.4
 	github.com/sirupsen/logrus v1.10.2
-	golang.org/x/term v0.48.0
 )
 
 require golang.org/x/sys v0.50.0

@@ -182,9 +182,6 @@ func (s *DeviceStore) openMTD(d Device) (area, FlagScheme, error) {
 // is not power-fail safe.
 func (s *DeviceStore) Redundant() bool { return s.c.redundant() }
 
-// Scheme is the flag scheme in use.
-func (s *DeviceStore) Scheme() FlagScheme { return s.c.scheme }
-
 // Size is the size of one copy.
 func (s *DeviceStore) Size() int { return s.c.size }
 

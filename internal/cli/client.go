@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"golang.org/x/term"
+	"golang.org/x/sys/unix"
 
 	"github.com/otadev/otad/internal/dbusapi"
 )
@@ -132,7 +132,9 @@ type progressPrinter struct {
 func newProgressPrinter(w io.Writer, asJSON bool) *progressPrinter {
 	tty := false
 	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
+		// A terminal answers TCGETS (what x/term's IsTerminal asks).
+		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+		tty = err == nil
 	}
 	return &progressPrinter{w: w, json: asJSON, tty: tty && !asJSON, start: time.Now(), lastPct: -1}
 }

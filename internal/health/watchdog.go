@@ -54,7 +54,6 @@ type Watchdog struct {
 	mu         sync.Mutex
 	released   bool
 	closed     bool
-	pets       int
 	stopKeeper func() // ends the NOWAYOUT petting after Release
 }
 
@@ -147,16 +146,6 @@ func detectNowayout(path string) bool {
 // Timeout is the effective hardware timeout.
 func (w *Watchdog) Timeout() time.Duration { return w.period }
 
-// NoWayOut reports whether the driver ignores the magic close.
-func (w *Watchdog) NoWayOut() bool { return w.nowayout }
-
-// Pets is how many keepalives succeeded (for status and tests).
-func (w *Watchdog) Pets() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.pets
-}
-
 // Pet restarts the hardware timer.
 func (w *Watchdog) Pet() error {
 	w.mu.Lock()
@@ -167,7 +156,6 @@ func (w *Watchdog) Pet() error {
 	if err := w.dev.keepalive(); err != nil {
 		return fmt.Errorf("health: watchdog keepalive: %w", err)
 	}
-	w.pets++
 	return nil
 }
 
