@@ -188,8 +188,7 @@ func (o *object) Mark(sender dbus.Sender, state, ident string) (string, string, 
 	if err != nil {
 		return "", "", s.dbusErr(err)
 	}
-	// The change is published now, not at the next tick.
-	s.publishStatus()
+	// Operation follows through the engine's event stream (the pump).
 	return sl.RaucName, fmt.Sprintf("marked slot %s as %s", sl.RaucName, state), nil
 }
 
