@@ -359,3 +359,31 @@ func TestBadEncryptedBundles(t *testing.T) {
 		t.Fatalf("only %d cases", n)
 	}
 }
+
+// BenchmarkReaderEncrypted is BenchmarkReader's raw+fullhash case (what the
+// installer runs) on the same image plain and encrypted.
+func BenchmarkReaderEncrypted(b *testing.B) {
+	k := testKeys(b)
+	dev := recipientKey(b, "x25519")
+	img := content(95, 32<<20, false)
+	o := createOpts()
+	o.ChunkSize = DefaultChunkSize
+	plain := makeBundle(b, o, []Source{rawSource("rootfs", img, EncodingRaw)}, k.ed)
+	for name, bb := range map[string][]byte{"plain": plain, "encrypted": encrypt(b, plain, dev)} {
+		b.Run(name, func(b *testing.B) {
+			opts := withDecryption(b, dev)
+			b.SetBytes(int64(len(img)))
+			for b.Loop() {
+				r, err := NewReader(bytes.NewReader(bb), opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Next()
+				if n, err := io.Copy(io.Discard, r); err != nil || n != int64(len(img)) {
+					b.Fatal(n, err)
+				}
+				r.Close()
+			}
+		})
+	}
+}
