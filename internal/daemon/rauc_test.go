@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -105,30 +106,52 @@ func newRig(t *testing.T, policy string) *rig {
 	return r
 }
 
-// start runs the daemon on the bus until the test ends and waits until
-// both names are owned.
-func (r *rig) start() {
+// start runs the daemon on the bus and waits until both names are owned.
+// The returned stop (also run at cleanup) ends it and waits until both
+// names are released, so a following start cannot be mistaken for ready.
+func (r *rig) start() (stop func()) {
 	t := r.t
 	t.Helper()
 	r.d = r.b.daemon()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- RunWith(ctx, r.d, ServeBus(r.addr)) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	})
 	conn, err := dbus.Connect(r.addr)
 	must(t, err)
-	defer conn.Close()
-	// Readiness, not speed: the bound only turns a hang into a failure.
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	owned := func() (bool, bool) {
 		var a, b bool
 		e1 := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, dbusapi.BusName).Store(&a)
 		e2 := conn.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, raucapi.BusName).Store(&b)
-		if e1 == nil && e2 == nil && a && b {
+		return a && e1 == nil, b && e2 == nil
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			defer conn.Close()
+			if r.otad != nil {
+				r.otad.Close()
+				r.otad = nil
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				if a, b := owned(); !a && !b {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("names still owned after the daemon stopped")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	// Readiness, not speed: the bound only turns a hang into a failure.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		a, b := owned()
+		if a && b {
 			break
 		}
 		select {
@@ -143,7 +166,7 @@ func (r *rig) start() {
 	}
 	r.otad, err = dbusapi.Dial(context.Background(), r.addr)
 	must(t, err)
-	t.Cleanup(func() { r.otad.Close() })
+	return stop
 }
 
 // run executes a program as root, or as nobody (uid/gid 65534), with the
@@ -694,5 +717,50 @@ func TestRAUCInstallBundleTLSArgs(t *testing.T) {
 	}
 	if got := r.otadSlots(); got["B"] != "pending" {
 		t.Fatalf("otad after the TLS install: %v", got)
+	}
+}
+
+// TestRAUCMarkGoodDuringTrial: RAUC clients (Home Assistant OS Supervisor,
+// Edgehog) mark the booted slot good after a boot. On otad the health
+// check decides a trial boot: while it runs, Mark good booted is refused
+// as Busy and says so; once otad has committed, the same call succeeds.
+func TestRAUCMarkGoodDuringTrial(t *testing.T) {
+	r := newRig(t, shippedPolicies(t, false))
+	stop := r.start()
+	r.rauc("install", r.copyToWorld(r.b.bundle("2.0", 1, img(true, 21, 1<<20))))
+	stop()
+	if s := r.b.powerOn(); s != "B" {
+		t.Fatalf("booted %s", s)
+	}
+	// The health check waits for a flag, so the trial stays in its
+	// confirmation while the client calls.
+	flag := r.b.path("healthy")
+	orig, err := os.ReadFile(r.b.path("check.sh"))
+	must(t, err)
+	must(t, os.WriteFile(r.b.path("check.sh"), append([]byte("while [ ! -e "+flag+" ]; do sleep 0.05; done\n"), orig...), 0o644))
+	r.start()
+	if st := r.otadStatus(); st.Operation != "confirming" || st.BootSlot != "B" {
+		t.Fatalf("otad in the trial boot: %+v", st)
+	}
+	out, code := r.run(false, raucBin, "status", "mark-good", "booted")
+	if code == 0 || !strings.Contains(out, "health check is confirming the trial boot") {
+		t.Fatalf("mark-good booted during the confirmation: exit %d\n%s", code, out)
+	}
+	must(t, os.WriteFile(flag, nil, 0o644))
+	for deadline := time.Now().Add(time.Minute); ; {
+		st := r.otadStatus()
+		if st.Operation == "idle" && !st.TrialBoot {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trial not committed: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := r.rauc("status", "mark-good", "booted"); !strings.Contains(out, "marked slot rootfs.1 as good") {
+		t.Fatalf("mark-good booted after the commit: %s", out)
+	}
+	if got := r.otadSlots(); got["B"] != "active" {
+		t.Fatalf("otad after the commit: %v", got)
 	}
 }
