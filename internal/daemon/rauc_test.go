@@ -319,6 +319,10 @@ func TestRAUCClientDrivesOtad(t *testing.T) {
 	if got := r.otadSlots(); got["A"] != "bad" {
 		t.Fatalf("otad before mark-good: %v", got)
 	}
+	// The readable form finds the booted slot by bootname.
+	if out := r.rauc("status"); !strings.Contains(out, "Booted from: rootfs.0 (A)") || !strings.Contains(out, "Activated: rootfs.0 (A)") {
+		t.Fatalf("rauc status:\n%s", out)
+	}
 
 	out := r.rauc("status", "mark-good", "booted")
 	if !strings.Contains(out, "marked slot rootfs.0 as good") {
