@@ -24,6 +24,7 @@ import (
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/floor"
+	"github.com/otadev/otad/internal/hawkbit"
 	"github.com/otadev/otad/internal/health"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/logging"
@@ -65,6 +66,8 @@ type Daemon struct {
 	// certificates ([fetch] origins); a fleet client adds its own at
 	// runtime with Credentials.Add (see package fetch).
 	Credentials *fetch.Credentials
+	// Hawkbit is the hawkBit DDI client; nil when [hawkbit] is off (hawkbit.go).
+	Hawkbit *hawkbit.Client
 }
 
 // New builds the daemon from cfg. Nothing is written yet.
@@ -231,6 +234,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	tuneMemory()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	hb := d.newHawkbit() // hawkbit.go: binds its token before a resumed download needs it
 	if err := d.Engine.Start(ctx); err != nil {
 		d.log.WithError(err).Error("engine start failed")
 		d.Engine.Wait()
@@ -246,6 +250,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		stopStatus = d.notifyLoop(ctx, n, &wg) // systemd.go
 	}
 	d.log.WithFields(logrus.Fields{"booted": st.BootSlot, "operation": st.Operation, "trial": st.TrialBoot}).Info("otad ready")
+	// [hawkbit]: the DDI client (hawkbit.go)
+	d.runHawkbit(ctx, hb, &wg)
 	d.startChannel(ctx, &wg) // [channel]: the static update channel client (channel.go)
 	var serveErr error
 	if d.opts.Serve != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/otadev/otad/internal/channel"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/fetch"
+	"github.com/otadev/otad/internal/hawkbit"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -84,6 +85,9 @@ func openSource(fo fetch.Options) func(ctx context.Context, src string) (update.
 				return nil, err
 			}
 			return so.CheckSource(src, s)
+		case *hawkbit.Download:
+			// The hawkBit client: bounded resumes, the artifact's sha256.
+			return so.Open(ctx, src, fo)
 		default:
 			return nil, fmt.Errorf("daemon: source-options of type %T not understood", so)
 		}
