@@ -18,6 +18,7 @@ import (
 
 	"github.com/otadev/otad/internal/bundle"
 	"github.com/otadev/otad/internal/delta"
+	"github.com/otadev/otad/internal/journal"
 )
 
 func bundleKeygen(ctx context.Context, e *Env, args []string) error {
@@ -92,28 +93,14 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 }
 
 // writeAtomic creates path via a temporary file in the same directory,
-// renamed into place only after fn succeeded and the data is synced.
+// renamed into place only after fn succeeded and the data is synced, then
+// the directory synced (journal.WriteAtomic).
 func writeAtomic(path string, fn func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	err := journal.WriteAtomic(journal.OSFS{}, path, fn)
 	if err != nil {
-		return err
+		os.Remove(path + ".tmp") // a half-written output is no use to anyone
 	}
-	defer os.Remove(tmp.Name())
-	if err := fn(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return err
 }
 
 // rsaAlg maps --rsa-padding to the key algorithm.

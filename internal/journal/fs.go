@@ -82,12 +82,23 @@ func ReadFile(fsys FS, name string) ([]byte, error) {
 // leftover temporary (torn or complete) is harmless: it is never read and
 // the next write truncates it.
 func WriteFileAtomic(fsys FS, name string, data []byte) error {
+	return WriteAtomic(fsys, name, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is WriteFileAtomic for content that fn streams (a bundle
+// written by the host tool): the same temporary name+".tmp", file fsync,
+// rename, directory fsync. When fn fails, name is untouched and the
+// temporary stays (the caller may remove it).
+func WriteAtomic(fsys FS, name string, fn func(io.Writer) error) error {
 	tmp := name + ".tmp"
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	_, werr := f.Write(data)
+	werr := fn(f)
 	if werr == nil {
 		werr = f.Sync()
 	}

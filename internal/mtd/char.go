@@ -74,7 +74,7 @@ func newChar(f *os.File) (*Char, error) {
 	if unix.Major(rw) == mtdCharMajor {
 		rw = unix.Mkdev(mtdCharMajor, unix.Minor(rw)&^1)
 	}
-	if n, err := sysfsInt(filepath.Join(SysfsDir("/sys", rw), "size")); err == nil && n > 0 {
+	if n, err := SysfsInt(filepath.Join(SysfsDir("/sys", rw), "size")); err == nil && n > 0 {
 		info.Size = n
 	}
 	if err := info.Validate(); err != nil {
@@ -90,7 +90,8 @@ func SysfsDir(sysroot string, rdev uint64) string {
 	return filepath.Join(sysroot, "dev", "char", fmt.Sprintf("%d:%d", unix.Major(rdev), unix.Minor(rdev)))
 }
 
-func sysfsInt(path string) (int64, error) {
+// SysfsInt reads a sysfs integer attribute file (mtd and UBI geometry).
+func SysfsInt(path string) (int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
@@ -171,7 +172,7 @@ func (c *Char) IsBad(off int64) (bool, error) {
 		return false, nil
 	}
 	pos := off - off%c.info.EraseSize
-	r, err := ioctlRet(c.f, unix.MEMGETBADBLOCK, unsafe.Pointer(&pos))
+	r, err := Ioctl(c.f, unix.MEMGETBADBLOCK, unsafe.Pointer(&pos))
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) {
 			return false, nil
@@ -197,11 +198,14 @@ func (c *Char) MarkBadBlock(off int64) error {
 func (c *Char) Close() error { return c.f.Close() }
 
 func ioctl(f *os.File, req uint, arg unsafe.Pointer) error {
-	_, err := ioctlRet(f, req, arg)
+	_, err := Ioctl(f, req, arg)
 	return err
 }
 
-func ioctlRet(f *os.File, req uint, arg unsafe.Pointer) (int, error) {
+// Ioctl issues one ioctl on f's descriptor (kept alive through the call)
+// and returns its non-negative result. It is the module's one raw ioctl
+// helper (MTD here, block and UBI devices in slot).
+func Ioctl(f *os.File, req uint, arg unsafe.Pointer) (int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return 0, err

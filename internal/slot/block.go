@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/otadev/otad/internal/mtd"
 )
 
 // fdTarget is a block device or a regular file: written through the page
@@ -241,18 +243,6 @@ func (t *fdTarget) stopWriter() {
 }
 
 func ioctl(f *os.File, req uint, arg unsafe.Pointer) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var errno unix.Errno
-	if cerr := rc.Control(func(fd uintptr) {
-		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(req), uintptr(arg))
-	}); cerr != nil {
-		return cerr
-	}
-	if errno != 0 {
-		return errno
-	}
-	return nil
+	_, err := mtd.Ioctl(f, req, arg)
+	return err
 }

@@ -59,8 +59,8 @@ func newUBITarget(f *os.File, o Options, rw bool) (*ubiTarget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slot: %s: no sysfs entry: %w", f.Name(), err)
 	}
-	ebs, err1 := sysfsInt(filepath.Join(dir, "reserved_ebs"))
-	lebSize, err2 := sysfsInt(filepath.Join(dir, "usable_eb_size"))
+	ebs, err1 := mtd.SysfsInt(filepath.Join(dir, "reserved_ebs"))
+	lebSize, err2 := mtd.SysfsInt(filepath.Join(dir, "usable_eb_size"))
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("slot: %s is not a UBI volume: %w", f.Name(), err)
 	}
@@ -68,14 +68,6 @@ func newUBITarget(f *os.File, o Options, rw bool) (*ubiTarget, error) {
 		return nil, fmt.Errorf("slot: %s: UBI volume of %d x %d bytes", f.Name(), ebs, lebSize)
 	}
 	return &ubiTarget{f: f, size: ebs * lebSize, sysdir: dir, rw: rw, o: o}, nil
-}
-
-func sysfsInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return mtd.ParseSysfsInt(string(b))
 }
 
 func (t *ubiTarget) Size() int64 { return t.size }
@@ -96,7 +88,7 @@ func (t *ubiTarget) ReadAt(p []byte, off int64) (int, error) {
 // an interrupted UBI_IOCVOLUP) or the corrupted flag.
 func (t *ubiTarget) Corrupted() (bool, error) {
 	for _, attr := range []string{"upd_marker", "corrupted"} {
-		n, err := sysfsInt(filepath.Join(t.sysdir, attr))
+		n, err := mtd.SysfsInt(filepath.Join(t.sysdir, attr))
 		if errors.Is(err, fs.ErrNotExist) && attr == "upd_marker" {
 			continue // kernels before 2.6.x lack it; corrupted still counts
 		}
