@@ -17,7 +17,10 @@ import (
 
 // exportRAUC serves RAUC's Installer interface on conn next to
 // io.otad.Update1 when [compat] rauc-dbus is on; stop ends its event pump.
-// Off, it does nothing and stop is a no-op.
+// Off, it does nothing and stop is a no-op. When the face cannot be served
+// (RAUC's own service holds the name) the error is logged and otad keeps
+// serving io.otad.Update1: a compat face must not take the update API down
+// (and with it the way to install a fix).
 func exportRAUC(ctx context.Context, conn *dbus.Conn, d *Daemon) (stop func(), err error) {
 	if !d.Config.Compat.RaucDBus {
 		return func() {}, nil
@@ -35,7 +38,8 @@ func exportRAUC(ctx context.Context, conn *dbus.Conn, d *Daemon) (stop func(), e
 		ChildNodes: []string{child},
 	})
 	if err != nil {
-		return nil, err
+		d.log.WithError(err).Error("[compat] rauc-dbus: not serving RAUC's interface; io.otad.Update1 is unaffected")
+		return func() {}, nil
 	}
 	return srv.Stop, nil
 }

@@ -768,3 +768,35 @@ func TestRAUCMarkGoodDuringTrial(t *testing.T) {
 		t.Fatalf("otad after the commit: %v", got)
 	}
 }
+
+// TestRAUCNameTaken: with RAUC's own service on the bus, otad logs that it
+// cannot serve the compat face and keeps serving io.otad.Update1; the
+// other owner keeps the name.
+func TestRAUCNameTaken(t *testing.T) {
+	r := newRig(t, openPolicy)
+	other, err := dbus.Connect(r.addr)
+	must(t, err)
+	defer other.Close()
+	reply, err := other.RequestName(raucapi.BusName, dbus.NameFlagDoNotQueue)
+	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("claim %s: %v %v", raucapi.BusName, reply, err)
+	}
+	r.start()
+	if st := r.otadStatus(); st.BootSlot != "A" {
+		t.Fatalf("io.otad.Update1 with the RAUC name taken: %+v", st)
+	}
+	var owner string
+	must(t, other.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, raucapi.BusName).Store(&owner))
+	if owner != other.Names()[0] {
+		t.Fatalf("%s owned by %s, want the first claimant %s", raucapi.BusName, owner, other.Names()[0])
+	}
+	// otad's connection does not answer RAUC's interface under its own
+	// unique name either.
+	var otadName string
+	must(t, other.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, "io.otad.Update1").Store(&otadName))
+	var compatible dbus.Variant
+	err = other.Object(otadName, "/").Call("org.freedesktop.DBus.Properties.Get", 0, raucapi.Interface, "Compatible").Store(&compatible)
+	if err == nil {
+		t.Fatalf("otad answers %s at / without owning the name: %v", raucapi.Interface, compatible)
+	}
+}

@@ -94,16 +94,27 @@ func Export(ctx context.Context, conn *dbus.Conn, b Backend, o Options) (*Server
 	go s.pump(events, unsubscribe)
 	if !o.NoRequestName {
 		reply, err := conn.RequestName(BusName, dbus.NameFlagDoNotQueue)
+		if err == nil && reply != dbus.RequestNameReplyPrimaryOwner {
+			err = ErrNameTaken
+		}
 		if err != nil {
 			s.Stop()
+			s.unexport()
 			return nil, fmt.Errorf("raucapi: request name %s: %w", BusName, err)
-		}
-		if reply != dbus.RequestNameReplyPrimaryOwner {
-			s.Stop()
-			return nil, fmt.Errorf("raucapi: name %s is taken (is RAUC's own service running?)", BusName)
 		}
 	}
 	return s, nil
+}
+
+// ErrNameTaken: another connection owns BusName (RAUC's own service?).
+var ErrNameTaken = errors.New("the name is owned by another connection (is RAUC's own service running?)")
+
+// unexport removes the object again, so a connection that could not claim
+// the name does not answer RAUC's interface under its unique name.
+func (s *Server) unexport() {
+	for _, iface := range []string{propertiesIface, Interface, introspectIface} {
+		_ = s.conn.ExportMethodTable(nil, ObjectPath, iface)
+	}
 }
 
 // Stop ends the event pump and waits for it. The exported object and the
