@@ -367,9 +367,15 @@ func TestRAUCClientDrivesOtad(t *testing.T) {
 		t.Fatalf("mark-active on a bad slot: exit %d\n%s", code, out)
 	}
 
-	r.rauc("status", "mark-good", "other")
+	// By RAUC's slot name this time.
+	if out := r.rauc("status", "mark-good", "rootfs.1"); !strings.Contains(out, "marked slot rootfs.1 as good") {
+		t.Fatalf("mark-good rootfs.1: %s", out)
+	}
 	if got := r.otadSlots(); got["B"] != "good" {
-		t.Fatalf("otad after mark-good other: %v", got)
+		t.Fatalf("otad after mark-good rootfs.1: %v", got)
+	}
+	if out, code := r.run(false, raucBin, "status", "mark-good", "rootfs.7"); code == 0 || !strings.Contains(out, `"rootfs.7" (want booted, other, rootfs.0 or rootfs.1)`) {
+		t.Fatalf("mark-good of an unknown slot: exit %d\n%s", code, out)
 	}
 	out = r.rauc("status", "mark-active", "other")
 	if !strings.Contains(out, "marked slot rootfs.1 as active") {
