@@ -6,10 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -66,22 +67,26 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 	if src == "-" || *fallback == "-" {
 		return usagef("install: the daemon cannot read this terminal's stdin; give a file path or URL")
 	}
-	// The daemon has its own working directory: paths go as absolute ones.
-	abs := func(p string) (string, error) {
-		if p == "" || strings.Contains(p, "://") {
-			return p, nil
-		}
-		return filepath.Abs(p)
-	}
-	src, err := abs(src)
+	// A local file is opened here, with the caller's rights, and passed
+	// as a descriptor: the daemon may not see the caller's /tmp or /home
+	// (PrivateTmp, ProtectHome) and must not open paths for a caller.
+	bundleSrc, closeBundle, err := localOrURL(src)
 	if err != nil {
 		return err
 	}
+	defer closeBundle()
 	opts := map[string]any{}
-	if fb, err := abs(*fallback); err != nil {
-		return err
-	} else if fb != "" {
-		opts["fallback"] = fb
+	if *fallback != "" {
+		fb, closeFB, err := localOrURL(*fallback)
+		if err != nil {
+			return err
+		}
+		defer closeFB()
+		if f, ok := fb.(*os.File); ok {
+			opts["fallback-fd"] = f
+		} else {
+			opts["fallback"] = fb
+		}
 	}
 	if *noReboot && *reboot {
 		return usagef("install: -reboot and -no-reboot exclude each other")
@@ -102,7 +107,7 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 	defer c.Close()
 
 	p := newProgressPrinter(e.Stdout, *asJSON)
-	tx, res, msg, err := c.Install(ctx, src, opts, p.update)
+	tx, res, msg, err := c.Install(ctx, bundleSrc, opts, p.update)
 	p.finish()
 	if err != nil {
 		return err
@@ -116,6 +121,40 @@ func cmdInstall(ctx context.Context, e *Env, args []string) error {
 		return &failedInstall{msg: msg, result: res}
 	}
 	return nil
+}
+
+// localOrURL returns an http(s) URL as it is, or opens a local path (or
+// file:// URL) for reading without blocking and checks it is a regular file
+// or block device; the caller closes it with the returned function.
+func localOrURL(src string) (any, func(), error) {
+	lower := strings.ToLower(src)
+	if strings.HasPrefix(lower, "http://") || strings.HasPrefix(lower, "https://") {
+		return src, func() {}, nil
+	}
+	path := src
+	if strings.HasPrefix(lower, "file://") {
+		u, err := url.Parse(src)
+		if err != nil || (u.Host != "" && u.Host != "localhost") {
+			return nil, nil, usagef("install: bad file URL %q (want file:///path)", src)
+		}
+		path = u.Path
+	} else if strings.Contains(src, "://") {
+		return nil, nil, usagef("install: unsupported URL %q (want http, https or a file)", src)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if m := fi.Mode(); !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+		f.Close()
+		return nil, nil, fmt.Errorf("install: %s is not a regular file", path)
+	}
+	return f, func() { f.Close() }, nil
 }
 
 // progressPrinter draws a bar on a terminal, plain lines when piped, JSON

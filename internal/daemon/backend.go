@@ -154,15 +154,16 @@ func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
 		var conn *dbus.Conn
 		var err error
 		if address == "" {
-			conn, err = dbus.ConnectSystemBus()
+			conn, err = dbus.ConnectSystemBus(dbus.WithIncomingInterceptor(dbusapi.CloseStrayFDs))
 		} else {
-			conn, err = dbus.Connect(address)
+			conn, err = dbus.Connect(address, dbus.WithIncomingInterceptor(dbusapi.CloseStrayFDs))
 		}
 		if err != nil {
 			return fmt.Errorf("d-bus: %w", err)
 		}
 		defer conn.Close()
-		srv, err := dbusapi.Export(ctx, conn, d.busBackend(), dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify})
+		srv, err := dbusapi.Export(ctx, conn, Backend{E: d.Engine}, dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify,
+			Logf: d.log.WithField("component", "dbus").Infof})
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/otadev/otad/internal/channel"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/fetch"
-	"github.com/otadev/otad/internal/hawkbit"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -85,9 +84,12 @@ func openSource(fo fetch.Options) func(ctx context.Context, src string) (update.
 				return nil, err
 			}
 			return so.CheckSource(src, s)
-		case *hawkbit.Download:
-			// The hawkBit client: bounded resumes, the artifact's sha256.
-			return so.Open(ctx, src, fo)
+		case *callerFiles:
+			// A bus caller's descriptor, opened with its rights: read
+			// with pread, never looked up as a path.
+			if f := so.lookup(src); f != nil {
+				return fetch.FromFile(f.File, src, f.BlockOK, fo.MaxSize)
+			}
 		default:
 			return nil, fmt.Errorf("daemon: source-options of type %T not understood", so)
 		}

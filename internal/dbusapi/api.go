@@ -8,9 +8,18 @@
 // method elimination for the whole binary); see props.go.
 //
 // Invariants: every mutating method is authorized twice — by the bus policy
-// (systemd/io.otad.Update1.conf) and here, from the caller's UID and groups
-// as the bus daemon reports them — before the backend sees the call.
-// Readers (properties, GetSlotStatus, InspectBundle) are open to anyone.
+// (systemd/io.otad.Update1.conf) and here, from the caller's UID as the bus
+// daemon reports it and that UID's groups in /etc/group — before the
+// backend sees the call; the UID is logged. Readers (properties,
+// GetSlotStatus, InspectBundle) are open to anyone, but the daemon never
+// opens a path with its own rights for a caller that is neither root nor
+// in group otad: such callers pass a descriptor they opened (InstallFD,
+// InspectBundleFD) or an https URL, at most MaxUnprivilegedInspects at a
+// time, and their errors never carry the backend's text (which may quote
+// file bytes). A received descriptor is accepted only if it is a regular
+// file (a block device from root) and is closed on every path. At most
+// MaxCalls method calls run at once; more are answered Busy. URL userinfo
+// and query strings are stripped from errors, properties and slot status.
 // Property changes are published from the backend's event stream; progress
 // is coalesced to at most one PropertiesChanged per percent step or per
 // second, whichever comes first, so a fast install does not flood the bus.
@@ -104,11 +113,32 @@ type Backend interface {
 	Subscribe() (<-chan Event, func())
 }
 
-// InstallOptions lists the option keys Install accepts and their D-Bus types.
+// InstallOptions lists the option keys Install and InstallFD accept and
+// their D-Bus types.
 var InstallOptions = map[string]string{
 	"reboot":         "b",
 	"skip-unchanged": "b",
 	"fallback":       "s",
+	"fallback-fd":    "h",
+}
+
+// OptFallbackFile is the option key under which a Backend receives the
+// fallback-fd descriptor, as a *File, in InstallFiles.
+const OptFallbackFile = "fallback-file"
+
+// FileBackend is a Backend that also reads files callers opened with their
+// own rights (InstallFD, InspectBundleFD, fallback-fd). The server hands
+// it every *File it accepted; the backend owns each from the call on and
+// closes it when done with it — when the install ends, or at once when the
+// call fails.
+type FileBackend interface {
+	Backend
+	// InstallFiles is Install where the bundle (when bundle is non-nil;
+	// source is then empty) and/or the fallback (opts[OptFallbackFile])
+	// are caller files.
+	InstallFiles(ctx context.Context, source string, bundle *File, opts map[string]any) (tx string, err error)
+	// InspectFile is Inspect of a caller file.
+	InspectFile(ctx context.Context, f *File) (map[string]any, error)
 }
 
 // ErrUnknownOption is returned (as ErrInvalidArgs on the bus) for an

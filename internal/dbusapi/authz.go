@@ -10,7 +10,10 @@ import (
 
 // Authorizer decides whether a bus peer may call a mutating method. It asks
 // the bus daemon for the peer's UID (the daemon took it from the socket's
-// credentials, so the peer cannot lie) and then checks the UID's groups.
+// credentials, so the peer cannot lie) and then looks up that UID's groups
+// in the user database (/etc/passwd and /etc/group) — not the groups the
+// peer's process had, which the bus does not report: a group change takes
+// effect at the next call, without the caller logging in again.
 type Authorizer struct {
 	// Group whose members may mutate; root always may. Default "otad".
 	Group string
@@ -39,38 +42,63 @@ func defaultGroupsOf(uid uint32) ([]string, error) {
 	return names, nil
 }
 
-// check returns nil when sender may call method, else a NotAuthorized error.
-func (a *Authorizer) check(conn *dbus.Conn, sender dbus.Sender, method string) *dbus.Error {
+// identify asks the bus for sender's UID and decides whether it is
+// privileged (root or a member of the group).
+func (a *Authorizer) identify(conn *dbus.Conn, sender dbus.Sender, method string) (caller, *dbus.Error) {
 	var uid uint32
 	err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid)
 	if err != nil {
-		return dbus.NewError(ErrNotAuthorized, []any{fmt.Sprintf("%s: cannot identify caller %s: %v", method, sender, err)})
+		return caller{}, dbus.NewError(ErrNotAuthorized, []any{fmt.Sprintf("%s: cannot identify caller %s: %v", method, sender, err)})
 	}
+	return caller{uid: uid, privileged: a.member(uid)}, nil
+}
+
+// check returns the caller when it may call a mutating method, else a
+// NotAuthorized error.
+func (a *Authorizer) check(conn *dbus.Conn, sender dbus.Sender, method string) (caller, *dbus.Error) {
+	c, e := a.identify(conn, sender, method)
+	if e != nil {
+		return c, e
+	}
+	if !c.privileged {
+		return c, dbus.NewError(ErrNotAuthorized, []any{fmt.Sprintf("%s: uid %d is neither root nor in group %q", method, c.uid, a.group())})
+	}
+	return c, nil
+}
+
+func (a *Authorizer) group() string {
+	if a.Group == "" {
+		return "otad"
+	}
+	return a.Group
+}
+
+// member reports whether uid is root or in the group.
+func (a *Authorizer) member(uid uint32) bool {
 	if uid == 0 {
-		return nil
+		return true
 	}
-	group := a.Group
-	if group == "" {
-		group = "otad"
-	}
+	group := a.group()
 	groupsOf := a.GroupsOf
 	if groupsOf == nil {
 		groupsOf = defaultGroupsOf
 	}
 	groups, err := groupsOf(uid)
-	if err == nil {
-		for _, g := range groups {
-			if g == group {
-				return nil
-			}
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if g == group {
+			return true
 		}
 	}
-	return dbus.NewError(ErrNotAuthorized, []any{fmt.Sprintf("%s: uid %d is neither root nor in group %q", method, uid, group)})
+	return false
 }
 
 // Check is the in-process check for otad's other bus faces (the RAUC
 // compatible interface, internal/raucapi), so every face authorizes
 // mutating calls by the same rule. The error is named ErrNotAuthorized.
 func (a *Authorizer) Check(conn *dbus.Conn, sender dbus.Sender, method string) *dbus.Error {
-	return a.check(conn, sender, method)
+	_, e := a.check(conn, sender, method)
+	return e
 }

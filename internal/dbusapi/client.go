@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -144,6 +146,18 @@ func (c *Client) Inspect(ctx context.Context, source string) (map[string]dbus.Va
 	return out, nil
 }
 
+// InspectFile calls InspectBundleFD with f, which the caller opened with
+// its own rights; f stays open.
+func (c *Client) InspectFile(ctx context.Context, f *os.File) (map[string]dbus.Variant, error) {
+	var out map[string]dbus.Variant
+	err := c.obj.CallWithContext(ctx, Interface+".InspectBundleFD", 0, dbus.UnixFD(f.Fd())).Store(&out)
+	runtime.KeepAlive(f)
+	if err != nil {
+		return nil, remote(err)
+	}
+	return out, nil
+}
+
 // Update is one thing Install reports while it waits.
 type Update struct {
 	Operation string    // set when Operation changed
@@ -151,23 +165,51 @@ type Update struct {
 }
 
 // Install starts an install and waits for its Completed signal, calling
-// report for every Operation/Progress change on the way. It subscribes
-// before calling Install so no signal is missed.
-func (c *Client) Install(ctx context.Context, source string, opts map[string]any, report func(Update)) (tx string, result int32, message string, err error) {
+// report for every Operation/Progress change on the way. source is a URL or
+// path string, or an *os.File the caller opened (sent as a descriptor,
+// InstallFD); an *os.File under opts["fallback-fd"] is sent as one too.
+//
+// Signals are believed only from the connection that owns BusName when the
+// call is made (checked on every signal, whatever the match rules let
+// through: a peer can send a signal straight to this connection), and the
+// wait ends with an error if that owner leaves the bus.
+func (c *Client) Install(ctx context.Context, source any, opts map[string]any, report func(Update)) (tx string, result int32, message string, err error) {
+	var owner string
+	if err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, BusName).Store(&owner); err != nil {
+		return "", 0, "", remote(err)
+	}
 	sig := make(chan *dbus.Signal, 64)
 	c.conn.Signal(sig)
 	defer c.conn.RemoveSignal(sig)
-	matches := []dbus.MatchOption{dbus.WithMatchObjectPath(ObjectPath), dbus.WithMatchSender(BusName)}
-	if err := c.conn.AddMatchSignalContext(ctx, matches...); err != nil {
-		return "", 0, "", remote(err)
+	ours := []dbus.MatchOption{dbus.WithMatchObjectPath(ObjectPath), dbus.WithMatchSender(owner)}
+	gone := []dbus.MatchOption{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
+		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, BusName)}
+	for _, m := range [][]dbus.MatchOption{ours, gone} {
+		if err := c.conn.AddMatchSignalContext(ctx, m...); err != nil {
+			return "", 0, "", remote(err)
+		}
+		defer func() { _ = c.conn.RemoveMatchSignal(m...) }()
 	}
-	defer func() { _ = c.conn.RemoveMatchSignal(matches...) }()
 
 	vopts := make(map[string]dbus.Variant, len(opts))
 	for k, v := range opts {
+		if f, ok := v.(*os.File); ok {
+			v = dbus.UnixFD(f.Fd())
+			defer runtime.KeepAlive(f)
+		}
 		vopts[k] = dbus.MakeVariant(v)
 	}
-	if err := c.obj.CallWithContext(ctx, Interface+".Install", 0, source, vopts).Store(&tx); err != nil {
+	var call *dbus.Call
+	switch src := source.(type) {
+	case *os.File:
+		call = c.obj.CallWithContext(ctx, Interface+".InstallFD", 0, dbus.UnixFD(src.Fd()), vopts)
+		runtime.KeepAlive(src)
+	case string:
+		call = c.obj.CallWithContext(ctx, Interface+".Install", 0, src, vopts)
+	default:
+		return "", 0, "", fmt.Errorf("dbusapi: install source of type %T", source)
+	}
+	if err := call.Store(&tx); err != nil {
 		return "", 0, "", remote(err)
 	}
 	for {
@@ -178,6 +220,16 @@ func (c *Client) Install(ctx context.Context, source string, opts map[string]any
 			if !ok {
 				return tx, 0, "", errors.New("dbusapi: connection closed while waiting for Completed")
 			}
+			if s.Name == "org.freedesktop.DBus.NameOwnerChanged" && s.Sender == "org.freedesktop.DBus" {
+				var name, old, nw string
+				if dbus.Store(s.Body, &name, &old, &nw) == nil && name == BusName && old == owner {
+					return tx, 0, "", fmt.Errorf("dbusapi: %s left the bus before reporting transaction %s", BusName, tx)
+				}
+				continue
+			}
+			if s.Sender != owner || s.Path != ObjectPath {
+				continue // not from the service we called: forged or stray
+			}
 			switch s.Name {
 			case Interface + ".Completed":
 				var t, msg string
@@ -187,6 +239,9 @@ func (c *Client) Install(ctx context.Context, source string, opts map[string]any
 				}
 			case "org.freedesktop.DBus.Properties.PropertiesChanged":
 				if report == nil || len(s.Body) < 2 {
+					continue
+				}
+				if iface, _ := s.Body[0].(string); iface != Interface {
 					continue
 				}
 				changed, _ := s.Body[1].(map[string]dbus.Variant)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/otadev/otad/internal/fetch"
 )
 
 // Server is the exported io.otad.Update1 object.
@@ -23,6 +25,11 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	logf func(format string, args ...any)
+	// calls and inspects are semaphores: every method call in progress
+	// holds a slot of calls, an unprivileged inspect one of inspects too.
+	calls, inspects chan struct{}
 
 	mu           sync.Mutex
 	lastProgress Progress
@@ -39,6 +46,9 @@ type Options struct {
 	Clock func() time.Time
 	// NoRequestName skips claiming BusName (tests that share a bus).
 	NoRequestName bool
+	// Logf logs one line (the caller's UID for every mutating call and
+	// inspect, refusals); nil logs nothing. URLs in it are redacted.
+	Logf func(format string, args ...any)
 }
 
 // Export publishes backend on conn at ObjectPath and claims BusName.
@@ -51,22 +61,23 @@ func Export(ctx context.Context, conn *dbus.Conn, backend Backend, o Options) (*
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	s := &Server{conn: conn, backend: backend, authz: o.Authorizer, classify: o.Classify, clock: o.Clock, done: make(chan struct{})}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	s := &Server{conn: conn, backend: backend, authz: o.Authorizer, classify: o.Classify, clock: o.Clock, done: make(chan struct{}),
+		logf: o.Logf, calls: make(chan struct{}, MaxCalls), inspects: make(chan struct{}, MaxUnprivilegedInspects)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 
 	st := backend.Status()
 	s.props = &properties{conn: conn, m: map[string]any{
 		"Operation":  st.Operation,
-		"Progress":   st.Progress,
-		"LastError":  st.LastError,
+		"Progress":   redactProgress(st.Progress),
+		"LastError":  fetch.RedactText(st.LastError),
 		"BootSlot":   st.BootSlot,
 		"Compatible": st.Compatible,
 		"Version":    st.Version,
 		"TrialBoot":  st.TrialBoot,
 	}}
-	for k, v := range fleetProps(backend) { // fleet.go
-		s.props.m[k] = v
-	}
 	xmlData, err := introspectionXML()
 	if err != nil {
 		return nil, err
@@ -157,19 +168,18 @@ func (s *Server) handle(ev Event) {
 func (s *Server) publishStatus() {
 	st := s.backend.Status()
 	s.set("Operation", st.Operation)
-	s.set("LastError", st.LastError)
+	s.set("LastError", fetch.RedactText(st.LastError))
 	s.set("BootSlot", st.BootSlot)
 	s.set("Compatible", st.Compatible)
 	s.set("Version", st.Version)
 	s.set("TrialBoot", st.TrialBoot)
-	s.publishFleet() // fleet.go
 }
 
 // publishProgress emits Progress when the percent or phase moved, or when
 // bytes moved and the last emission is a second old; the pump's ticker calls
 // it every second so slow phases still report.
 func (s *Server) publishProgress() {
-	p := s.backend.Status().Progress
+	p := redactProgress(s.backend.Status().Progress)
 	s.mu.Lock()
 	now := s.clock()
 	changed := p != s.lastProgress
@@ -187,6 +197,42 @@ func (s *Server) publishProgress() {
 
 func (s *Server) set(name string, v any) { s.props.set(name, v) }
 
+// redactProgress strips URL secrets from the phase ("opening https://…").
+func redactProgress(p Progress) Progress {
+	p.Phase = fetch.RedactText(p.Phase)
+	return p
+}
+
+var errTooManyCalls = dbus.NewError(ErrBusy, []any{"too many calls in progress; try again"})
+
+// enter takes a slot of sem, or reports that none is free.
+func enter(sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func leave(sem chan struct{}) { <-sem }
+
+// mutating authorizes a mutating call, takes a call slot and logs the
+// caller's UID. On success the caller must call done.
+func (s *Server) mutating(sender dbus.Sender, method, detail string) (c caller, done func(), e *dbus.Error) {
+	c, e = s.authz.check(s.conn, sender, method)
+	if e != nil {
+		s.logf("%s from %s refused: %v", method, sender, e.Body)
+		return c, nil, e
+	}
+	if !enter(s.calls) {
+		s.logf("%s from uid %d refused: too many calls in progress", method, c.uid)
+		return c, nil, errTooManyCalls
+	}
+	s.logf("%s from uid %d%s", method, c.uid, fetch.RedactText(detail))
+	return c, func() { leave(s.calls) }, nil
+}
+
 // dbusErr turns a backend error into a named D-Bus error.
 func (s *Server) dbusErr(err error) *dbus.Error {
 	if err == nil {
@@ -201,7 +247,7 @@ func (s *Server) dbusErr(err error) *dbus.Error {
 	if errors.Is(err, ErrUnknownOption) {
 		name = ErrInvalidArgs
 	}
-	return dbus.NewError(name, []any{err.Error()})
+	return dbus.NewError(name, []any{fetch.RedactText(err.Error())})
 }
 
 // object carries the exported methods; its method table is the contract.
@@ -213,28 +259,103 @@ func (o *object) srv() *Server { return (*Server)(o) }
 // contract XML.
 func (o *object) methodTable() map[string]any {
 	return map[string]any{
-		"Install":       o.Install,
-		"Cancel":        o.Cancel,
-		"Reboot":        o.Reboot,
-		"MarkGood":      o.MarkGood,
-		"MarkBad":       o.MarkBad,
-		"MarkActive":    o.MarkActive,
-		"GetSlotStatus": o.GetSlotStatus,
-		"InspectBundle": o.InspectBundle,
-		"Poll":          o.Poll, // fleet.go
+		"Install":         o.Install,
+		"InstallFD":       o.InstallFD,
+		"InspectBundleFD": o.InspectBundleFD,
+		"Cancel":          o.Cancel,
+		"Reboot":          o.Reboot,
+		"MarkGood":        o.MarkGood,
+		"MarkBad":         o.MarkBad,
+		"MarkActive":      o.MarkActive,
+		"GetSlotStatus":   o.GetSlotStatus,
+		"InspectBundle":   o.InspectBundle,
 	}
 }
 
 func (o *object) Install(sender dbus.Sender, source string, options map[string]dbus.Variant) (string, *dbus.Error) {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "Install"); e != nil {
+	c, done, e := s.mutating(sender, "Install", " source "+source)
+	if e != nil {
+		closeFDs(fdsIn(options))
 		return "", e
+	}
+	defer done()
+	if e := checkSource(source, c, "Install"); e != nil {
+		closeFDs(fdsIn(options))
+		return "", e
+	}
+	return s.install(c, source, nil, options)
+}
+
+// InstallFD installs from a descriptor the caller opened with its own
+// rights: a file the daemon might not see (PrivateTmp, ProtectHome) or
+// must not open with its own rights.
+func (o *object) InstallFD(sender dbus.Sender, fd dbus.UnixFD, options map[string]dbus.Variant) (string, *dbus.Error) {
+	s := o.srv()
+	c, done, e := s.mutating(sender, "InstallFD", "")
+	if e != nil {
+		closeFDs(append(fdsIn(options), fd))
+		return "", e
+	}
+	defer done()
+	f, e := acceptFD(fd, c, "bundle")
+	if e != nil {
+		closeFDs(fdsIn(options))
+		return "", e
+	}
+	return s.install(c, "", f, options)
+}
+
+// install decodes the options, takes over a fallback-fd, and hands the
+// call to the backend, which from then on owns every *File.
+func (s *Server) install(c caller, source string, bundle *File, options map[string]dbus.Variant) (string, *dbus.Error) {
+	var fallback *File
+	closeAll := func() {
+		for _, f := range []*File{bundle, fallback} {
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
 	opts, err := decodeOptions(options)
 	if err != nil {
+		closeFDs(fdsIn(options))
+		closeAll()
 		return "", s.dbusErr(err)
 	}
-	tx, err := s.backend.Install(s.ctx, source, opts)
+	if fd, ok := opts["fallback-fd"].(dbus.UnixFD); ok {
+		delete(opts, "fallback-fd")
+		if _, both := opts["fallback"]; both {
+			closeFDs([]dbus.UnixFD{fd})
+			closeAll()
+			return "", dbus.NewError(ErrInvalidArgs, []any{"options fallback and fallback-fd exclude each other"})
+		}
+		var e *dbus.Error
+		if fallback, e = acceptFD(fd, c, "fallback"); e != nil {
+			closeAll()
+			return "", e
+		}
+		opts[OptFallbackFile] = fallback
+	}
+	if fb, ok := opts["fallback"].(string); ok {
+		if e := checkSource(fb, c, "Install"); e != nil {
+			closeAll()
+			return "", e
+		}
+	}
+	if bundle == nil && fallback == nil {
+		tx, err := s.backend.Install(s.ctx, source, opts)
+		if err != nil {
+			return "", s.dbusErr(err)
+		}
+		return tx, nil
+	}
+	fb, ok := s.backend.(FileBackend)
+	if !ok {
+		closeAll()
+		return "", dbus.NewError(ErrInvalidArgs, []any{"this service does not take descriptors"})
+	}
+	tx, err := fb.InstallFiles(s.ctx, source, bundle, opts)
 	if err != nil {
 		return "", s.dbusErr(err)
 	}
@@ -251,7 +372,7 @@ func decodeOptions(in map[string]dbus.Variant) (map[string]any, error) {
 	for _, k := range keys {
 		want, ok := InstallOptions[k]
 		if !ok {
-			return nil, fmt.Errorf("%w %q (known: reboot, skip-unchanged, fallback)", ErrUnknownOption, k)
+			return nil, fmt.Errorf("%w %q (known: reboot, skip-unchanged, fallback, fallback-fd)", ErrUnknownOption, k)
 		}
 		v := in[k]
 		if v.Signature().String() != want {
@@ -260,6 +381,10 @@ func decodeOptions(in map[string]dbus.Variant) (map[string]any, error) {
 		if s, ok := v.Value().(string); ok && s == "" {
 			return nil, fmt.Errorf("%w %q: empty", ErrUnknownOption, k)
 		}
+		if _, ok := v.Value().(dbus.UnixFDIndex); ok {
+			// "h" without a descriptor attached to the message.
+			return nil, fmt.Errorf("%w %q: no descriptor passed", ErrUnknownOption, k)
+		}
 		out[k] = v.Value()
 	}
 	return out, nil
@@ -267,41 +392,51 @@ func decodeOptions(in map[string]dbus.Variant) (map[string]any, error) {
 
 func (o *object) Cancel(sender dbus.Sender) *dbus.Error {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "Cancel"); e != nil {
+	_, done, e := s.mutating(sender, "Cancel", "")
+	if e != nil {
 		return e
 	}
+	defer done()
 	return s.dbusErr(s.backend.Cancel())
 }
 
 func (o *object) Reboot(sender dbus.Sender) *dbus.Error {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "Reboot"); e != nil {
+	_, done, e := s.mutating(sender, "Reboot", "")
+	if e != nil {
 		return e
 	}
+	defer done()
 	return s.dbusErr(s.backend.Reboot(s.ctx))
 }
 
 func (o *object) MarkGood(sender dbus.Sender, slot string) *dbus.Error {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "MarkGood"); e != nil {
+	_, done, e := s.mutating(sender, "MarkGood", " slot "+slot)
+	if e != nil {
 		return e
 	}
+	defer done()
 	return s.dbusErr(s.backend.MarkGood(slot))
 }
 
 func (o *object) MarkBad(sender dbus.Sender, slot string) *dbus.Error {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "MarkBad"); e != nil {
+	_, done, e := s.mutating(sender, "MarkBad", " slot "+slot)
+	if e != nil {
 		return e
 	}
+	defer done()
 	return s.dbusErr(s.backend.MarkBad(slot))
 }
 
 func (o *object) MarkActive(sender dbus.Sender, slot string) *dbus.Error {
 	s := o.srv()
-	if e := s.authz.check(s.conn, sender, "MarkActive"); e != nil {
+	_, done, e := s.mutating(sender, "MarkActive", " slot "+slot)
+	if e != nil {
 		return e
 	}
+	defer done()
 	return s.dbusErr(s.backend.MarkActive(slot))
 }
 
@@ -312,24 +447,106 @@ type slotEntry struct {
 }
 
 func (o *object) GetSlotStatus() ([]slotEntry, *dbus.Error) {
-	slots := o.srv().backend.Slots()
+	s := o.srv()
+	if !enter(s.calls) {
+		return nil, errTooManyCalls
+	}
+	defer leave(s.calls)
+	slots := s.backend.Slots()
 	out := make([]slotEntry, len(slots))
 	for i, sl := range slots {
-		out[i] = slotEntry(sl)
-		if out[i].Props == nil {
-			out[i].Props = map[string]dbus.Variant{}
+		out[i] = slotEntry{Name: sl.Name, Props: make(map[string]dbus.Variant, len(sl.Props))}
+		for k, v := range sl.Props {
+			// Readable by anyone: a source URL or an error quoting one
+			// loses its userinfo and query.
+			if str, ok := v.Value().(string); ok {
+				v = dbus.MakeVariant(fetch.RedactText(str))
+			}
+			out[i].Props[k] = v
 		}
 	}
 	return out, nil
 }
 
-func (o *object) InspectBundle(source string) (map[string]dbus.Variant, *dbus.Error) {
+// inspectTimeout bounds one inspect (download and verify the header).
+const inspectTimeout = 2 * time.Minute
+
+// enterInspect identifies the caller and takes its slots; on success the
+// caller must call done.
+func (s *Server) enterInspect(sender dbus.Sender, method, detail string) (c caller, done func(), e *dbus.Error) {
+	c, e = s.authz.identify(s.conn, sender, method)
+	if e != nil {
+		return c, nil, e
+	}
+	if !enter(s.calls) {
+		s.logf("%s from uid %d refused: too many calls in progress", method, c.uid)
+		return c, nil, errTooManyCalls
+	}
+	if !c.privileged && !enter(s.inspects) {
+		leave(s.calls)
+		s.logf("%s from uid %d refused: %d unprivileged inspects already running", method, c.uid, MaxUnprivilegedInspects)
+		return c, nil, errTooManyCalls
+	}
+	s.logf("%s from uid %d%s", method, c.uid, fetch.RedactText(detail))
+	return c, func() {
+		if !c.privileged {
+			leave(s.inspects)
+		}
+		leave(s.calls)
+	}, nil
+}
+
+func (o *object) InspectBundle(sender dbus.Sender, source string) (map[string]dbus.Variant, *dbus.Error) {
 	s := o.srv()
-	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	c, done, e := s.enterInspect(sender, "InspectBundle", " source "+source)
+	if e != nil {
+		return nil, e
+	}
+	defer done()
+	if e := checkSource(source, c, "InspectBundle"); e != nil {
+		return nil, e
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
 	defer cancel()
 	info, err := s.backend.Inspect(ctx, source)
+	return s.inspectResult(c, "InspectBundle", info, err)
+}
+
+// InspectBundleFD inspects a bundle the caller opened with its own rights.
+func (o *object) InspectBundleFD(sender dbus.Sender, fd dbus.UnixFD) (map[string]dbus.Variant, *dbus.Error) {
+	s := o.srv()
+	c, done, e := s.enterInspect(sender, "InspectBundleFD", "")
+	if e != nil {
+		closeFDs([]dbus.UnixFD{fd})
+		return nil, e
+	}
+	defer done()
+	f, e := acceptFD(fd, c, "bundle")
+	if e != nil {
+		return nil, e
+	}
+	fb, ok := s.backend.(FileBackend)
+	if !ok {
+		f.Close()
+		return nil, dbus.NewError(ErrInvalidArgs, []any{"this service does not take descriptors"})
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
+	defer cancel()
+	info, err := fb.InspectFile(ctx, f)
+	return s.inspectResult(c, "InspectBundleFD", info, err)
+}
+
+// inspectResult answers an inspect. A caller that is not privileged gets
+// only the error's name and a fixed sentence (see publicInspectError); the
+// details go to the log with its UID.
+func (s *Server) inspectResult(c caller, method string, info map[string]any, err error) (map[string]dbus.Variant, *dbus.Error) {
 	if err != nil {
-		return nil, s.dbusErr(err)
+		e := s.dbusErr(err)
+		if c.privileged {
+			return nil, e
+		}
+		s.logf("%s from uid %d failed: %v", method, c.uid, e.Body)
+		return nil, dbus.NewError(e.Name, []any{publicInspectError(e.Name)})
 	}
 	out := make(map[string]dbus.Variant, len(info))
 	for k, v := range info {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,8 @@ type fakeBackend struct {
 	n       int
 	emitted int
 	opts    map[string]any // of the last Install
+	// onInstall, when set, is told each transaction id as it starts.
+	onInstall func(tx string)
 }
 
 func newFake(steps int, tick time.Duration) *fakeBackend {
@@ -64,7 +67,11 @@ func (f *fakeBackend) Install(ctx context.Context, source string, opts map[strin
 	f.cancel = cancel
 	f.st.Operation = "writing"
 	f.st.Progress = Progress{Total: int64(f.steps) * 1000, Phase: "writing " + source}
+	hook := f.onInstall
 	f.mu.Unlock()
+	if hook != nil {
+		hook(tx)
+	}
 	// A phase already over when the server handles its event (Status says
 	// writing by now): it must still reach the bus, before writing.
 	f.emit(Event{Kind: "status", Operation: "downloading"})
@@ -153,7 +160,7 @@ func classifyFake(err error) string {
 func serve(t *testing.T, policy string, b Backend, authz *Authorizer) (addr, dir string) {
 	t.Helper()
 	addr, dir = startBus(t, policy)
-	conn, err := dbus.Connect(addr)
+	conn, err := dbus.Connect(addr, dbus.WithIncomingInterceptor(CloseStrayFDs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +238,10 @@ func TestSecondInstallIsBusy(t *testing.T) {
 	c := dialT(t, addr)
 	ctx := context.Background()
 	var tx string
-	if err := c.obj.CallWithContext(ctx, Interface+".Install", 0, "first", map[string]dbus.Variant{}).Store(&tx); err != nil {
+	if err := c.obj.CallWithContext(ctx, Interface+".Install", 0, "/tmp/first.otab", map[string]dbus.Variant{}).Store(&tx); err != nil {
 		t.Fatal(err)
 	}
-	err := c.obj.CallWithContext(ctx, Interface+".Install", 0, "second", map[string]dbus.Variant{}).Store(&tx)
+	err := c.obj.CallWithContext(ctx, Interface+".Install", 0, "/tmp/second.otab", map[string]dbus.Variant{}).Store(&tx)
 	var re *RemoteError
 	if !errors.As(remote(err), &re) || re.Name != ErrBusy {
 		t.Fatalf("second Install: %v, want %s", err, ErrBusy)
@@ -260,7 +267,7 @@ func TestCancelMidWriteCompletesWithinASecond(t *testing.T) {
 	done := make(chan result, 1)
 	started := make(chan struct{}, 1)
 	go func() {
-		_, res, msg, err := c.Install(ctx, "big", nil, func(u Update) {
+		_, res, msg, err := c.Install(ctx, "/tmp/big.otab", nil, func(u Update) {
 			if u.Progress != nil && u.Progress.Percent >= 2 {
 				select {
 				case started <- struct{}{}:
@@ -294,19 +301,19 @@ func TestUnknownInstallOptionIsAnError(t *testing.T) {
 	addr, _ := serve(t, includePolicy(t), b, nil)
 	c := dialT(t, addr)
 	var tx string
-	err := c.obj.Call(Interface+".Install", 0, "x", map[string]dbus.Variant{"rebot": dbus.MakeVariant(true)}).Store(&tx)
+	err := c.obj.Call(Interface+".Install", 0, "/tmp/x.otab", map[string]dbus.Variant{"rebot": dbus.MakeVariant(true)}).Store(&tx)
 	var re *RemoteError
 	if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs || !strings.Contains(re.Msg, "rebot") || !strings.Contains(re.Msg, "fallback") {
 		t.Fatalf("Install with unknown option: %v", err)
 	}
 	for _, bad := range []map[string]dbus.Variant{{"reboot": dbus.MakeVariant("yes")}, {"fallback": dbus.MakeVariant(true)}, {"fallback": dbus.MakeVariant("")}} {
-		err = c.obj.Call(Interface+".Install", 0, "x", bad).Store(&tx)
+		err = c.obj.Call(Interface+".Install", 0, "/tmp/x.otab", bad).Store(&tx)
 		if !errors.As(remote(err), &re) || re.Name != ErrInvalidArgs {
 			t.Fatalf("Install with mistyped option %v: %v", bad, err)
 		}
 	}
 	// The known options reach the backend with their Go types.
-	err = c.obj.Call(Interface+".Install", 0, "x", map[string]dbus.Variant{
+	err = c.obj.Call(Interface+".Install", 0, "/tmp/x.otab", map[string]dbus.Variant{
 		"reboot": dbus.MakeVariant(false), "fallback": dbus.MakeVariant("https://updates.example/full.otab")}).Store(&tx)
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +349,26 @@ func childMain(what, addr string) int {
 	switch what {
 	case "install":
 		var tx string
-		err = c.obj.CallWithContext(ctx, Interface+".Install", 0, "x", map[string]dbus.Variant{}).Store(&tx)
+		err = c.obj.CallWithContext(ctx, Interface+".Install", 0, "/tmp/x.otab", map[string]dbus.Variant{}).Store(&tx)
 	case "markgood":
 		err = c.Call(ctx, "MarkGood", "B")
 	case "status":
 		_, err = c.Status(ctx)
 	case "slots":
 		_, err = c.Slots(ctx)
+	case "inspect-flood":
+		fmt.Println(floodChild(c, strings.Split(os.Getenv("OTAD_FLOOD"), ":")))
+		return 0
+	case "inspect-n":
+		n, _ := strconv.Atoi(os.Getenv("OTAD_N"))
+		fmt.Println(inspectN(c, os.Getenv("OTAD_PATH"), n))
+		return 0
+	case "inspect-path":
+		_, err = c.Inspect(ctx, os.Getenv("OTAD_PATH"))
+		if re, ok := remote(err).(*RemoteError); ok {
+			fmt.Println(re.Name, re.Msg)
+			return 0
+		}
 	}
 	if err != nil {
 		var re *RemoteError
@@ -365,6 +385,11 @@ func childMain(what, addr string) int {
 
 // runAs runs this test binary as uid/gid 65534 (nobody) doing one call.
 func runAs(t *testing.T, dir, addr, what string) string {
+	t.Helper()
+	return runAsWith(t, dir, addr, what, nil)
+}
+
+func runAsWith(t *testing.T, dir, addr, what string, env []string) string {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -387,7 +412,7 @@ func runAs(t *testing.T, dir, addr, what string) string {
 		out.Close()
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = []string{childEnv + "=" + what, "OTAD_DBUSAPI_BUS=" + addr}
+	cmd.Env = append([]string{childEnv + "=" + what, "OTAD_DBUSAPI_BUS=" + addr}, env...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -539,9 +564,6 @@ func TestObjectImplementsContract(t *testing.T) {
 	types := map[string]string{
 		"Operation": dbus.SignatureOf(st.Operation).String(), "Progress": dbus.SignatureOf(st.Progress).String(),
 		"LastError": "s", "BootSlot": "s", "Compatible": "s", "Version": "s", "TrialBoot": dbus.SignatureOf(st.TrialBoot).String(),
-	}
-	for k, v := range fleetProps(nil) { // fleet.go
-		types[k] = dbus.SignatureOf(v).String()
 	}
 	for _, p := range contractIface(t, data).Properties {
 		if types[p.Name] != p.Type {
