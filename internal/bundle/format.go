@@ -32,7 +32,7 @@ func (h header) marshal() []byte {
 func parseHeader(b []byte) (header, error) {
 	var h header
 	if string(b[:4]) != Magic {
-		return h, fmt.Errorf("%w: not a bundle (magic %q, want %q)", ErrMalformed, b[:4], Magic)
+		return h, fmt.Errorf("%w: not a bundle (no %q magic)", ErrMalformed, Magic) // never the file's bytes: errors reach bus callers
 	}
 	if v := binary.BigEndian.Uint16(b[4:]); v != FormatVersion {
 		return h, fmt.Errorf("%w: format version %d, this otad reads %d", ErrMalformed, v, FormatVersion)

@@ -95,6 +95,15 @@ func (a *Authorizer) member(uid uint32) bool {
 	return false
 }
 
+// Identify tells otad's other bus faces who calls: the UID the bus daemon
+// vouches for and whether it is privileged (root or in the group). A face
+// must not open a path, or show a backend error's text, for a caller that
+// is not.
+func (a *Authorizer) Identify(conn *dbus.Conn, sender dbus.Sender, method string) (uid uint32, privileged bool, e *dbus.Error) {
+	c, e := a.identify(conn, sender, method)
+	return c.uid, c.privileged, e
+}
+
 // Check is the in-process check for otad's other bus faces (the RAUC
 // compatible interface, internal/raucapi), so every face authorizes
 // mutating calls by the same rule. The error is named ErrNotAuthorized.
