@@ -54,6 +54,7 @@ type Config struct {
 	Health  Health
 	Hawkbit Hawkbit // hawkbit.go
 	Fetch   Fetch
+	Compat  Compat
 	Channel Channel
 }
 
@@ -110,6 +111,14 @@ type Channel struct {
 	Jitter       time.Duration // each poll moves by up to ± this
 	ReportURL    string        // outcome reports are POSTed here ("" none)
 	DeviceIDFile string        // the secret device id (bucket input; never sent)
+}
+
+// Compat switches on the interfaces otad serves for other updaters'
+// clients. All are off by default.
+type Compat struct {
+	// RaucDBus: also own de.pengutronix.rauc and serve RAUC's Installer
+	// interface (internal/raucapi).
+	RaucDBus bool
 }
 
 // Default returns the configuration an empty file yields (it does not
@@ -207,7 +216,6 @@ var sectionKeys = map[string]map[string]key{
 		}},
 		"watchdog-device": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Health.WatchdogDevice, v) }},
 	},
-	"hawkbit": hawkbitKeys, // hawkbit.go
 	"channel": {
 		"url":            {set: func(c *Config, _ *Slot, v string) error { return httpURL(&c.Channel.URL, v) }},
 		"interval":       {set: func(c *Config, _ *Slot, v string) error { return duration(&c.Channel.Interval, v) }},
@@ -215,6 +223,10 @@ var sectionKeys = map[string]map[string]key{
 		"report-url":     {set: func(c *Config, _ *Slot, v string) error { return httpURL(&c.Channel.ReportURL, v) }},
 		"device-id-file": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Channel.DeviceIDFile, v) }},
 	},
+	"compat": {
+		"rauc-dbus": {set: func(c *Config, _ *Slot, v string) error { return boolean(&c.Compat.RaucDBus, v) }},
+	},
+	"hawkbit": hawkbitKeys, // hawkbit.go
 	"fetch": {
 		"ca":   {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.CA, v) }},
 		"cert": {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Fetch.Cert, v) }},
