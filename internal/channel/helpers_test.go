@@ -10,11 +10,13 @@ import (
 	"io/fs"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -195,6 +197,31 @@ http {
 		}
 	}
 	return n
+}
+
+// waitReports waits until nginx logged at least n report bodies (it writes
+// its log after the client has the answer) and returns them all.
+func (n *nginx) waitReports(t *testing.T, want int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := n.reportLines(t)
+		if len(lines) >= want || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// countingClient counts the 2xx answers to the requests it sends.
+type countingClient struct{ ok atomic.Int64 }
+
+func (c *countingClient) Do(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultClient.Do(r)
+	if err == nil && resp.StatusCode < 300 {
+		c.ok.Add(1)
+	}
+	return resp, err
 }
 
 // reportLines returns the report bodies nginx logged.

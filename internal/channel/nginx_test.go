@@ -137,7 +137,7 @@ func TestHappyPathDeltaAndFullFallback(t *testing.T) {
 	if dec.Action != None || dec.Reason != "up to date" {
 		t.Fatalf("after the update: %+v", dec)
 	}
-	lines := ng.reportLines(t)
+	lines := ng.waitReports(t, 1)
 	if len(lines) != 1 {
 		t.Fatalf("reports: %q", lines)
 	}
@@ -463,19 +463,22 @@ func TestPowerCutBetweenInstallAndReport(t *testing.T) {
 		b.reboot()
 		e = b.engine() // confirms and commits
 		cfs := &cutFS{FS: journal.OSFS{}, cutAt: cut}
+		posts := &countingClient{}
 		a = newTestAgent(b, e, k, url, reportURL, cfs, clock)
+		a.Client = posts
 		_, err := a.Step(context.Background())
 		if err == nil {
 			a.flush(context.Background())
 		}
 		fired := cfs.ops >= cut
-		beforeRestart := len(ng.reportLines(t)) - delivered
+		beforeRestart := int(posts.ok.Load())
 		// Power back: a clean restart settles whatever is left.
 		a = newTestAgent(b, e, k, url, reportURL, journal.OSFS{}, clock)
+		a.Client = posts
 		_, err = a.Step(context.Background())
 		must(t, err)
 		a.flush(context.Background())
-		lines := ng.reportLines(t)
+		lines := ng.waitReports(t, delivered+int(posts.ok.Load()))
 		var ids []string
 		for _, l := range lines[delivered:] {
 			var r Report
