@@ -267,6 +267,9 @@ func cmdStatus(ctx context.Context, e *Env, args []string) error {
 			sl = append(sl, m)
 		}
 		js["slots"] = sl
+		if fl, err := c.Fleet(ctx); err == nil && fleetJSON(fl) != nil { // fleet.go
+			js["fleet"] = fleetJSON(fl)
+		}
 		enc := json.NewEncoder(e.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(js)
@@ -278,6 +281,9 @@ func cmdStatus(ctx context.Context, e *Env, args []string) error {
 	}
 	if st.LastError != "" {
 		fmt.Fprintf(e.Stdout, "last error: %s\n", st.LastError)
+	}
+	if fl, err := c.Fleet(ctx); err == nil { // fleet.go
+		printFleet(e.Stdout, fl)
 	}
 	for _, s := range slots {
 		fmt.Fprintf(e.Stdout, "slot %s:\n", s.Name)

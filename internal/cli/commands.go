@@ -10,6 +10,7 @@ var commands = []command{
 	{"mark-active", "make a slot the next one to boot (as a trial)", cmdMarkActive},
 	{"cancel", "cancel the running install", cmdCancel},
 	{"reboot", "reboot into the pending slot", cmdReboot},
+	{"poll", "make the fleet client (hawkBit) poll its server now", cmdPoll},
 	{"env", "print or set U-Boot environment variables", cmdEnv},
 	{"floor", "show the anti-rollback floor, or reset it after damage", cmdFloor},
 	{"bundle", "create, sign, verify and inspect bundles (build host)", cmdBundle},

@@ -162,7 +162,7 @@ func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
 			return fmt.Errorf("d-bus: %w", err)
 		}
 		defer conn.Close()
-		srv, err := dbusapi.Export(ctx, conn, Backend{E: d.Engine}, dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify,
+		srv, err := dbusapi.Export(ctx, conn, d.busBackend(), dbusapi.Options{Authorizer: &dbusapi.Authorizer{}, Classify: Classify,
 			Logf: d.log.WithField("component", "dbus").Infof})
 		if err != nil {
 			return err

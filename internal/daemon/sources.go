@@ -9,6 +9,7 @@ import (
 	"github.com/otadev/otad/internal/channel"
 	"github.com/otadev/otad/internal/config"
 	"github.com/otadev/otad/internal/fetch"
+	"github.com/otadev/otad/internal/hawkbit"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -90,6 +91,9 @@ func openSource(fo fetch.Options) func(ctx context.Context, src string) (update.
 			if f := so.lookup(src); f != nil {
 				return fetch.FromFile(f.File, src, f.BlockOK, fo.MaxSize)
 			}
+		case *hawkbit.Download:
+			// The hawkBit client: bounded resumes, the artifact's sha256.
+			return so.Open(ctx, src, fo)
 		default:
 			return nil, fmt.Errorf("daemon: source-options of type %T not understood", so)
 		}

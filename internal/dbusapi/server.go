@@ -78,6 +78,9 @@ func Export(ctx context.Context, conn *dbus.Conn, backend Backend, o Options) (*
 		"Version":    st.Version,
 		"TrialBoot":  st.TrialBoot,
 	}}
+	for k, v := range fleetProps(backend) { // fleet.go
+		s.props.m[k] = v
+	}
 	xmlData, err := introspectionXML()
 	if err != nil {
 		return nil, err
@@ -173,6 +176,7 @@ func (s *Server) publishStatus() {
 	s.set("Compatible", st.Compatible)
 	s.set("Version", st.Version)
 	s.set("TrialBoot", st.TrialBoot)
+	s.publishFleet() // fleet.go
 }
 
 // publishProgress emits Progress when the percent or phase moved, or when
@@ -269,6 +273,7 @@ func (o *object) methodTable() map[string]any {
 		"MarkActive":      o.MarkActive,
 		"GetSlotStatus":   o.GetSlotStatus,
 		"InspectBundle":   o.InspectBundle,
+		"Poll":            o.Poll, // fleet.go
 	}
 }
 

@@ -565,6 +565,9 @@ func TestObjectImplementsContract(t *testing.T) {
 		"Operation": dbus.SignatureOf(st.Operation).String(), "Progress": dbus.SignatureOf(st.Progress).String(),
 		"LastError": "s", "BootSlot": "s", "Compatible": "s", "Version": "s", "TrialBoot": dbus.SignatureOf(st.TrialBoot).String(),
 	}
+	for k, v := range fleetProps(nil) { // fleet.go
+		types[k] = dbus.SignatureOf(v).String()
+	}
 	for _, p := range contractIface(t, data).Properties {
 		if types[p.Name] != p.Type {
 			t.Errorf("property %s: contract type %s, Go type %s", p.Name, p.Type, types[p.Name])
