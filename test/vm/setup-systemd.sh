@@ -25,6 +25,11 @@ vers=$(apt-cache "${APT[@]}" madison $(printf '%s:arm64 ' $pkgs libsystemd-share
     END {for (i=1; i<=n; i++) printf " %s=%s", o[i], v[o[i]]}')
 key=$( { echo "$vers"; cat "$here/setup-systemd.sh"; } | sha256sum | cut -c1-12)
 R=$BASE/systemd-rootfs-$key
+# One build at a time: a second run (another make vmtest on the same
+# machine) would delete the first one's $R.tmp under its mmdebstrap; it
+# waits here instead and then finds the cache.
+exec 9>"$BASE/systemd-rootfs.lock"
+flock 9
 if [[ -f $R/stamp ]]; then log "cached: $R ($vers)"; echo "$R/root"; exit 0; fi
 
 # Foreign-architecture maintainer scripts run under qemu-aarch64-static. On a
