@@ -26,6 +26,7 @@ func TestHawkbitOffByDefault(t *testing.T) {
 func TestHawkbitKeysAndDefaults(t *testing.T) {
 	c, err := parseWith(t, `[hawkbit]
 server = https://hawkbit.example.com:8443/ddi
+# the README's style: comments on their own lines
 controller-id = gw-0017
 token-file = /etc/otad/hawkbit.token
 attribute = site=lab 3
