@@ -221,6 +221,9 @@ func bundleInfo(ctx context.Context, e *Env, args []string) error {
 			fmt.Fprintf(w, "  delta from %s (%d bytes)\n", img.Delta.SourceSHA256, img.Delta.SourceSize)
 		}
 	}
+	if m.Encryption != nil { // payloads sealed; 'bundle recipients list' names the keys
+		fmt.Fprintf(w, "encryption:       %s, key commitment %s\n", m.Encryption.Cipher, m.Encryption.KeyCommitment)
+	}
 	for _, s := range sigs {
 		if s.Bits > 0 {
 			fmt.Fprintf(w, "signature:        %s (%s, RSA-%d, key %s) — not verified\n", s.KeyID, s.Algorithm, s.Bits, s.KeyHash)

@@ -60,6 +60,9 @@ func TestBundleEncryptCommands(t *testing.T) {
 		t.Fatalf("verify by a non-recipient: %v", err)
 	}
 	info1 := must("info", p("enc.otab"))
+	if !strings.Contains(info1, "encryption:       aes-256-gcm") {
+		t.Fatalf("info does not say encrypted:\n%s", info1)
+	}
 	must("recipients", "add", "--identity", p("publisher.key"), "--to", p("late.pub"), p("enc.otab"))
 	if info2 := must("info", p("enc.otab")); info1 != info2 {
 		t.Fatalf("recipients add changed the manifest or signatures:\n%s\n%s", info1, info2)
