@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -312,5 +313,45 @@ func TestErrorsCarryNoSecrets(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "403") {
 		t.Errorf("error does not say 403: %v", err)
+	}
+}
+
+// A fleet client rotates its token while downloads run: Add and Remove
+// race with lookups without a data race, and each lookup sees one whole
+// credential, never a mix.
+func TestCredentialsConcurrentRotation(t *testing.T) {
+	creds := &Credentials{}
+	const origin = "https://fleet.example/dl"
+	if err := creds.Add(origin, []string{"Authorization: Bearer 0", "X-Gen: 0"}); err != nil {
+		t.Fatal(err)
+	}
+	u := mustURL(t, "https://fleet.example/dl/b.otab")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= 500; i++ {
+			n := strconv.Itoa(i)
+			if err := creds.Add(origin, []string{"Authorization: Bearer " + n, "X-Gen: " + n}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 500; i++ {
+		cr, _ := creds.lookup(u)
+		auth, gen := headerValues(cr.Headers, "Authorization"), headerValues(cr.Headers, "X-Gen")
+		if len(auth) != 1 || len(gen) != 1 || auth[0] != "Bearer "+gen[0] {
+			t.Fatalf("lookup saw a mixed credential: %v", cr.Headers)
+		}
+	}
+	<-done
+	if err := creds.Remove(origin + "/"); err != nil {
+		t.Fatal(err)
+	}
+	if cr, o := creds.lookup(u); o != nil || len(cr.Headers) != 0 {
+		t.Fatalf("after Remove: %v from %v", cr.Headers, o)
+	}
+	if got := creds.Origins(); len(got) != 0 {
+		t.Fatalf("Origins after Remove: %v", got)
 	}
 }
