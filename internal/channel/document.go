@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -97,12 +96,49 @@ type Window struct {
 	End   string `json:"end"`
 }
 
+// Field shapes, checked by hand: no regexp engine in the device binary for
+// four fixed patterns.
+type shapeCheck func(string) bool
+
 var (
-	idRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
-	sha256Re  = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	clockRe   = regexp.MustCompile(`^([01][0-9]|2[0-3]):[0-5][0-9]$`)
-	versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+	// idRe: 1-64 of [A-Za-z0-9._+~-], starting with a letter or digit.
+	idRe      = shapeCheck(isID)
+	versionRe = idRe
+	// sha256Re: 64 lower-case hex digits.
+	sha256Re = shapeCheck(func(s string) bool {
+		if len(s) != 64 {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+		return true
+	})
+	// clockRe: HH:MM, 00:00 to 23:59.
+	clockRe = shapeCheck(func(s string) bool {
+		return len(s) == 5 && s[2] == ':' && (s[0] >= '0' && s[0] <= '1' && s[1] >= '0' && s[1] <= '9' ||
+			s[0] == '2' && s[1] >= '0' && s[1] <= '3') && s[3] >= '0' && s[3] <= '5' && s[4] >= '0' && s[4] <= '9'
+	})
 )
+
+// MatchString reports whether s has the shape.
+func (f shapeCheck) MatchString(s string) bool { return f(s) }
+
+func isID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("._+~-", rune(c))) {
+			return false
+		}
+	}
+	return true
+}
 
 // Encode is the canonical encoding the host signs: fixed field order,
 // sorted map keys, UTC times, two-space indent, one trailing newline.

@@ -285,3 +285,21 @@ func FuzzOpenParse(f *testing.F) {
 		_, _ = Parse(doc)
 	})
 }
+
+func TestFieldShapes(t *testing.T) {
+	for s, want := range map[string]bool{"2.0": true, "v2.0-rc1+b7~x": true, "a": true, "-x": false, ".x": false,
+		"a b": false, "é": false, "": false, strings.Repeat("a", 64): true, strings.Repeat("a", 65): false} {
+		if idRe.MatchString(s) != want {
+			t.Errorf("id %q: want %v", s, want)
+		}
+	}
+	for s, want := range map[string]bool{"00:00": true, "23:59": true, "19:30": true, "24:00": false, "2:00": false,
+		"12:60": false, "12-30": false, "ab:cd": false} {
+		if clockRe.MatchString(s) != want {
+			t.Errorf("clock %q: want %v", s, want)
+		}
+	}
+	if !sha256Re.MatchString(sha('0')) || sha256Re.MatchString(strings.ToUpper(sha('a'))) || sha256Re.MatchString(sha('g')) || sha256Re.MatchString("ab") {
+		t.Error("sha256 shape")
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !otad_device
+
 package cli
 
 import (
