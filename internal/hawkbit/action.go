@@ -48,9 +48,27 @@ func (c *Client) feedback(ctx context.Context, u, exec, finished string, prog *P
 	case code == http.StatusGone:
 		return true, nil
 	case code/100 != 2:
-		return false, fmt.Errorf("hawkbit: feedback %s: server answered %d", exec, code)
+		return false, &FeedbackError{Execution: exec, Code: code}
 	}
 	return false, nil
+}
+
+// FeedbackError is a feedback the server answered with a non-2xx status
+// other than 410.
+type FeedbackError struct {
+	Execution string
+	Code      int
+}
+
+func (e *FeedbackError) Error() string {
+	return fmt.Sprintf("hawkbit: feedback %s: server answered %d", e.Execution, e.Code)
+}
+
+// Permanent reports a refusal that repeating cannot change (4xx other
+// than 408 and 429): the action is unknown to the server or the message
+// unacceptable to it.
+func (e *FeedbackError) Permanent() bool {
+	return e.Code >= 400 && e.Code < 500 && e.Code != http.StatusRequestTimeout && e.Code != http.StatusTooManyRequests
 }
 
 // progress reports a non-final step; failures are logged, not retried.
@@ -89,7 +107,13 @@ func (c *Client) deliverOwed(ctx context.Context) {
 		}
 		gone, err = c.feedback(ctx, c.deploymentURL(a.ID), ExecClosed, finished, nil, details...)
 	}
-	if err != nil {
+	var fe *FeedbackError
+	switch {
+	case errors.As(err, &fe) && fe.Permanent():
+		// Sending it again cannot help, and an owed result blocks every
+		// later action: give up on this one, loudly.
+		c.cfg.Log(slog.LevelError, "hawkbit: the server refuses the final result; dropping it", "action", a.ID, "error", err)
+	case err != nil:
 		c.cfg.Log(slog.LevelWarn, "hawkbit: final result not delivered yet", "action", a.ID, "error", err)
 		return
 	}

@@ -15,7 +15,10 @@
 //     saved before it is sent. After a restart at any point the client
 //     reads the engine's state (its journal) and repeats only what may not
 //     have happened, so exactly one final result reaches the server; a 410
-//     (the action is no longer active there) counts as delivered.
+//     (the action is no longer active there) counts as delivered. Any
+//     other permanent refusal (4xx but 408 and 429) drops the result with
+//     an error logged, since owing it forever would block every later
+//     action; network errors and 5xx keep it owed.
 //   - Non-final feedback (proceeding, downloaded, scheduled, resumed) may
 //     be sent twice after a cut; the final one is sent until acknowledged.
 //   - The token goes only to the server's origin (scheme, host, port,

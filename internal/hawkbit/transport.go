@@ -71,13 +71,6 @@ func origin(u *url.URL) string {
 	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Hostname()) + ":" + port
 }
 
-// SameOrigin reports whether raw has the origin of base.
-func SameOrigin(base, raw string) bool {
-	b, err1 := url.Parse(base)
-	u, err2 := url.Parse(raw)
-	return err1 == nil && err2 == nil && u.Host != "" && origin(b) == origin(u)
-}
-
 // authTransport adds the Authorization header to requests for exactly one
 // origin. It works below http.Client, so every redirect hop is judged by
 // its own URL: a redirect to another origin goes out without the token.

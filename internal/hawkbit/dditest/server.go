@@ -110,6 +110,9 @@ type Server struct {
 	// CutAfter: artifact responses stop after this many bytes (0: never),
 	// closing the connection, to make the client resume.
 	CutAfter int64
+	// FeedbackStatus, when set for an execution ("closed", ...), is
+	// answered to such deployment feedback instead of recording it.
+	FeedbackStatus map[string]int
 	// OnFeedback runs after a feedback was recorded, with the count so
 	// far; returning true drops the connection without an answer (the
 	// device dies before it learns the result).
@@ -130,7 +133,7 @@ type Server struct {
 // New starts a server on 127.0.0.1.
 func New(t testing.TB, tenant, controller, token string) *Server {
 	s := &Server{Tenant: tenant, Controller: controller, Token: token, Sleep: "00:05:00",
-		ArtifactStatus: map[string]int{}, Redirect: map[string]string{}, askConfig: true, nextID: 100}
+		ArtifactStatus: map[string]int{}, Redirect: map[string]string{}, FeedbackStatus: map[string]int{}, askConfig: true, nextID: 100}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -434,6 +437,10 @@ func (s *Server) deploymentFeedback(w http.ResponseWriter, r *http.Request, id s
 	if !a.active {
 		s.gone++
 		http.Error(w, "action is not active", http.StatusGone)
+		return
+	}
+	if code := s.FeedbackStatus[f.Execution]; code != 0 {
+		http.Error(w, http.StatusText(code), code)
 		return
 	}
 	f.Action = id
