@@ -73,6 +73,10 @@ func (e *FeedbackError) Permanent() bool {
 
 // progress reports a non-final step; failures are logged, not retried.
 func (c *Client) progress(ctx context.Context, a *fleet.Action, exec string, prog *Progress, details ...string) bool {
+	// Bounded: engine events queue up meanwhile, and a stalled server must
+	// not make this client miss the end of the install.
+	ctx, cancel := context.WithTimeout(ctx, progressTimeout)
+	defer cancel()
 	gone, err := c.feedback(ctx, c.deploymentURL(a.ID), exec, FinishedNone, prog, details...)
 	if err != nil {
 		c.cfg.Log(slog.LevelWarn, "hawkbit: feedback", "action", a.ID, "execution", exec, "error", err)
@@ -373,7 +377,15 @@ func (c *Client) armed(ctx context.Context, a *fleet.Action) {
 		return
 	}
 	c.progress(ctx, a, ExecProceeding, nil, "rebooting into slot "+a.Target)
+	c.reboot(ctx)
+}
+
+// reboot asks the engine to reboot; a refusal (the install job still
+// ending) is retried at the next settle.
+func (c *Client) reboot(ctx context.Context) {
+	c.rebootFailed = false
 	if err := c.u.Reboot(ctx); err != nil {
+		c.rebootFailed = true
 		c.cfg.Log(slog.LevelError, "hawkbit: reboot", "error", err)
 	}
 }
@@ -383,6 +395,19 @@ func (c *Client) armed(ctx context.Context, a *fleet.Action) {
 // bad (failure). Before that there is nothing to tell.
 func (c *Client) settle(ctx context.Context) {
 	a := c.act
+	if a != nil && a.Phase == fleet.PhaseInstalling && a.CancelID == "" {
+		// The install's completed event may have been dropped (a slow
+		// subscriber): the engine's journal says how it ended.
+		switch c.u.JournalState(a.Tx) {
+		case journal.StatePendingReboot:
+			c.armed(ctx, a)
+		case journal.StateFailed:
+			if st := c.u.Status(); !engineBusy(st, a.Tx) {
+				c.finish(ctx, a, fleet.Outcome{Kind: fleet.Failure, Reason: lastError(st, a.Target)})
+			}
+		}
+		return
+	}
 	if a == nil || (a.Phase != fleet.PhaseArmed && a.Phase != fleet.PhaseRebooting) {
 		return
 	}
@@ -390,6 +415,9 @@ func (c *Client) settle(ctx context.Context) {
 	if o, ok := fleet.Decide(a, st); ok {
 		c.finish(ctx, a, o)
 		return
+	}
+	if a.Phase == fleet.PhaseRebooting && c.rebootFailed && st.BootSlot == a.Booted && st.Operation == update.OpPendingReboot {
+		c.reboot(ctx)
 	}
 	if st.BootSlot == a.Target && st.TrialBoot && a.Note(noteTrial) == "" {
 		if c.progress(ctx, a, ExecProceeding, nil, "booted slot "+a.Target+" on trial; health check running") {
@@ -459,6 +487,15 @@ func (c *Client) restore(ctx context.Context) {
 			c.start(ctx, a)
 		}
 	}
+}
+
+// engineBusy reports whether the engine still runs transaction tx.
+func engineBusy(st update.Status, tx string) bool {
+	switch st.Operation {
+	case update.OpDownloading, update.OpVerifying, update.OpWriting:
+		return st.Tx == tx
+	}
+	return false
 }
 
 func slotState(st update.Status, name string) string {

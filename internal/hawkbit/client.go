@@ -36,6 +36,8 @@ const (
 	// install adds a handful of status entries on the server (which keeps
 	// 1000 per action), not one per request.
 	progressStep = 25
+	// progressTimeout bounds one non-final feedback.
+	progressTimeout = 30 * time.Second
 )
 
 // Clock is the client's time source; tests inject one to observe the
@@ -107,13 +109,14 @@ type Client struct {
 	info Info
 
 	// Owned by the Run goroutine.
-	etag      string
-	last      *ControllerBase
-	attrsSent string
-	failures  int
-	act       *fleet.Action
-	art       *Download
-	lastPct   int
+	etag         string
+	last         *ControllerBase
+	attrsSent    string
+	failures     int
+	act          *fleet.Action
+	art          *Download
+	lastPct      int
+	rebootFailed bool
 }
 
 // ControllerIDFromMachineID derives a controller id from a machine-id file
