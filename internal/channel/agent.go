@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/fleet"
 	"github.com/otadev/otad/internal/journal"
 	"github.com/otadev/otad/internal/update"
@@ -236,6 +237,13 @@ func (a *Agent) install(ctx context.Context, st update.Status, dec Decision, now
 		return err
 	}
 	tx, err := a.Engine.Install(ctx, src, opts)
+	if errors.Is(err, update.ErrBusy) || ctx.Err() != nil {
+		// Not this release's fault (another install runs, or otad stops):
+		// close the action without a report; the next poll decides again.
+		act.Finish(fleet.Outcome{Kind: fleet.Failure, Reason: "not started: " + err.Error()})
+		act.Delivered, act.Updated = true, a.now()
+		return a.Actions.Save(act)
+	}
 	if err != nil {
 		act.Finish(fleet.Outcome{Kind: fleet.Failure, Reason: "install not started: " + err.Error()})
 		return a.finish(act)
@@ -282,7 +290,7 @@ func (a *Agent) settle(act *fleet.Action) error {
 			// Armed before the cut (the completed event was lost with it):
 			// the outcome is a success or a rollback.
 			act.Phase = fleet.PhaseArmed
-			act.SetNote("armed", armedAt(st, act).UTC().Format(time.RFC3339Nano))
+			act.SetNote("armed", a.armedAt(st, act).UTC().Format(time.RFC3339Nano))
 		}
 		act.Finish(o)
 		return a.finish(act)
@@ -290,7 +298,7 @@ func (a *Agent) settle(act *fleet.Action) error {
 	if act.Phase == fleet.PhaseInstalling {
 		if st.Operation == update.OpPendingReboot || slotState(st, act.Target) == "pending" {
 			act.Phase = fleet.PhaseArmed
-			act.SetNote("armed", armedAt(st, act).UTC().Format(time.RFC3339Nano))
+			act.SetNote("armed", a.armedAt(st, act).UTC().Format(time.RFC3339Nano))
 			return a.Actions.Save(act)
 		}
 		if st.Operation == update.OpIdle {
@@ -325,13 +333,13 @@ func armedSince(st update.Status, act *fleet.Action) bool {
 }
 
 // armedAt is when the engine armed the target (its slot record), or now.
-func armedAt(st update.Status, act *fleet.Action) time.Time {
+func (a *Agent) armedAt(st update.Status, act *fleet.Action) time.Time {
 	for _, s := range st.Slots {
 		if s.Name == act.Target && !s.Activated.IsZero() {
 			return s.Activated
 		}
 	}
-	return time.Now()
+	return a.now()
 }
 
 // finish saves the final outcome, then spools its report.
@@ -369,8 +377,9 @@ func (a *Agent) spool(act *fleet.Action) error {
 			phases["install"] = act.Updated.Sub(start).Seconds()
 		}
 		pseudo := Pseudonym(a.DeviceID)
+		// Engine reasons may quote a URL: never send its userinfo or query.
 		r := Report{ID: pseudo + "/" + act.ID, Device: pseudo, Release: act.Note("release"), From: act.Note("from"),
-			To: act.Version, Result: result, Reason: act.Outcome.Reason, Phases: phases, Time: act.Updated.UTC()}
+			To: act.Version, Result: result, Reason: fetch.RedactText(act.Outcome.Reason), Phases: phases, Time: act.Updated.UTC()}
 		if err := a.Outbox.Add(r); err != nil {
 			return err
 		}

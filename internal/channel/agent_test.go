@@ -67,13 +67,14 @@ type recorder struct {
 	mu       sync.Mutex
 	installs []string
 	version  string
+	err      error // Install's answer
 }
 
 func (r *recorder) Install(_ context.Context, src string, _ map[string]any) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.installs = append(r.installs, src)
-	return "tx-1", nil
+	return "tx-1", r.err
 }
 
 func (r *recorder) Status() update.Status {
@@ -154,5 +155,40 @@ func TestRunIntervalJitterAndConditionalPolls(t *testing.T) {
 	}
 	if len(eng.installs) != 0 || a.Poller.State().Serial != 2 {
 		t.Fatalf("installs %v, serial %d", eng.installs, a.Poller.State().Serial)
+	}
+}
+
+// An install the engine refuses as busy (a D-Bus install runs) is no
+// failure of the release: no report, not skipped, decided again next poll.
+func TestBusyEngineIsNotAFailure(t *testing.T) {
+	k := newKeys(t)
+	h := newHost(t, k)
+	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, 64<<10), k.release)
+	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
+	h.sign(time.Now())
+	ng := startNginx(t, h.dir, 1)
+	dir := t.TempDir()
+	eng := &recorder{version: "1.0", err: update.ErrBusy}
+	a := &Agent{
+		Poller: &Poller{URL: ng.base + DocumentFile, Keyring: k.ckr, Compatible: testCompat,
+			Store: &FileStore{FS: journal.OSFS{}, Path: filepath.Join(dir, "state.json")}},
+		Engine: eng, DeviceID: "dev-1", Actions: fleet.Store{FS: journal.OSFS{}, Path: filepath.Join(dir, "action.json")},
+		FS: journal.OSFS{}, Dir: dir, Outbox: &Outbox{FS: journal.OSFS{}, Path: filepath.Join(dir, "outbox.json")},
+		Clock: &fixedClock{t: time.Now()},
+	}
+	for i := 0; i < MaxFailures+1; i++ {
+		if _, err := a.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(eng.installs) != MaxFailures+1 {
+		t.Fatalf("%d install attempts, want one per poll", len(eng.installs))
+	}
+	out, err := a.Outbox.Pending()
+	must(t, err)
+	skip, err := a.loadSkipped()
+	must(t, err)
+	if len(out) != 0 || len(skip) != 0 {
+		t.Fatalf("busy counted as a failure: reports %v, skipped %v", out, skip)
 	}
 }
