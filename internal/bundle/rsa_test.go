@@ -6,21 +6,26 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
 	"errors"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// RSA test keys are made once per test binary (RSA key generation is the
-// slow part of these tests).
+// RSA test keys are read from testdata (test-only keys, never shipped):
+// generating them per test binary cost seconds, and per fuzz worker
+// process most of a short fuzz run.
 type rsaKeySet struct {
-	oem     *PrivateKey // RSA-2048, PSS, role release
-	oemV15  *PrivateKey // RSA-2048, PKCS#1 v1.5, role release
-	big     *PrivateKey // RSA-3072, PSS, role release
-	other   *PrivateKey // RSA-2048, PSS, not in the keyring
+	oem     *PrivateKey // RSA-2048, PSS, id oem-2026
+	oemV15  *PrivateKey // RSA-2048, PKCS#1 v1.5, id oem-legacy
+	big     *PrivateKey // RSA-3072, PSS, id oem-3072
+	other   *PrivateKey // RSA-2048, PSS, also id oem-2026, not in the keyring
 	short   *rsa.PrivateKey
 	initErr error
 }
@@ -33,22 +38,31 @@ var (
 func rsaKeys(t testing.TB) *rsaKeySet {
 	t.Helper()
 	rsaOnce.Do(func() {
-		mk := func(bits int, alg, id string) *PrivateKey {
-			k, err := GenerateRSAKey(bits, alg, id, "release")
+		load := func(name string) *PrivateKey {
+			k, err := LoadPrivateKey(filepath.Join("testdata", name))
 			if err != nil && rsaSet.initErr == nil {
 				rsaSet.initErr = err
 			}
 			return k
 		}
-		rsaSet.oem = mk(2048, AlgRSAPSS, "oem-2026")
-		rsaSet.oemV15 = mk(2048, AlgRSAPKCS1, "oem-legacy")
-		rsaSet.big = mk(3072, AlgRSAPSS, "oem-3072")
-		rsaSet.other = mk(2048, AlgRSAPSS, "oem-2026")
-		short, err := rsa.GenerateKey(rand.Reader, 1024)
+		rsaSet.oem = load("rsa-oem.key")
+		rsaSet.oemV15 = load("rsa-legacy.key")
+		rsaSet.big = load("rsa-3072.key")
+		rsaSet.other = load("rsa-other.key")
+		b, err := os.ReadFile(filepath.Join("testdata", "rsa-1024.pem"))
+		if err != nil {
+			rsaSet.initErr = err
+			return
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			rsaSet.initErr = errors.New("testdata/rsa-1024.pem: no PEM block")
+			return
+		}
+		rsaSet.short, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
 		if err != nil && rsaSet.initErr == nil {
 			rsaSet.initErr = err
 		}
-		rsaSet.short = short
 	})
 	if rsaSet.initErr != nil {
 		t.Fatal(rsaSet.initErr)
