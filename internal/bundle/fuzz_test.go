@@ -210,9 +210,8 @@ func readTestdata(t testing.TB, name string) []byte {
 }
 
 // rsaPublicKeys are the public halves of the testdata RSA keys, read from
-// their .pub files: fuzz workers each run the target's setup, and parsing
-// RSA private keys (with their consistency checks) under the fuzzer's
-// coverage instrumentation took most of a short run.
+// their .pub files: every fuzz worker runs the target's setup, and this
+// keeps RSA key generation and private-key checks out of it.
 func rsaPublicKeys(t testing.TB) []*PublicKey {
 	var out []*PublicKey
 	for _, name := range []string{"rsa-oem.pub", "rsa-legacy.pub", "rsa-3072.pub"} {

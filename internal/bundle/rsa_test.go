@@ -18,9 +18,9 @@ import (
 	"testing"
 )
 
-// RSA test keys are read from testdata (test-only keys, never shipped):
-// generating them per test binary cost seconds, and per fuzz worker
-// process most of a short fuzz run.
+// RSA test keys are read from testdata (test-only keys, never shipped)
+// instead of being generated per test binary (seconds on a busy machine);
+// GenerateRSAKey itself is exercised by TestCoSigning and the CLI tests.
 type rsaKeySet struct {
 	oem     *PrivateKey // RSA-2048, PSS, id oem-2026
 	oemV15  *PrivateKey // RSA-2048, PKCS#1 v1.5, id oem-legacy
