@@ -21,6 +21,12 @@
 //     memory, so a file changed under the reader cannot slip in unhashed data.
 //   - Each chunk is self-contained, so an install interrupted by power loss
 //     resumes at chunk ChunksDone() via SeekChunk and loses at most one chunk.
+//   - Encrypted bundles (encrypt.go, internal/crypt): NewReader also finds
+//     the device's entry in the unsigned recipient block, unwraps the
+//     content key and checks it against the commitment the manifest signs,
+//     all before the chunk tables; each chunk is hashed against the signed
+//     table, then AES-256-GCM-opened at its position, then decoded, and only
+//     then released. Plaintext lives only in the chunk buffer.
 //
 // Keys are Ed25519, P-256 or RSA-2048/3072/4096 (PSS or PKCS#1 v1.5, fixed
 // per key); weak RSA keys never enter a keyring (ErrWeakKey). Signing goes
