@@ -52,45 +52,16 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error, string, error) {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
-	cmdline, err := e.cfg.Cmdline()
-	if err != nil {
-		return nil, "", fmt.Errorf("update: reading the kernel command line: %w", err)
-	}
-	bn, err := boot.BootedSlot(cmdline)
+	booted, st, rec, err := e.loadState()
 	if err != nil {
 		return nil, "", err
-	}
-	booted := e.slotName(bn)
-	if booted == "" {
-		return nil, "", fmt.Errorf("%w: booted slot %q is not configured", ErrNoSuchSlot, bn)
-	}
-	st, err := e.protocol().State()
-	if err != nil {
-		return nil, "", err
-	}
-	rec, err := e.cfg.Journal.Load()
-	if err != nil {
-		// The boot env is authoritative; a damaged journal only loses the
-		// history of the last install.
-		e.logger().withErr(err).error("install journal unreadable; starting from the boot env alone")
-		rec = &journal.Record{State: journal.StateIdle}
 	}
 	envSlot := e.slotName(st.Slot)
 	trial := st.UpgradeAvailable && envSlot == booted
 	armed := st.UpgradeAvailable && envSlot != booted
-
 	e.mu.Lock()
-	e.booted = booted
-	e.status.BootSlot = booted
 	e.status.TrialBoot = trial
-	e.status.Tx = rec.Tx
-	e.status.LastError = rec.LastError
 	e.mu.Unlock()
-	if r, err := e.cfg.Journal.LoadSlot(booted); err == nil {
-		e.mu.Lock()
-		e.status.Version = r.Version
-		e.mu.Unlock()
-	}
 	log := e.logger("booted", booted, "journal", string(rec.State))
 
 	inFlight := rec.State == journal.StateWritten || rec.State == journal.StatePendingReboot || rec.State == journal.StateConfirming
@@ -145,6 +116,46 @@ func (e *Engine) recoverState(ctx context.Context) (func(context.Context) error,
 	}
 	e.setOp(OpIdle, "")
 	return nil, "", nil
+}
+
+// loadState reads the booted slot (kernel command line), the boot env and
+// the journal, and records what Status shows of them.
+func (e *Engine) loadState() (string, boot.State, *journal.Record, error) {
+	cmdline, err := e.cfg.Cmdline()
+	if err != nil {
+		return "", boot.State{}, nil, fmt.Errorf("update: reading the kernel command line: %w", err)
+	}
+	bn, err := boot.BootedSlot(cmdline)
+	if err != nil {
+		return "", boot.State{}, nil, err
+	}
+	booted := e.slotName(bn)
+	if booted == "" {
+		return "", boot.State{}, nil, fmt.Errorf("%w: booted slot %q is not configured", ErrNoSuchSlot, bn)
+	}
+	st, err := e.protocol().State()
+	if err != nil {
+		return "", boot.State{}, nil, err
+	}
+	rec, err := e.cfg.Journal.Load()
+	if err != nil {
+		// The boot env is authoritative; a damaged journal only loses the
+		// history of the last install.
+		e.logger().withErr(err).error("install journal unreadable; starting from the boot env alone")
+		rec = &journal.Record{State: journal.StateIdle}
+	}
+	e.mu.Lock()
+	e.booted = booted
+	e.status.BootSlot = booted
+	e.status.Tx = rec.Tx
+	e.status.LastError = rec.LastError
+	e.mu.Unlock()
+	if r, err := e.cfg.Journal.LoadSlot(booted); err == nil {
+		e.mu.Lock()
+		e.status.Version = r.Version
+		e.mu.Unlock()
+	}
+	return booted, st, rec, nil
 }
 
 // rearm finishes an install that stopped between "written" and the arm.
