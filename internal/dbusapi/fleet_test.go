@@ -24,6 +24,12 @@ func (f *fleetFake) PollNow() error {
 	return nil
 }
 
+func (f *fleetFake) pollCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.polls
+}
+
 func (f *fleetFake) FleetStatus() FleetStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -46,8 +52,8 @@ func TestFleetPollAndProperties(t *testing.T) {
 	if err := c.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if b.polls != 1 {
-		t.Fatalf("%d polls", b.polls)
+	if n := b.pollCount(); n != 1 {
+		t.Fatalf("%d polls", n)
 	}
 	// Poll publishes the new values at once.
 	if st, err = c.Fleet(ctx); err != nil || st.LastPoll.Unix() != 1800000001 {
@@ -66,5 +72,26 @@ func TestPollWithoutFleetClientFails(t *testing.T) {
 	st, err := c.Fleet(context.Background())
 	if err != nil || st.Server != "" || !st.LastPoll.IsZero() {
 		t.Fatalf("%+v %v", st, err)
+	}
+}
+
+// Poll makes the device act: refused to callers outside root and group
+// otad, by the shipped bus policy and again in-process.
+func TestPollRefusedForUnprivilegedCallers(t *testing.T) {
+	requireRoot(t)
+	b := &fleetFake{fakeBackend: newFake(1, time.Millisecond), st: FleetStatus{Server: "https://h.example"}}
+	addr, dir := serve(t, includePolicy(t), b, nil)
+	if got := runAs(t, dir, addr, "poll"); got != "org.freedesktop.DBus.Error.AccessDenied" {
+		t.Errorf("nobody Poll under the shipped policy: %q", got)
+	}
+	addr, dir = serve(t, openPolicy, b, &Authorizer{Group: "otad", GroupsOf: func(uint32) ([]string, error) { return []string{"nogroup"}, nil }})
+	if got := runAs(t, dir, addr, "poll"); got != ErrNotAuthorized {
+		t.Errorf("nobody Poll with an open bus: %q", got)
+	}
+	if got := runAs(t, dir, addr, "status"); got != "ok" {
+		t.Errorf("nobody reading properties: %q", got)
+	}
+	if n := b.pollCount(); n != 0 {
+		t.Fatalf("%d polls from unprivileged callers", n)
 	}
 }

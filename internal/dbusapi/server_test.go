@@ -352,6 +352,8 @@ func childMain(what, addr string) int {
 		err = c.obj.CallWithContext(ctx, Interface+".Install", 0, "/tmp/x.otab", map[string]dbus.Variant{}).Store(&tx)
 	case "markgood":
 		err = c.Call(ctx, "MarkGood", "B")
+	case "poll": // fleet_test.go
+		err = c.Poll(ctx)
 	case "status":
 		_, err = c.Status(ctx)
 	case "slots":
