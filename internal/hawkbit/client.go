@@ -188,7 +188,7 @@ func New(cfg Config, u fleet.Updater) (*Client, error) {
 		// Artifacts come through the engine's normal download path, which
 		// adds this only for URLs under the server's origin (each redirect
 		// hop decided again).
-		if err := cfg.Credentials.Add(cfg.Server, []string{"Authorization: " + c.auth}); err != nil {
+		if err := cfg.Credentials.Add(strings.TrimRight(cfg.Server, "/"), []string{"Authorization: " + c.auth}); err != nil {
 			return nil, fmt.Errorf("hawkbit: registering the token for %s: %w", fetch.RedactURL(cfg.Server), err)
 		}
 	}

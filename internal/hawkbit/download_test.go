@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/otadev/otad/internal/fetch"
+	"github.com/otadev/otad/internal/fleet"
 	"github.com/otadev/otad/internal/hawkbit/dditest"
 )
 
@@ -200,5 +202,17 @@ func TestArtifactHashMismatchRefused(t *testing.T) {
 	}
 	if b.envVar("upgrade_available") != "0" {
 		t.Fatal("armed an artifact whose hash did not match")
+	}
+}
+
+// The token binds to the server's origin whatever the form of the URL.
+func TestTokenBoundForServerForms(t *testing.T) {
+	for _, server := range []string{"https://h.example", "https://h.example/", "https://h.example:8443/ddi/", "http://127.0.0.1:8080/hawkbit"} {
+		creds := &fetch.Credentials{}
+		_, err := New(Config{Server: server, ControllerID: "d", Token: "t", Credentials: creds,
+			Store: fleet.Store{Path: filepath.Join(t.TempDir(), "a.json")}}, nil)
+		if err != nil || len(creds.Origins()) != 1 {
+			t.Errorf("%s: %v, origins %v", server, err, creds.Origins())
+		}
 	}
 }
