@@ -120,12 +120,21 @@ func (a *Agent) Run(ctx context.Context) error {
 				events = nil
 				continue
 			}
-			if ev.Kind == "completed" {
-				if err := a.completed(ev); err != nil {
-					a.logf("channel: %v", err)
-				}
-				a.flush(ctx)
+			var err error
+			switch ev.Kind {
+			case "completed":
+				err = a.completed(ev)
+			case "operation", "rolledback":
+				// A commit or a rollback after the reboot ends an armed
+				// action now, not at the next poll an interval away.
+				err = a.settleArmed()
+			default:
+				continue
 			}
+			if err != nil {
+				a.logf("channel: %v", err)
+			}
+			a.flush(ctx)
 		case <-timer:
 			dec, err := a.Step(ctx)
 			if err != nil {
@@ -266,6 +275,15 @@ func (a *Agent) completed(ev update.Event) error {
 	}
 	act.Finish(fleet.FromCompleted(ev))
 	return a.finish(act)
+}
+
+// settleArmed settles an armed action from the engine's state.
+func (a *Agent) settleArmed() error {
+	act, err := a.Actions.Load()
+	if err != nil || !act.Open() || act.Phase == fleet.PhaseInstalling {
+		return err
+	}
+	return a.settle(act)
 }
 
 // settle decides an open action from the engine's state, after a restart

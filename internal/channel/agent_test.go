@@ -11,6 +11,7 @@ import (
 
 	"github.com/otadev/otad/internal/fleet"
 	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/testutil/nginxtest"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -97,14 +98,14 @@ func TestRunIntervalJitterAndConditionalPolls(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, 64<<10), k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 
 	dir := t.TempDir()
 	clock := &timerClock{now: time.Now(), timers: make(chan chan time.Time)}
 	hc := &statusClient{}
 	eng := &recorder{version: "2.0"} // runs the release already: polls, never installs
 	a := &Agent{
-		Poller: &Poller{URL: ng.base + DocumentFile, Client: hc, Keyring: k.ckr, Compatible: testCompat,
+		Poller: &Poller{URL: ng.URL + DocumentFile, Client: hc, Keyring: k.ckr, Compatible: testCompat,
 			Store: &FileStore{FS: journal.OSFS{}, Path: filepath.Join(dir, "state.json")}},
 		Engine: eng, DeviceID: "dev-1", Actions: fleet.Store{FS: journal.OSFS{}, Path: filepath.Join(dir, "action.json")},
 		FS: journal.OSFS{}, Dir: dir, Interval: time.Hour, Jitter: 10 * time.Minute, Clock: clock,
@@ -166,11 +167,11 @@ func TestBusyEngineIsNotAFailure(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, 64<<10), k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 	dir := t.TempDir()
 	eng := &recorder{version: "1.0", err: update.ErrBusy}
 	a := &Agent{
-		Poller: &Poller{URL: ng.base + DocumentFile, Keyring: k.ckr, Compatible: testCompat,
+		Poller: &Poller{URL: ng.URL + DocumentFile, Keyring: k.ckr, Compatible: testCompat,
 			Store: &FileStore{FS: journal.OSFS{}, Path: filepath.Join(dir, "state.json")}},
 		Engine: eng, DeviceID: "dev-1", Actions: fleet.Store{FS: journal.OSFS{}, Path: filepath.Join(dir, "action.json")},
 		FS: journal.OSFS{}, Dir: dir, Outbox: &Outbox{FS: journal.OSFS{}, Path: filepath.Join(dir, "outbox.json")},

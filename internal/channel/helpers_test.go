@@ -9,15 +9,11 @@ import (
 	"fmt"
 	"io/fs"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -106,113 +102,6 @@ func writeDeltaBundle(t *testing.T, path, version string, oldImg, newImg []byte,
 	must(t, os.WriteFile(path, buf.Bytes(), 0o644))
 }
 
-// nginx is one nginx started by a test: the channel directory as its root,
-// POST /report appended to reports (one request body per line).
-type nginx struct {
-	base    string // http://127.0.0.1:PORT/
-	reports string
-	pid     int
-	errLog  string
-}
-
-// startNginx runs Debian's nginx in the foreground with its own config,
-// pid file and logs on a free loopback port; it is killed by PID when the
-// test ends.
-func startNginx(t testing.TB, root string, workers int) *nginx {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Skip("nginx not installed (make deps installs Debian's nginx); skipping the channel server tests")
-		}
-		bin = "/usr/sbin/nginx"
-	}
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root root;" // workers must read the test's 0700 temp dirs
-	}
-	n := &nginx{base: fmt.Sprintf("http://127.0.0.1:%d/", port), reports: filepath.Join(dir, "reports.jsonl"), errLog: filepath.Join(dir, "error.log")}
-	conf := fmt.Sprintf(`daemon off;
-%s
-worker_processes %d;
-pid %s/nginx.pid;
-error_log %s warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path %[3]s/body; proxy_temp_path %[3]s/proxy; fastcgi_temp_path %[3]s/fcgi;
-  uwsgi_temp_path %[3]s/uwsgi; scgi_temp_path %[3]s/scgi;
-  types { application/octet-stream otab; text/plain json; }
-  keepalive_requests 100000;
-  log_format reports escape=none '$request_body';
-  server {
-    listen 127.0.0.1:%[5]d backlog=4096;
-    root %[6]s;
-    location = /report {
-      access_log %[7]s reports;
-      client_body_buffer_size 64k;
-      proxy_pass http://127.0.0.1:%[5]d/sink;
-    }
-    location = /sink { return 204; }
-  }
-}
-`, user, workers, dir, n.errLog, port, root, n.reports)
-	must(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
-	cmd := exec.Command(bin, "-c", filepath.Join(dir, "nginx.conf"), "-p", dir, "-e", n.errLog)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	must(t, cmd.Start())
-	n.pid = cmd.Process.Pid
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(n.pid, syscall.SIGQUIT) // graceful: flushes the report log
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(n.pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-done:
-			b, _ := os.ReadFile(n.errLog)
-			t.Fatalf("nginx exited: %s %s", stderr.String(), b)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if i > 500 {
-			t.Fatal("nginx did not listen within 10 s")
-		}
-	}
-	return n
-}
-
-// waitReports waits until nginx logged at least n report bodies (it writes
-// its log after the client has the answer) and returns them all.
-func (n *nginx) waitReports(t *testing.T, want int) []string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		lines := n.reportLines(t)
-		if len(lines) >= want || time.Now().After(deadline) {
-			return lines
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // countingClient counts the 2xx answers to the requests it sends.
 type countingClient struct{ ok atomic.Int64 }
 
@@ -222,23 +111,6 @@ func (c *countingClient) Do(r *http.Request) (*http.Response, error) {
 		c.ok.Add(1)
 	}
 	return resp, err
-}
-
-// reportLines returns the report bodies nginx logged.
-func (n *nginx) reportLines(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile(n.reports)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	must(t, err)
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // board is a simulated device: two file slots, a boot env the bootloader

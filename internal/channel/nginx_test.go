@@ -19,6 +19,7 @@ import (
 	"github.com/otadev/otad/internal/fetch"
 	"github.com/otadev/otad/internal/fleet"
 	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/testutil/nginxtest"
 	"github.com/otadev/otad/internal/update"
 )
 
@@ -109,8 +110,8 @@ func TestHappyPathDeltaAndFullFallback(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", v2, k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
-	url, reportURL := ng.base+DocumentFile, ng.base+"report"
+	ng := nginxtest.Start(t, h.dir, 1)
+	url, reportURL := ng.URL+DocumentFile, ng.URL+"report"
 
 	b := newBoard(t, k.kr, factory)
 	e := b.engine()
@@ -137,7 +138,7 @@ func TestHappyPathDeltaAndFullFallback(t *testing.T) {
 	if dec.Action != None || dec.Reason != "up to date" {
 		t.Fatalf("after the update: %+v", dec)
 	}
-	lines := ng.waitReports(t, 1)
+	lines := ng.WaitReports(t, 1)
 	if len(lines) != 1 {
 		t.Fatalf("reports: %q", lines)
 	}
@@ -197,10 +198,10 @@ func TestReplayedAndExpiredDocuments(t *testing.T) {
 	old, err := os.ReadFile(h.path(DocumentFile))
 	must(t, err)
 	h.sign(t0.Add(2 * time.Hour)) // serial 2
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 	state := filepath.Join(t.TempDir(), "state.json")
 	poller := func() *Poller {
-		return &Poller{URL: ng.base + DocumentFile, Keyring: k.ckr, Compatible: testCompat, Store: &FileStore{FS: journal.OSFS{}, Path: state}}
+		return &Poller{URL: ng.URL + DocumentFile, Keyring: k.ckr, Compatible: testCompat, Store: &FileStore{FS: journal.OSFS{}, Path: state}}
 	}
 	p := poller()
 	f, err := p.Fetch(context.Background(), t0.Add(2*time.Hour))
@@ -267,7 +268,7 @@ func TestWrongKeyRefusedBeforeParsing(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, 64<<10), k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 	good, err := os.ReadFile(h.path(DocumentFile))
 	must(t, err)
 	_, docBytes, _ := strings.Cut(string(good), "\n\n")
@@ -291,7 +292,7 @@ func TestWrongKeyRefusedBeforeParsing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			must(t, os.WriteFile(h.path(DocumentFile), c.body(), 0o644))
-			p := &Poller{URL: ng.base + DocumentFile, Keyring: k.ckr, Compatible: testCompat, Store: &MemStore{}}
+			p := &Poller{URL: ng.URL + DocumentFile, Keyring: k.ckr, Compatible: testCompat, Store: &MemStore{}}
 			_, err := p.Fetch(context.Background(), time.Now())
 			if !errors.Is(err, c.want) || errors.Is(err, ErrMalformed) {
 				t.Fatalf("got %v, want %v", err, c.want)
@@ -315,7 +316,7 @@ func TestBundleBytesDiffer(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, imgSize), k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	doc := h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 	served := h.path(filepath.Join(BundleDir, "full-2.0.otab"))
 	orig, err := os.ReadFile(served)
 	must(t, err)
@@ -324,7 +325,7 @@ func TestBundleBytesDiffer(t *testing.T) {
 		b := newBoard(t, k.kr, testImage(1, imgSize))
 		b.ignoreChecks = ignore
 		e := b.engine()
-		a := newTestAgent(b, e, k, ng.base+DocumentFile, "", journal.OSFS{}, &fixedClock{t: time.Now()})
+		a := newTestAgent(b, e, k, ng.URL+DocumentFile, "", journal.OSFS{}, &fixedClock{t: time.Now()})
 		dec, ev := stepInstall(t, a, e)
 		if dec.Action != Install {
 			t.Fatalf("decision %+v", dec)
@@ -373,7 +374,7 @@ func TestBundleBytesDiffer(t *testing.T) {
 			t.Fatalf("with the channel check: %+v", ev)
 		}
 		// The channel's check alone, over the bytes nginx serves.
-		src, err := fetch.Open(context.Background(), ng.base+doc.Releases[0].Bundle.URL, fetch.Options{})
+		src, err := fetch.Open(context.Background(), ng.URL+doc.Releases[0].Bundle.URL, fetch.Options{})
 		must(t, err)
 		cs, err := NewCheckedSource(src, doc.Releases[0].Bundle)
 		must(t, err)
@@ -393,14 +394,14 @@ func TestBucketStableAcrossRestarts(t *testing.T) {
 	must(t, err)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab"), Rollout: stages})
 	h.sign(now)
-	ng := startNginx(t, h.dir, 1)
+	ng := nginxtest.Start(t, h.dir, 1)
 	stateDir := t.TempDir()
 	const n = 2000
 	decide := func(at time.Time) []bool {
 		out := make([]bool, n)
 		for i := range out {
 			// Every device restarts: a new poller on its persisted state.
-			p := &Poller{URL: ng.base + DocumentFile, Keyring: k.ckr, Compatible: testCompat,
+			p := &Poller{URL: ng.URL + DocumentFile, Keyring: k.ckr, Compatible: testCompat,
 				Store: &FileStore{FS: journal.OSFS{}, Path: filepath.Join(stateDir, fmt.Sprint(i%50), "state.json")}}
 			f, err := p.Fetch(context.Background(), at)
 			must(t, err)
@@ -446,8 +447,8 @@ func TestPowerCutBetweenInstallAndReport(t *testing.T) {
 	writeBundle(t, h.path("full-2.0.otab"), "2.0", testImage(2, imgSize), k.release)
 	h.add(AddOptions{Bundle: h.path("full-2.0.otab")})
 	h.sign(time.Now())
-	ng := startNginx(t, h.dir, 1)
-	url, reportURL := ng.base+DocumentFile, ng.base+"report"
+	ng := nginxtest.Start(t, h.dir, 1)
+	url, reportURL := ng.URL+DocumentFile, ng.URL+"report"
 	clock := &fixedClock{t: time.Now()}
 
 	seenIDs := map[string]int{}
@@ -478,7 +479,7 @@ func TestPowerCutBetweenInstallAndReport(t *testing.T) {
 		_, err = a.Step(context.Background())
 		must(t, err)
 		a.flush(context.Background())
-		lines := ng.waitReports(t, delivered+int(posts.ok.Load()))
+		lines := ng.WaitReports(t, delivered+int(posts.ok.Load()))
 		var ids []string
 		for _, l := range lines[delivered:] {
 			var r Report
@@ -504,7 +505,7 @@ func TestPowerCutBetweenInstallAndReport(t *testing.T) {
 			break
 		}
 	}
-	f, err := os.Open(ng.reports)
+	f, err := os.Open(ng.Reports)
 	must(t, err)
 	defer f.Close()
 	st, _, err := Stats(f)
