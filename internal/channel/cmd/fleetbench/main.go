@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -72,7 +73,11 @@ func run() error {
 	if o.jitter >= o.interval {
 		return errors.New("-jitter must be below -interval")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.maxDuration)
+	// SIGINT/SIGTERM end the run through ctx, so nginx is stopped and the
+	// temporary directory removed on the way out.
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, o.maxDuration)
 	defer cancel()
 
 	dir, err := os.MkdirTemp("", "fleetbench-")
