@@ -13,34 +13,9 @@ board_setup() {
   "$bin" bundle create --compatible bench-board --version 1.0 --compress "$enc" \
     --image rootfs="$tmp/rootfs.img" --key "$tmp/bench.key" -o "$tmp/update.otab" >/dev/null
   rm "$tmp/rootfs.img"
-  head -c 16384 /dev/zero >"$tmp/env0"; head -c 16384 /dev/zero >"$tmp/env1"
-  printf '%s 0x0 0x4000\n%s 0x0 0x4000\n' "$tmp/env0" "$tmp/env1" >"$tmp/fw_env.config"
-  echo "root=/dev/x otad.slot=A" >"$tmp/cmdline"
-  cat >"$tmp/system.conf" <<CONF
-[system]
-compatible = bench-board
-data-dir = $tmp/data
-env-config = $tmp/fw_env.config
-env-lock = $tmp/fw_env.lock
-cmdline = $tmp/cmdline
-reboot = manual
-[keyring]
-directory = $tmp/keys
-[slot.rootfs.0]
-name = A
-device = $tmp/slotA
-type = file
-size = $((mib + 44))M
-[slot.rootfs.1]
-name = B
-device = $tmp/slotB
-type = file
-size = $((mib + 44))M
-[health]
-target =
-watchdog = none
-CONF
-  "$bin" env init -c "$tmp/fw_env.config" -f /dev/null >/dev/null 2>&1
+  # The board itself (slot files, redundant env booting A, keys/, cmdline,
+  # system.conf) is the one the demo and the daemon tests use.
+  "$bin" demo -board-only -dir "$tmp" -slot-size $((mib + 44))M -compatible bench-board >/dev/null
 }
 
 board_serve() {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/otadev/otad/internal/board"
 	"github.com/otadev/otad/internal/boot"
 	"github.com/otadev/otad/internal/boot/bootsim"
 	"github.com/otadev/otad/internal/bootenv"
@@ -25,6 +26,7 @@ import (
 	"github.com/otadev/otad/internal/dbusapi"
 	"github.com/otadev/otad/internal/floor"
 	"github.com/otadev/otad/internal/journal"
+	"github.com/otadev/otad/internal/privbus"
 )
 
 // cmdDemo runs the whole update loop on file-backed slots: a good update
@@ -41,6 +43,8 @@ func cmdDemo(ctx context.Context, e *Env, args []string) error {
 	fs := newFlags(e, "demo", "", "Runs a signed A/B update on file-backed slots: a private dbus-daemon, `otad serve`\nas a child process and the bootloader model: install over D-Bus, reboot, health\ncheck, commit; then a bad update and its rollback. Needs no hardware and\ndbus-daemon (make deps); everything stays in -dir.")
 	dir := fs.String("dir", "demo-work", "work `directory` (removed and recreated)")
 	sizeStr := fs.String("slot-size", "64M", "size of each slot file")
+	boardOnly := fs.Bool("board-only", false, "only write the file-backed board (slots, env, keys/, system.conf) into -dir, removing nothing, and exit (benchmarks)")
+	compat := fs.String("compatible", "otad-demo-board", "with -board-only: the board's compatible")
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
@@ -54,6 +58,14 @@ func cmdDemo(ctx context.Context, e *Env, args []string) error {
 	work, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
+	}
+	if *boardOnly {
+		bd, err := board.Write(board.Spec{Dir: work, SlotSize: size, Compatible: *compat, Reboot: "manual"})
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		fmt.Fprintln(e.Stdout, bd.Config)
+		return nil
 	}
 	if work == "/" || work == filepath.Dir(work) {
 		return usagef("demo: refusing work directory %s", work)
@@ -117,7 +129,7 @@ type demoBoard struct {
 	boots    int
 	policy   string // where the bus policy came from
 
-	bus     *demoProc
+	bus     *privbus.Bus
 	busAddr string
 	serve   *demoProc
 	client  *dbusapi.Client
@@ -237,114 +249,29 @@ func (b *demoBoard) setup(ctx context.Context) error {
 	}
 	b.logFile = lf
 
-	// Slots: A holds the factory image 1.0, B is blank.
-	for _, n := range []string{"A", "B"} {
-		f, err := os.Create(b.path("slot-" + n + ".img"))
-		if err != nil {
-			return err
-		}
-		if err := f.Truncate(b.slotSize); err != nil {
-			f.Close()
-			return err
-		}
-		f.Close()
-	}
-	factory := demoImage("1.0", "app=ok", 1, b.slotSize/4)
-	if err := os.WriteFile(b.path("slot-A.img"), factory, 0o644); err != nil {
-		return err
-	}
-	if err := os.Truncate(b.path("slot-A.img"), b.slotSize); err != nil {
-		return err
-	}
-
-	// Redundant U-Boot env: two 16 KiB copies, seeded by otad's env writer.
-	for _, n := range []string{"uboot.env", "uboot-redund.env"} {
-		if err := os.WriteFile(b.path(n), make([]byte, 0x4000), 0o644); err != nil {
-			return err
-		}
-	}
-	envCfg := fmt.Sprintf("# U-Boot env for the demo: redundant, two files\n%s 0x0 0x4000\n%s 0x0 0x4000\n",
-		b.path("uboot.env"), b.path("uboot-redund.env"))
-	if err := os.WriteFile(b.path("fw_env.config"), []byte(envCfg), 0o644); err != nil {
-		return err
-	}
-	ec, err := bootenv.LoadConfig(b.path("fw_env.config"))
+	// The board: slot files, redundant env booting A, keys/, check.sh
+	// (the booted slot's application must say app=ok), reboot.sh and
+	// system.conf — the same fixture the daemon tests and benches use.
+	bd, err := board.Write(board.Spec{Dir: b.work, SlotSize: b.slotSize, Reboot: "auto",
+		RebootMarker: "reboot-requested", HealthMarker: "app=ok"})
 	if err != nil {
 		return err
 	}
-	ec.LockPath = b.path("fw_env.lock") // the same lock otad serve takes (env-lock)
-	if b.env, err = bootenv.OpenStore(ec); err != nil {
+	// Slot A holds the factory image 1.0.
+	factory := demoImage("1.0", "app=ok", 1, b.slotSize/4)
+	if err := writeSlotImage(bd.SlotA, factory); err != nil {
 		return err
 	}
-	env := bootenv.NewEnv()
-	for k, v := range map[string]string{boot.VarSlot: "A", boot.VarPrev: "A", boot.VarUpgrade: "0",
-		boot.VarBootCount: "0", boot.VarBootLimit: "3", boot.VarAltBootCmd: boot.AltBootCmd} {
-		env.Set(k, v)
-	}
-	if err := b.env.Init(env); err != nil {
+	if b.env, err = bd.OpenEnv(); err != nil {
 		return err
 	}
-
 	// Release key: private half for the build host, public half in the keyring.
 	var sink bytes.Buffer
 	quiet := &Env{Prog: b.e.Prog, Stdin: b.e.Stdin, Stdout: &sink, Stderr: b.e.Stderr}
 	if err := cmdBundle(ctx, quiet, []string{"keygen", "--id", "demo-release", "-o", b.path("keys/demo-release")}); err != nil {
 		return err
 	}
-
-	check := fmt.Sprintf(`#!/bin/sh
-# Demo health check: the application in the booted slot must report app=ok.
-slot=$(sed -n 's/.*otad\.slot=\([AB]\).*/\1/p' %[1]s/cmdline)
-head=$(head -c 48 %[1]s/slot-$slot.img | tr -d '\000')
-case "$head" in
-  *app=ok*) exit 0 ;;
-  *) echo "application in slot $slot did not start ($head)"; exit 1 ;;
-esac
-`, b.work)
-	if err := os.WriteFile(b.path("health-check.sh"), []byte(check), 0o755); err != nil {
-		return err
-	}
-	// The board's reboot: the demo sees the marker, stops otad serve and
-	// powers on again.
-	reboot := fmt.Sprintf("#!/bin/sh\n# Demo reboot command: tell the board (otad demo) to reboot.\ndate -u +%%FT%%TZ >> %s\n", b.path("reboot-requested"))
-	if err := os.WriteFile(b.path("reboot.sh"), []byte(reboot), 0o755); err != nil {
-		return err
-	}
-	conf := fmt.Sprintf(`# otad system.conf for the demo (see docs/configuration.md)
-[system]
-compatible = otad-demo-board
-data-dir = %[1]s/data
-env-config = %[1]s/fw_env.config
-env-lock = %[1]s/fw_env.lock
-bootlimit = 3
-reboot = auto
-reboot-command = /bin/sh %[1]s/reboot.sh
-cmdline = %[1]s/cmdline
-
-[keyring]
-directory = %[1]s/keys
-
-[slot.rootfs.0]
-name = A
-device = %[1]s/slot-A.img
-type = file
-
-[slot.rootfs.1]
-name = B
-device = %[1]s/slot-B.img
-type = file
-
-[health]
-target =
-check = /bin/sh %[1]s/health-check.sh
-check-timeout = 10s
-timeout = 30s
-watchdog = none
-`, b.work)
-	if err := os.WriteFile(b.path("system.conf"), []byte(conf), 0o644); err != nil {
-		return err
-	}
-	if b.cfg, err = config.Load(b.path("system.conf")); err != nil {
+	if b.cfg, err = config.Load(bd.Config); err != nil {
 		return err
 	}
 	// Factory provisioning records what slot A holds.
@@ -359,8 +286,22 @@ watchdog = none
 	}
 	b.say("   slots A and B: %d MiB files; slot A holds factory release 1.0", b.slotSize>>20)
 	b.say("   U-Boot env: redundant, 2 x 16 KiB (fw_env.config), boot variables otad_slot=A")
-	b.say("   keyring: keys/demo-release.pub; health check: health-check.sh; reboot command: reboot.sh; config: system.conf")
+	b.say("   keyring: keys/demo-release.pub; health check: check.sh; reboot command: reboot.sh; config: system.conf")
 	return nil
+}
+
+// writeSlotImage puts img at the start of the slot file at path, keeping
+// its size.
+func writeSlotImage(path string, img []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(img, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // demoImage is a root file system stand-in: a header line naming the
@@ -603,7 +544,8 @@ func (b *demoBoard) teardown() {
 		fmt.Fprintf(b.e.Stderr, "demo: otad serve: %v\n", err)
 	}
 	if b.bus != nil {
-		_ = b.bus.stop() // SIGTERM is how dbus-daemon is meant to end
+		b.bus.Stop() // SIGTERM is how dbus-daemon is meant to end
+		_ = os.WriteFile(b.path("dbus.log"), []byte(b.bus.Stderr()), 0o644)
 	}
 	if b.env != nil {
 		b.env.Close()

@@ -3,11 +3,9 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -78,58 +76,17 @@ func (b *demoBoard) startBus(ctx context.Context) error {
 			policy += fmt.Sprintf("\n  <policy user=%q><allow own=\"io.otad.Update1\"/><allow send_destination=\"io.otad.Update1\"/></policy>", u.Username)
 		}
 	}
-	conf := privbus.SystemConfig(b.path("bus.sock"), policy)
-	if err := os.WriteFile(b.path("bus.conf"), []byte(conf), 0o644); err != nil {
+	// privbus writes bus.conf and bus.sock into the work dir and ends the
+	// daemon by its PID (teardown); its log goes to dbus.log then.
+	var err error
+	if b.bus, err = privbus.Start(ctx, b.work, policy); err != nil {
 		return err
 	}
-	busLog, err := os.Create(b.path("dbus.log"))
-	if err != nil {
-		return err
-	}
-	defer busLog.Close() // the child has its own descriptor
-	cmd := exec.Command("dbus-daemon", "--config-file="+b.path("bus.conf"), "--nofork", "--nopidfile", "--print-address=1")
-	cmd.Stderr = busLog
-	cmd.Env = demoChildEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Our own pipe rather than StdoutPipe: Wait (in startProc) must not
-	// close it under the reader.
-	out, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stdout = w
-	b.bus, err = startProc("dbus-daemon", cmd)
-	w.Close()
-	if err != nil {
-		out.Close()
-		return err
-	}
-	line := make(chan string, 1)
-	go func() {
-		defer out.Close()
-		s := bufio.NewScanner(out)
-		if s.Scan() {
-			line <- strings.TrimSpace(s.Text())
-		}
-		close(line)
-		_, _ = io.Copy(io.Discard, out) // until dbus-daemon exits
-	}()
-	select {
-	case b.busAddr = <-line:
-	case <-b.bus.done:
-		return fmt.Errorf("dbus-daemon exited at start: %v", b.bus.err)
-	case <-time.After(demoWait):
-		return errors.New("dbus-daemon printed no address")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if b.busAddr == "" {
-		return errors.New("dbus-daemon printed no address")
-	}
+	b.busAddr = b.bus.Address
 	if b.client, err = dbusapi.Dial(ctx, b.busAddr); err != nil {
 		return err
 	}
-	b.say("   bus: private dbus-daemon (pid %d) on bus.sock, system-bus policy + %s", b.bus.cmd.Process.Pid, demoRel(b.work, []string{b.policy})[0])
+	b.say("   bus: private dbus-daemon (pid %d) on bus.sock, system-bus policy + %s", b.bus.PID(), demoRel(b.work, []string{b.policy})[0])
 	return nil
 }
 

@@ -80,16 +80,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 
 	env := o.Env
 	if env == nil {
-		ec, err := bootenv.LoadConfig(cfg.EnvConfig)
+		ds, err := openEnv(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("env-config: %w", err)
-		}
-		if cfg.EnvLock != "" {
-			ec.LockPath = cfg.EnvLock
-		}
-		ds, err := bootenv.OpenStore(ec)
-		if err != nil {
-			return nil, fmt.Errorf("env-config %s: %w", cfg.EnvConfig, err)
+			return nil, err
 		}
 		env, d.closer = ds, ds.Close
 	}
@@ -111,11 +104,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	cmdline := o.Cmdline
 	if cmdline == nil {
-		path := cfg.Cmdline
-		cmdline = func() (string, error) {
-			b, err := os.ReadFile(path)
-			return string(b), err
-		}
+		cmdline = readFile(cfg.Cmdline)
 	}
 	confirmer := o.Confirmer
 	if confirmer == nil {
@@ -156,6 +145,31 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	}
 	d.Engine = e
 	return d, nil
+}
+
+// OpenEnv opens the boot env store the config names, with its lock.
+func openEnv(cfg *config.Config) (*bootenv.DeviceStore, error) {
+	ec, err := bootenv.LoadConfig(cfg.EnvConfig)
+	if err != nil {
+		return nil, fmt.Errorf("env-config: %w", err)
+	}
+	if cfg.EnvLock != "" {
+		ec.LockPath = cfg.EnvLock
+	}
+	ds, err := bootenv.OpenStore(ec)
+	if err != nil {
+		return nil, fmt.Errorf("env-config %s: %w", cfg.EnvConfig, err)
+	}
+	return ds, nil
+}
+
+// readFile returns a function reading the file at path (the kernel
+// command line) each time it is called.
+func readFile(path string) func() (string, error) {
+	return func() (string, error) {
+		b, err := os.ReadFile(path)
+		return string(b), err
+	}
 }
 
 // Slots turns the config's rootfs slot sections into slot.Slots by name,

@@ -55,8 +55,11 @@ func statusLine(st update.Status) string {
 		if st.Installing != "" {
 			what = fmt.Sprintf("installing %s into %s", st.Installing, st.Target)
 		}
-		if p.Total > 0 {
+		switch {
+		case p.Total > 0:
 			return fmt.Sprintf("%s: %s %d%%", what, st.Operation, p.Percent)
+		case p.Phase != "":
+			return fmt.Sprintf("%s: %s", what, p.Phase)
 		}
 		return fmt.Sprintf("%s: %s", what, st.Operation)
 	case update.OpPendingReboot, update.OpConfirming, update.OpRollingBack:
