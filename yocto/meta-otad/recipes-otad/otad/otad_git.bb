@@ -2,47 +2,107 @@ SUMMARY = "otad - A/B update daemon with signed bundles and U-Boot boot counting
 DESCRIPTION = "Installs signed update bundles into the inactive slot, arms U-Boot \
 with a bootcount limit and confirms or rolls back after the reboot."
 HOMEPAGE = "https://github.com/otadev/otad"
-LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://src/${GO_IMPORT}/LICENSE;md5=c738517615babe8e9b976b162b171707"
+
+# The binary is static and links these modules (go list -deps ./cmd/otad):
+#   otad                              MIT
+#   github.com/coreos/go-systemd/v22  Apache-2.0
+#   github.com/godbus/dbus/v5         BSD-2-Clause
+#   github.com/sirupsen/logrus        MIT
+#   golang.org/x/sys, Go's runtime    BSD-3-Clause
+#   github.com/klauspost/compress     BSD-3-Clause, Apache-2.0 and MIT parts in one LICENSE
+# The module test (go test ./yocto/) keeps this list and the checksums in
+# step with go.sum and the module cache.
+LICENSE = "MIT & Apache-2.0 & BSD-2-Clause & BSD-3-Clause"
+LIC_FILES_CHKSUM = "file://src/${GO_IMPORT}/LICENSE;md5=c738517615babe8e9b976b162b171707 \
+    file://module-licenses/github.com/coreos/go-systemd/v22@v22.7.0/LICENSE;md5=19cbd64715b51267a47bf3750cc6a8a5 \
+    file://module-licenses/github.com/godbus/dbus/v5@v5.2.4/LICENSE;md5=09042bd5c6c96a2b9e45ddf1bc517eed \
+    file://module-licenses/github.com/sirupsen/logrus@v1.10.2/LICENSE;md5=8dadfef729c08ec4e631c4f6fc5d43a0 \
+    file://module-licenses/golang.org/x/sys@v0.50.0/LICENSE;md5=7998cb338f82d15c0eff93b7004d272a \
+    file://module-licenses/github.com/klauspost/compress@v1.20.4/LICENSE;md5=d0fd9ebda39468b51ff4539c9fbb13a8 \
+    file://module-licenses/github.com/klauspost/compress@v1.20.4/zstd/internal/xxhash/LICENSE.txt;md5=802da049c92a99b4387d3f3d91b00fa9 \
+    "
+
+# do_populate_lic runs before do_compile, while the modules are still zip
+# files in the module cache: copy their license files out right after
+# unpacking so LIC_FILES_CHKSUM can check them.
+python otad_module_licenses() {
+    import glob, zipfile
+    cache = os.path.join(d.getVar('GOMODCACHE'), 'cache', 'download')
+    dest = os.path.join(d.getVar('S'), 'module-licenses')
+    for z in sorted(glob.glob(os.path.join(cache, '**', '*.zip'), recursive=True)):
+        with zipfile.ZipFile(z) as zf:
+            for name in zf.namelist():
+                at = name.find('@')
+                cut = name.find('/', at)
+                if at < 0 or cut < 0:
+                    continue
+                base = os.path.basename(name).upper()
+                if not base.startswith(('LICENSE', 'COPYING', 'NOTICE')):
+                    continue
+                out = os.path.join(dest, name)
+                bb.utils.mkdirhier(os.path.dirname(out))
+                with zf.open(name) as src, open(out, 'wb') as dst:
+                    dst.write(src.read())
+}
+do_unpack[postfuncs] += "otad_module_licenses"
 
 GO_IMPORT = "github.com/otadev/otad"
 GO_INSTALL = "${GO_IMPORT}/cmd/otad"
-SRC_URI = "git://github.com/otadev/otad.git;protocol=https;branch=main;destsuffix=${GO_SRCURI_DESTSUFFIX} \
-           file://system.conf.in \
-           file://fw_env.config \
-          "
-SRCREV = "${AUTOREV}"
-PV = "0.1+git"
 
-inherit go-mod systemd
+# A pinned commit: parsing never asks the network. To release a new one,
+# set SRCREV to the commit, bump OTAD_BASE_VERSION when the release number
+# changes, and regenerate the module list: go mod download && go run ./yocto/gengomod
+SRCREV = "52975d36522664373797fd877de1f180bfc17fb1"
+OTAD_BASE_VERSION = "0.1.0"
+# "+git" makes BitBake append the commit (SRCPV) on every release we support.
+PV = "${OTAD_BASE_VERSION}+git"
 
-UNPACKDIR ??= "${WORKDIR}"
+# scarthgap's go.bbclass has no GO_SRCURI_DESTSUFFIX (later releases define
+# it with this very expression and win over the weak default).
+GO_SRCURI_DESTSUFFIX ??= "${@os.path.join(os.path.basename(d.getVar('S')), 'src', d.getVar('GO_IMPORT')) + '/'}"
+SRC_URI = "git://github.com/otadev/otad.git;protocol=https;branch=main;destsuffix=${GO_SRCURI_DESTSUFFIX}"
 
-# Module dependencies come from go.sum; allow the Go fetch during compile
-# (or vendor them with go-mod-update-modules in your own layer).
-do_compile[network] = "1"
+inherit go-mod
+
+# Modules come from SRC_URI (generated from go.sum), never from the network
+# at compile time: with the gomod fetcher where BitBake has it, as plain
+# https:// proxy downloads where it does not (scarthgap).
+require ${@'otad-go-mods.inc' if hasattr(bb.fetch2, 'gomod') else 'otad-go-mods-proxy.inc'}
+export GOPROXY = "off"
+export GOFLAGS = "-mod=readonly"
+# go.mod says "go 1.26.0": use the Go this build provides or fail, never
+# download a toolchain.
+export GOTOOLCHAIN = "local"
+
+# The release's Go (GOVERSION) must be at least go.mod's. scarthgap (1.22),
+# walnascar (1.24) and whinlatter (1.25) need a newer Go from a mixin layer
+# (meta-lts-mixins, branch <release>/go); wrynose ships 1.26.
+OTAD_GO_MIN = "1.26"
+python () {
+    have = (d.getVar('GOVERSION') or '').rstrip('%')
+    need = d.getVar('OTAD_GO_MIN')
+    if have and bb.utils.vercmp_string_op(have, need, '<'):
+        raise bb.parse.SkipRecipe("otad needs Go >= %s (go.mod), this build provides %s: add a layer with a newer Go (meta-lts-mixins <release>/go), see meta-otad/README.md" % (need, have))
+}
+
 GO_LINKSHARED = ""
-GOBUILDFLAGS:append = " -trimpath"
+export CGO_ENABLED = "0"
 # The device build leaves out the build-host tools (bundle create/sign/keygen,
 # delta generation, demo) and HTTP/2 (bundles download as one HTTP/1.1 stream
 # with Range resume); otad-native keeps the tools for the bundle class.
 GOBUILDFLAGS:append:class-target = " -tags otad_device,nethttpomithttp2"
-export CGO_ENABLED = "0"
 
-# Board settings, overridable from local.conf or a machine/distro conf.
-OTAD_COMPATIBLE ??= "${MACHINE}"
-OTAD_SLOT_A_DEVICE ??= "/dev/mmcblk0p2"
-OTAD_SLOT_B_DEVICE ??= "/dev/mmcblk0p3"
-OTAD_SLOT_TYPE ??= "block"
-OTAD_BOOTLIMIT ??= "3"
-OTAD_DATA_DIR ??= "/var/lib/otad"
-# Public keys (files named <id>.pub) copied into /etc/otad/keys on the device.
-OTAD_KEYRING_FILES ??= ""
+inherit systemd
 
 SYSTEMD_SERVICE:${PN} = "otad.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
-do_install:append() {
+# Our own install instead of go.bbclass's, which would copy the whole source
+# tree (test scripts included) into ${PN}-dev: otad is a program, not a Go
+# library to build against.
+do_install() {
+    install -d ${D}${bindir}
+    install -m 0755 ${B}/${GO_BUILD_BINDIR}/otad ${D}${bindir}/otad
     ln -sf otad ${D}${bindir}/otactl
 
     install -d ${D}${systemd_system_unitdir}
@@ -53,23 +113,9 @@ do_install:append() {
     # rebuilds its catalog database from this directory.
     install -d ${D}${nonarch_libdir}/systemd/catalog
     install -m 0644 ${S}/src/${GO_IMPORT}/systemd/otad.catalog ${D}${nonarch_libdir}/systemd/catalog/
-
-    install -d ${D}${sysconfdir}/otad/keys
-    sed -e 's|@COMPATIBLE@|${OTAD_COMPATIBLE}|' \
-        -e 's|@SLOT_A_DEVICE@|${OTAD_SLOT_A_DEVICE}|' \
-        -e 's|@SLOT_B_DEVICE@|${OTAD_SLOT_B_DEVICE}|' \
-        -e 's|@SLOT_TYPE@|${OTAD_SLOT_TYPE}|' \
-        -e 's|@BOOTLIMIT@|${OTAD_BOOTLIMIT}|' \
-        -e 's|@DATA_DIR@|${OTAD_DATA_DIR}|' \
-        ${UNPACKDIR}/system.conf.in > ${D}${sysconfdir}/otad/system.conf
-    for k in ${OTAD_KEYRING_FILES}; do
-        install -m 0644 "$k" ${D}${sysconfdir}/otad/keys/
-    done
-    install -m 0644 ${UNPACKDIR}/fw_env.config ${D}${sysconfdir}/fw_env.config
-    install -d ${D}${OTAD_DATA_DIR}
 }
 
-# do_install for the build-host tool: only the binary.
+# The build-host tool (otad bundle create for otad-bundle.bbclass): only the binary.
 do_install:class-native() {
     install -d ${D}${bindir}
     install -m 0755 ${B}/${GO_BUILD_BINDIR}/otad ${D}${bindir}/otad
@@ -77,9 +123,11 @@ do_install:class-native() {
 
 FILES:${PN} += "${systemd_system_unitdir}/otad.service \
                 ${datadir}/dbus-1/system.d/io.otad.Update1.conf \
-                ${nonarch_libdir}/systemd/catalog/otad.catalog \
-                ${OTAD_DATA_DIR}"
-CONFFILES:${PN} = "${sysconfdir}/otad/system.conf ${sysconfdir}/fw_env.config"
-RDEPENDS:${PN} += "dbus"
+                ${nonarch_libdir}/systemd/catalog/otad.catalog"
+FILES:${PN}-dev = ""
+FILES:${PN}-staticdev = ""
+# Board configuration (system.conf, keys, fw_env.config) is a separate,
+# replaceable recipe, as meta-rauc does with rauc-conf.
+RDEPENDS:${PN}:append:class-target = " dbus virtual-otad-conf"
 
 BBCLASSEXTEND = "native"
