@@ -165,48 +165,10 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	olds := map[string]string{}
-	for _, spec := range deltaFrom {
-		class, path, ok := strings.Cut(spec, "=")
-		if !ok {
-			if len(images) != 1 {
-				return usagef("bundle create: --delta-from %q: with several images use CLASS=OLD.img", spec)
-			}
-			class, path = strings.SplitN(images[0], "=", 2)[0], spec
-		}
-		olds[class] = path
-	}
-	var srcs []bundle.Source
-	for _, spec := range images {
-		class, path, ok := strings.Cut(spec, "=")
-		if !ok || class == "" || path == "" {
-			return usagef("bundle create: --image %q: want CLASS=FILE", spec)
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		src := bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()}
-		if old, ok := olds[class]; ok {
-			delete(olds, class)
-			ds, cleanup, err := deltaSource(ctx, e, class, old, f, st.Size(), filepath.Dir(*out))
-			defer cleanup()
-			if err != nil {
-				return err
-			}
-			if ds != nil {
-				src = *ds
-			}
-		}
-		srcs = append(srcs, src)
-	}
-	if len(olds) > 0 {
-		return usagef("bundle create: --delta-from names a class without an --image: %v", olds)
+	srcs, cleanup, err := createSources(ctx, e, images, deltaFrom, enc, filepath.Dir(*out))
+	defer cleanup()
+	if err != nil {
+		return err
 	}
 	var m *bundle.Manifest
 	err = writeAtomic(*out, func(w io.Writer) error {
@@ -220,6 +182,61 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	fmt.Fprintf(e.Stdout, "wrote %s: %s %s, security version %d, %d image(s), %d signature(s)\n",
 		*out, m.Compatible, m.Version, m.SecurityVersion, len(m.Images), len(keys))
 	return nil
+}
+
+// createSources opens each --image CLASS=FILE as a bundle source, replaced
+// by a delta from its --delta-from image when that is smaller. cleanup
+// closes the files and removes temporary patches; call it also on error.
+func createSources(ctx context.Context, e *Env, images, deltaFrom []string, enc, tmpDir string) (srcs []bundle.Source, cleanup func(), err error) {
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	olds := map[string]string{}
+	for _, spec := range deltaFrom {
+		class, path, ok := strings.Cut(spec, "=")
+		if !ok {
+			if len(images) != 1 {
+				return nil, cleanup, usagef("bundle create: --delta-from %q: with several images use CLASS=OLD.img", spec)
+			}
+			class, path = strings.SplitN(images[0], "=", 2)[0], spec
+		}
+		olds[class] = path
+	}
+	for _, spec := range images {
+		class, path, ok := strings.Cut(spec, "=")
+		if !ok || class == "" || path == "" {
+			return nil, cleanup, usagef("bundle create: --image %q: want CLASS=FILE", spec)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, cleanup, err
+		}
+		undo = append(undo, func() { f.Close() })
+		st, err := f.Stat()
+		if err != nil {
+			return nil, cleanup, err
+		}
+		src := bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()}
+		if old, ok := olds[class]; ok {
+			delete(olds, class)
+			ds, dsCleanup, err := deltaSource(ctx, e, class, old, f, st.Size(), tmpDir)
+			undo = append(undo, dsCleanup)
+			if err != nil {
+				return nil, cleanup, err
+			}
+			if ds != nil {
+				src = *ds
+			}
+		}
+		srcs = append(srcs, src)
+	}
+	if len(olds) > 0 {
+		return nil, cleanup, usagef("bundle create: --delta-from names a class without an --image: %v", olds)
+	}
+	return srcs, cleanup, nil
 }
 
 // deltaSource generates a patch from old to the new image into a temporary
