@@ -115,6 +115,17 @@ func stateOf(e *bootenv.Env) (State, error) {
 	return st, nil
 }
 
+// ArmRisk is nil when the store may arm a trial: a store that knows its
+// medium makes arming unsafe (bootenv.DeviceStore on a single-copy FAT env,
+// bootenv.ErrSingleCopyFAT) says so here, and Arm refuses before writing.
+// Callers check it early too, before a download.
+func (p *Protocol) ArmRisk() error {
+	if r, ok := p.Store.(interface{ ArmRisk() error }); ok {
+		return r.ArmRisk()
+	}
+	return nil
+}
+
 func (p *Protocol) limit() (int, error) {
 	l := p.BootLimit
 	if l == 0 {
@@ -137,6 +148,9 @@ func (p *Protocol) Arm(target, current string) error {
 	}
 	if target == current {
 		return fmt.Errorf("boot: cannot arm the running slot %s as its own trial", target)
+	}
+	if err := p.ArmRisk(); err != nil {
+		return err
 	}
 	l, err := p.limit()
 	if err != nil {

@@ -38,6 +38,9 @@ type Config struct {
 	LockPath string
 	// SysfsRoot defaults to "/sys" (for force_ro of eMMC boot partitions).
 	SysfsRoot string
+	// AcceptSingleCopy: DeviceStore.ArmRisk accepts a single-copy
+	// environment on FAT (otad's [system] single-env = accept).
+	AcceptSingleCopy bool
 }
 
 // Redundant reports whether the config names two copies.

@@ -137,6 +137,11 @@ func (s *DeviceStore) openArea(d Device) (area, FlagScheme, error) {
 		return nil, 0, fmt.Errorf("%w: %s: environment %#x+%#x, device has %d bytes", ErrShortRead, d.Path, off, d.EnvSize, devSize)
 	}
 	a := &fileArea{f: f, off: off, size: d.EnvSize, label: d.Path}
+	if !block {
+		if a.fat, err = onFAT(f); err != nil {
+			return nil, 0, err
+		}
+	}
 	if block {
 		a.guard = s.blockGuard(f, d.Path)
 	}
@@ -287,12 +292,22 @@ func (s *DeviceStore) lock() (func(), error) {
 }
 
 // fileArea is a copy in a regular file or block device.
+//
+// Every write is in place: the file is opened without O_TRUNC, written with
+// pwrite inside its existing size and never renamed, so on FAT (the
+// Raspberry Pi's uboot.env) the file keeps its directory entry, size and
+// cluster chain and a write changes only the data clusters of this copy
+// (and the entry's mtime). FAT has no atomic rename and no journal: a
+// temp-file-and-rename would rewrite directory and FAT sectors that the
+// other copy's file shares, and a truncate would free its clusters, so a
+// power cut in either could take both copies.
 type fileArea struct {
 	f     *os.File
 	off   int64
 	size  int64
 	label string
 	guard func(write func() error) error // block devices: force_ro / BLKROGET
+	fat   bool                           // a file on a FAT file system
 }
 
 func (a *fileArea) name() string { return a.label }
@@ -317,8 +332,20 @@ func (a *fileArea) write(p []byte) error {
 		if _, err := a.f.WriteAt(p, a.off); err != nil {
 			return err
 		}
-		return unix.Fdatasync(int(a.f.Fd()))
+		return a.sync()
 	})
+}
+
+// sync makes the write durable before Save returns. On FAT it is a full
+// fsync: the write dirtied the directory entry (mtime), and writing that
+// now keeps every write of a Save inside the Save, instead of at a
+// writeback moment later on which a power cut could tear the directory
+// sector both env files share. Elsewhere fdatasync is enough.
+func (a *fileArea) sync() error {
+	if a.fat {
+		return a.f.Sync()
+	}
+	return unix.Fdatasync(int(a.f.Fd()))
 }
 
 func (a *fileArea) writeFlag(b byte) error {
@@ -326,7 +353,7 @@ func (a *fileArea) writeFlag(b byte) error {
 		if _, err := a.f.WriteAt([]byte{b}, a.off+4); err != nil {
 			return err
 		}
-		return unix.Fdatasync(int(a.f.Fd()))
+		return a.sync()
 	})
 }
 

@@ -31,7 +31,15 @@
 //     with the flag still 1 both are active and readers take copy 0, with 0
 //     they take the new copy; whole either way.
 //   - A single-copy environment is rewritten in place and is NOT power-fail
-//     safe; Redundant() lets callers warn about it.
+//     safe; Redundant() lets callers warn about it. On a FAT file system
+//     (the Raspberry Pi's uboot.env, detected by statfs) ArmRisk refuses it
+//     outright unless Config.AcceptSingleCopy: there a lost env means the
+//     board boots U-Boot's built-in default.
+//   - A copy in a file (FAT included) is written in place: pwrite inside the
+//     file's existing size, then fsync (FAT) or fdatasync; never truncated,
+//     recreated or renamed, which FAT cannot do atomically. The file keeps
+//     its directory entry, size and clusters, so a torn write tears only the
+//     copy being written.
 //   - Nothing is guessed: a copy with a bad CRC is never used, no valid copy
 //     is ErrNoValidCopy, an environment that does not fit is ErrTooLarge,
 //     short reads and missing devices are errors.

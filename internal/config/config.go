@@ -31,6 +31,12 @@ const (
 	RebootManual = "manual" // wait for a Reboot request
 )
 
+// [system] single-env: what to do with a single-copy U-Boot env on FAT.
+const (
+	SingleEnvRefuse = "refuse" // refuse to arm a slot (default)
+	SingleEnvAccept = "accept" // arm anyway: the integrator accepts the risk
+)
+
 // Watchdog modes (see docs/configuration.md and the health package).
 const (
 	WatchdogSystemd = "systemd"
@@ -44,6 +50,7 @@ type Config struct {
 	DataDir       string
 	EnvConfig     string
 	EnvLock       string // "" the bootenv default lock file; "-" no lock
+	SingleEnv     string // SingleEnvRefuse or SingleEnvAccept
 	BootLimit     int
 	Reboot        string   // RebootAuto or RebootManual
 	RebootCommand []string // empty: StartUnit reboot.target over D-Bus
@@ -129,6 +136,7 @@ func Default() *Config {
 		EnvConfig: "/etc/fw_env.config",
 		BootLimit: 3,
 		Reboot:    RebootAuto,
+		SingleEnv: SingleEnvRefuse,
 		Cmdline:   "/proc/cmdline",
 		Keyring:   Keyring{Directory: "/etc/otad/keys", Threshold: 1},
 		Health: Health{
@@ -185,6 +193,7 @@ var sectionKeys = map[string]map[string]key{
 		"reboot":         {set: func(c *Config, _ *Slot, v string) error { return oneOf(&c.Reboot, v, RebootAuto, RebootManual) }},
 		"reboot-command": {set: func(c *Config, _ *Slot, v string) error { a, err := SplitArgs(v); c.RebootCommand = a; return err }},
 		"cmdline":        {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Cmdline, v) }},
+		"single-env":     {set: func(c *Config, _ *Slot, v string) error { return singleEnv(&c.SingleEnv, v) }},
 	},
 	"keyring": {
 		"directory":      {set: func(c *Config, _ *Slot, v string) error { return absPath(&c.Keyring.Directory, v) }},
@@ -399,6 +408,11 @@ func absPath(dst *string, v string) error {
 }
 
 // lockPath is absPath that also takes "-" (no lock).
+// singleEnv accepts the [system] single-env values.
+func singleEnv(dst *string, v string) error {
+	return oneOf(dst, v, SingleEnvRefuse, SingleEnvAccept)
+}
+
 func lockPath(dst *string, v string) error {
 	if v == "-" {
 		*dst = v

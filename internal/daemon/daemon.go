@@ -156,6 +156,8 @@ func openEnv(cfg *config.Config) (*bootenv.DeviceStore, error) {
 	if cfg.EnvLock != "" {
 		ec.LockPath = cfg.EnvLock
 	}
+	// A single-copy env on FAT refuses every arm unless accepted (ArmRisk).
+	ec.AcceptSingleCopy = cfg.SingleEnv == config.SingleEnvAccept
 	ds, err := bootenv.OpenStore(ec)
 	if err != nil {
 		return nil, fmt.Errorf("env-config %s: %w", cfg.EnvConfig, err)

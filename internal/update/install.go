@@ -344,6 +344,10 @@ func (e *Engine) precheck(req *installReq) (active, target string, err error) {
 	if st := e.Status(); st.TrialBoot {
 		return "", "", errors.New("update: the booted slot is still in its trial boot; confirm it first")
 	}
+	// Refused now rather than at the arm, after the whole download.
+	if err := e.protocol().ArmRisk(); err != nil {
+		return "", "", fmt.Errorf("update: %w", err)
+	}
 	if st, err := e.protocol().State(); err != nil {
 		return "", "", err
 	} else if !st.UpgradeAvailable && st.Slot != "" && st.Slot != e.bootname(active) {
