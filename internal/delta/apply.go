@@ -307,26 +307,12 @@ type windowApplier struct {
 // window decodes, builds and verifies window n (at most left bytes) and
 // returns its output, which the caller may write.
 func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
-	s, h := w.s, w.h
-	outLen, err := s.uvarint("window length")
+	s := w.s
+	outLen, ctrlLen, want, err := w.header(n, newOff, left)
 	if err != nil {
 		return nil, err
-	}
-	ctrlLen, err := s.uvarint("window control length")
-	if err != nil {
-		return nil, err
-	}
-	if outLen == 0 || outLen > uint64(h.WindowSize) || outLen > uint64(left) || ctrlLen == 0 || ctrlLen > uint64(h.MaxCtrl) {
-		return nil, fmt.Errorf("%w: window %d: sizes %d/%d", ErrMalformed, n, outLen, ctrlLen)
 	}
 	last := outLen == uint64(left)
-	if !last && (uint64(newOff)+outLen)%ChainAlign != 0 {
-		return nil, fmt.Errorf("%w: window %d ends at %d, not a multiple of %d", ErrMalformed, n, uint64(newOff)+outLen, ChainAlign)
-	}
-	var want [32]byte
-	if err := s.full(want[:], "window check value"); err != nil {
-		return nil, err
-	}
 	ctrl := w.ctrl[:ctrlLen]
 	if err := s.full(ctrl, "window control"); err != nil {
 		return nil, err
@@ -380,22 +366,55 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 			return nil, err
 		}
 	}
-	// A mismatch means a corrupt patch, or a source that differs where the
-	// source table's CRC did not notice or that changed since the check.
+	if err := w.check(n, out, last, want); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// header reads window n's header: output and control lengths, checked
+// against the patch header and what is left of the image (a window other
+// than the last ends on a ChainAlign multiple), and the check value.
+func (w *windowApplier) header(n int, newOff, left int64) (outLen, ctrlLen uint64, want [32]byte, err error) {
+	s, h := w.s, w.h
+	if outLen, err = s.uvarint("window length"); err != nil {
+		return 0, 0, want, err
+	}
+	if ctrlLen, err = s.uvarint("window control length"); err != nil {
+		return 0, 0, want, err
+	}
+	if outLen == 0 || outLen > uint64(h.WindowSize) || outLen > uint64(left) || ctrlLen == 0 || ctrlLen > uint64(h.MaxCtrl) {
+		return 0, 0, want, fmt.Errorf("%w: window %d: sizes %d/%d", ErrMalformed, n, outLen, ctrlLen)
+	}
+	if outLen != uint64(left) && (uint64(newOff)+outLen)%ChainAlign != 0 {
+		return 0, 0, want, fmt.Errorf("%w: window %d ends at %d, not a multiple of %d", ErrMalformed, n, uint64(newOff)+outLen, ChainAlign)
+	}
+	err = s.full(want[:], "window check value")
+	return outLen, ctrlLen, want, err
+}
+
+// check hashes window n's output and compares the chaining value (the
+// image's SHA-256 for the last window) with the window's check value. A
+// mismatch means a corrupt patch, or a source that differs where the
+// source table's CRC did not notice or that changed since the check.
+func (w *windowApplier) check(n int, out []byte, last bool, want [32]byte) error {
 	w.sh.write(out)
 	w.st.HashedOutput += int64(len(out))
 	var sum [32]byte
 	if last {
-		if sum = w.sh.sum(); sum != h.NewSHA256 {
-			return nil, fmt.Errorf("%w: window %d: image SHA-256 %x…, header says %x…", ErrOutputHash, n, sum[:6], h.NewSHA256[:6])
+		if sum = w.sh.sum(); sum != w.h.NewSHA256 {
+			return fmt.Errorf("%w: window %d: image SHA-256 %x…, header says %x…", ErrOutputHash, n, sum[:6], w.h.NewSHA256[:6])
 		}
-	} else if sum, err = w.sh.value(); err != nil {
-		return nil, err
+	} else {
+		var err error
+		if sum, err = w.sh.value(); err != nil {
+			return err
+		}
 	}
 	if sum != want {
-		return nil, fmt.Errorf("%w: window %d", ErrOutputHash, n)
+		return fmt.Errorf("%w: window %d", ErrOutputHash, n)
 	}
-	return out, nil
+	return nil
 }
 
 // walk parses the control section, checking every operation against the

@@ -124,6 +124,27 @@ type piece struct {
 	newOff, oldOff, n int
 }
 
+// splitOverlap divides the bytes both the forward extension (lenf bytes
+// from lastScan/lastPos) and the backward extension (lenb bytes before
+// scan/pos) claim at the point where the forward one matches best, and
+// returns the shortened lengths.
+func splitOverlap(old, nw []byte, lastScan, lastPos, lenf, scan, pos, lenb int) (int, int) {
+	overlap := (lastScan + lenf) - (scan - lenb)
+	s, ss, lens := 0, 0, 0
+	for i := 0; i < overlap; i++ {
+		if nw[lastScan+lenf-overlap+i] == old[lastPos+lenf-overlap+i] {
+			s++
+		}
+		if nw[scan-lenb+i] == old[pos-lenb+i] {
+			s--
+		}
+		if s > ss {
+			ss, lens = s, i+1
+		}
+	}
+	return lenf + lens - overlap, lenb - lens
+}
+
 // bsdiffRegion matches nw (the new bytes at newBase) against old (whose
 // first byte is the old image's byte oldBase) with the bsdiff scan: find
 // exact matches with the suffix array, widen them into approximate matches
@@ -185,21 +206,7 @@ func bsdiffRegion(sa []int32, old []byte, oldBase int, nw []byte, newBase int, l
 			}
 		}
 		if lastScan+lenf > scan-lenb { // overlap: split where it scores best
-			overlap := (lastScan + lenf) - (scan - lenb)
-			s, ss, lens := 0, 0, 0
-			for i := 0; i < overlap; i++ {
-				if nw[lastScan+lenf-overlap+i] == old[lastPos+lenf-overlap+i] {
-					s++
-				}
-				if nw[scan-lenb+i] == old[pos-lenb+i] {
-					s--
-				}
-				if s > ss {
-					ss, lens = s, i+1
-				}
-			}
-			lenf += lens - overlap
-			lenb -= lens
+			lenf, lenb = splitOverlap(old, nw, lastScan, lastPos, lenf, scan, pos, lenb)
 		}
 		if lenf > 0 {
 			emit(piece{newBase + lastScan, oldBase + lastPos, lenf})

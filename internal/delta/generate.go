@@ -257,6 +257,49 @@ func writeSourceTable(w io.Writer, old []byte, pieces []piece) int64 {
 	return total
 }
 
+// windowHeader is a window's header: its output length, its control
+// section's length and its check value — the SHA-256 chaining value after
+// b, or for the last window the image's SHA-256.
+func windowHeader(c *chain, b []byte, last bool, ctrlLen int) ([]byte, error) {
+	hdr := appendUvarint(nil, uint64(len(b)))
+	hdr = appendUvarint(hdr, uint64(ctrlLen))
+	c.write(b)
+	var sum [32]byte
+	if last {
+		sum = c.sum()
+	} else {
+		var err error
+		if sum, err = c.value(); err != nil {
+			return nil, err
+		}
+	}
+	return append(hdr, sum[:]...), nil
+}
+
+// diffSection encodes a window's diff bytes: under bzip2 (as sparse tokens
+// with DiffSparse) when that is smaller, else raw; nothing for no diff.
+func diffSection(diff []byte, coding DiffCoding) []byte {
+	if len(diff) == 0 {
+		return nil
+	}
+	if len(diff) >= 256 && coding != DiffRaw {
+		enc, b := uint64(diffBzip2), diff
+		if coding == DiffSparse {
+			enc, b = diffBzip2Sparse, sparseTokens(diff)
+		}
+		if z := bzip2Encode(b); len(z) < len(diff) {
+			return append(appendUvarint(appendUvarint(nil, enc), uint64(len(z))), z...)
+		}
+	}
+	return append(appendUvarint(nil, diffRaw), diff...)
+}
+
+// Control section sizes a generator reserves while filling a window.
+const (
+	maxOp   = 1 + 2*10 // opcode and two varints
+	ctrlHdr = 2 * 10   // the count and the length section's size
+)
+
 // writeWindows cuts the pieces into windows and writes each window's
 // header, control, diff and literal sections.
 func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, pieces []piece, opts *GenOptions, st *Stats) error {
@@ -273,37 +316,11 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		ctrl = append(ctrl, ops...)
 		ctrl = appendUvarint(ctrl, uint64(len(lens)))
 		ctrl = append(append(ctrl, lens...), offs...)
-		var hdr []byte
-		hdr = appendUvarint(hdr, uint64(pos-winStart))
-		hdr = appendUvarint(hdr, uint64(len(ctrl)))
-		chain.write(nw[winStart:pos])
-		var sum [32]byte
-		if pos == len(nw) {
-			sum = chain.sum()
-		} else {
-			var err error
-			if sum, err = chain.value(); err != nil {
-				return err
-			}
+		hdr, err := windowHeader(chain, nw[winStart:pos], pos == len(nw), len(ctrl))
+		if err != nil {
+			return err
 		}
-		hdr = append(hdr, sum[:]...)
-		var dsec []byte
-		if len(diff) > 0 {
-			if len(diff) >= 256 && opts.DiffCoding != DiffRaw {
-				enc, b := uint64(diffBzip2), diff
-				if opts.DiffCoding == DiffSparse {
-					enc, b = diffBzip2Sparse, sparseTokens(diff)
-				}
-				if z := bzip2Encode(b); len(z) < len(diff) {
-					dsec = appendUvarint(appendUvarint(dsec, enc), uint64(len(z)))
-					dsec = append(dsec, z...)
-				}
-			}
-			if dsec == nil {
-				dsec = append(appendUvarint(dsec, diffRaw), diff...)
-			}
-		}
-		for _, b := range [][]byte{hdr, ctrl, dsec, lit} {
+		for _, b := range [][]byte{hdr, ctrl, diffSection(diff, opts.DiffCoding), lit} {
 			if _, err := w.Write(b); err != nil {
 				return err
 			}
@@ -313,8 +330,6 @@ func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, p
 		winStart = pos
 		return ctx.Err()
 	}
-	const maxOp = 1 + 2*10 // opcode and two varints
-	const ctrlHdr = 2 * 10 // the count and the length section's size
 	for _, p := range pieces {
 		for p.n > 0 {
 			// A window may end early when its control section fills up, but
