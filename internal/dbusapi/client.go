@@ -238,26 +238,34 @@ func (c *Client) Install(ctx context.Context, source any, opts map[string]any, r
 					return tx, res, msg, nil
 				}
 			case "org.freedesktop.DBus.Properties.PropertiesChanged":
-				if report == nil || len(s.Body) < 2 {
-					continue
-				}
-				if iface, _ := s.Body[0].(string); iface != Interface {
-					continue
-				}
-				changed, _ := s.Body[1].(map[string]dbus.Variant)
-				if v, ok := changed["Operation"]; ok {
-					var op string
-					if v.Store(&op) == nil {
-						report(Update{Operation: op})
-					}
-				}
-				if v, ok := changed["Progress"]; ok {
-					var p Progress
-					if v.Store(&p) == nil {
-						report(Update{Progress: &p})
-					}
+				if report != nil {
+					reportChanges(s, report)
 				}
 			}
+		}
+	}
+}
+
+// reportChanges passes the Operation and Progress of the service's
+// PropertiesChanged signal s to report.
+func reportChanges(s *dbus.Signal, report func(Update)) {
+	if len(s.Body) < 2 {
+		return
+	}
+	if iface, _ := s.Body[0].(string); iface != Interface {
+		return
+	}
+	changed, _ := s.Body[1].(map[string]dbus.Variant)
+	if v, ok := changed["Operation"]; ok {
+		var op string
+		if v.Store(&op) == nil {
+			report(Update{Operation: op})
+		}
+	}
+	if v, ok := changed["Progress"]; ok {
+		var p Progress
+		if v.Store(&p) == nil {
+			report(Update{Progress: &p})
 		}
 	}
 }
