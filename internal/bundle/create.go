@@ -95,15 +95,7 @@ func CreateSigned(ctx context.Context, w io.Writer, o CreateOptions, srcs []Sour
 	if err != nil {
 		return nil, err
 	}
-	var sigs []Signature
-	for _, k := range keys {
-		s, err := SignManifest(ctx, k, mb)
-		if err != nil {
-			return nil, err
-		}
-		sigs = append(sigs, s)
-	}
-	sb, err := marshalSignatures(sigs)
+	sb, err := signAll(ctx, keys, mb)
 	if err != nil {
 		return nil, err
 	}

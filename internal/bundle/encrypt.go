@@ -153,27 +153,9 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64, si
 	}
 	m := *f.Manifest
 	m.Images = append([]Image(nil), m.Images...)
-	off := f.Size
-	var tables [][]chunkEntry
-	for i := range m.Images {
-		img := &m.Images[i]
-		tb := make([]byte, img.Chunks*tableEntrySize)
-		if n, err := src.ReadAt(tb, off); n != len(tb) {
-			return nil, fmt.Errorf("%w: chunk table of image %q: %v", ErrTruncated, img.Class, err)
-		}
-		t, err := parseTable(tb, img)
-		if err != nil {
-			return nil, err
-		}
-		tables = append(tables, t)
-		off += int64(len(tb))
-	}
-	payloads := off
-	for i := range m.Images {
-		off += m.Images[i].PayloadSize
-	}
-	if off != size {
-		return nil, fmt.Errorf("%w: bundle is %d bytes, its manifest declares %d", ErrMalformed, size, off)
+	tables, payloads, err := readTables(src, f.Size, size, m.Images)
+	if err != nil {
+		return nil, err
 	}
 	ck, err := crypt.NewContentKey(rand)
 	if err != nil {
@@ -204,15 +186,7 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64, si
 	if err != nil {
 		return nil, err
 	}
-	var sigs []Signature
-	for _, s := range signers {
-		sig, err := SignManifest(ctx, s, mb)
-		if err != nil {
-			return nil, err
-		}
-		sigs = append(sigs, sig)
-	}
-	sb, err := marshalSignatures(sigs)
+	sb, err := signAll(ctx, signers, mb)
 	if err != nil {
 		return nil, err
 	}
@@ -220,16 +194,8 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64, si
 	if err != nil {
 		return nil, err
 	}
-	var front bytes.Buffer
-	front.Write(header{ManifestLen: uint32(len(mb)), SignatureLen: uint32(len(sb)), Flags: flagRecipients}.marshal())
-	front.Write(mb)
-	front.Write(sb)
-	front.Write(block)
-	for _, t := range sealedTables {
-		front.Write(marshalTable(t))
-	}
-	if _, err := dst.Write(front.Bytes()); err != nil {
-		return nil, fmt.Errorf("bundle: write: %w", err)
+	if err := writeEncryptedFront(dst, mb, sb, block, sealedTables); err != nil {
+		return nil, err
 	}
 	err = sealChunks(ctx, src, payloads, m.Images, tables, sealer, func(i, k int, sealed []byte) error {
 		if sha256.Sum256(sealed) != sealedTables[i][k].Hash {
@@ -244,6 +210,51 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.ReaderAt, size int64, si
 		return nil, err
 	}
 	return ParseManifest(mb)
+}
+
+// writeEncryptedFront writes everything before the sealed payloads: the
+// header, manifest, signatures, recipient block and sealed chunk tables.
+func writeEncryptedFront(dst io.Writer, mb, sb, block []byte, tables [][]chunkEntry) error {
+	var front bytes.Buffer
+	front.Write(header{ManifestLen: uint32(len(mb)), SignatureLen: uint32(len(sb)), Flags: flagRecipients}.marshal())
+	front.Write(mb)
+	front.Write(sb)
+	front.Write(block)
+	for _, t := range tables {
+		front.Write(marshalTable(t))
+	}
+	if _, err := dst.Write(front.Bytes()); err != nil {
+		return fmt.Errorf("bundle: write: %w", err)
+	}
+	return nil
+}
+
+// readTables reads the plain chunk tables that start at off in src and
+// checks that the payloads after them end the bundle at size; it returns
+// the tables and where the payloads start.
+func readTables(src io.ReaderAt, off, size int64, imgs []Image) ([][]chunkEntry, int64, error) {
+	var tables [][]chunkEntry
+	for i := range imgs {
+		img := &imgs[i]
+		tb := make([]byte, img.Chunks*tableEntrySize)
+		if n, err := src.ReadAt(tb, off); n != len(tb) {
+			return nil, 0, fmt.Errorf("%w: chunk table of image %q: %v", ErrTruncated, img.Class, err)
+		}
+		t, err := parseTable(tb, img)
+		if err != nil {
+			return nil, 0, err
+		}
+		tables = append(tables, t)
+		off += int64(len(tb))
+	}
+	payloads := off
+	for i := range imgs {
+		off += imgs[i].PayloadSize
+	}
+	if off != size {
+		return nil, 0, fmt.Errorf("%w: bundle is %d bytes, its manifest declares %d", ErrMalformed, size, off)
+	}
+	return tables, payloads, nil
 }
 
 // sealChunks reads every stored chunk from src, checks it against its

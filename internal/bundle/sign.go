@@ -39,6 +39,20 @@ func (k *PrivateKey) SignMessage(ctx context.Context, msg []byte) ([]byte, error
 // signers that work elsewhere.
 func SignedMessage(manifest []byte) []byte { return signedMessage(manifest) }
 
+// signAll signs manifest with each signer in turn and returns the
+// signature block.
+func signAll(ctx context.Context, signers []Signer, manifest []byte) ([]byte, error) {
+	var sigs []Signature
+	for _, s := range signers {
+		sig, err := SignManifest(ctx, s, manifest)
+		if err != nil {
+			return nil, err
+		}
+		sigs = append(sigs, sig)
+	}
+	return marshalSignatures(sigs)
+}
+
 // SignManifest has s sign manifest and checks the result against s's
 // public key before returning it, so a wrong token object, a wrong
 // padding or a faulty HSM never ends up in a bundle.
