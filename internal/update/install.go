@@ -507,14 +507,7 @@ func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *
 			e.progress(done, img.Size, "writing slot "+rec.Target)
 		}
 		if k := b.br.ChunksDone(); k-lastSync >= syncEvery && rerr == nil {
-			// Everything written so far becomes durable; chunk k ends at or
-			// before that, so resuming at k never skips unwritten bytes.
-			if err := w.Sync(); err != nil {
-				return err
-			}
-			rec.Resume = journal.Resume{Chunks: k, Bytes: int64(k) * img.ChunkSize}
-			rec.Updated = e.cfg.Clock.Now()
-			if err := e.cfg.Journal.Save(rec); err != nil {
+			if err := e.syncResume(w, rec, k, img.ChunkSize); err != nil {
 				return err
 			}
 			lastSync = k
@@ -533,6 +526,18 @@ func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *
 		return err
 	}
 	return w.Close()
+}
+
+// syncResume makes everything written so far durable and journals chunk k
+// as the resume point: chunk k ends at or before what was synced, so
+// resuming at k never skips unwritten bytes.
+func (e *Engine) syncResume(w slot.Writer, rec *journal.Record, k int, chunkSize int64) error {
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	rec.Resume = journal.Resume{Chunks: k, Bytes: int64(k) * chunkSize}
+	rec.Updated = e.cfg.Clock.Now()
+	return e.cfg.Journal.Save(rec)
 }
 
 // armAndFinish arms the written target (ONE env write) and records it
