@@ -48,15 +48,17 @@ NG
 npid=$!
 echo "bench-machine-id-0123456789abcdef" >"$tmp/machine-id"
 
-rss_after() { # seconds → the highest VmRSS (kB) of the running serve sampled each second from 4 s on
-  local i max=0 v
+rss_after() { # seconds → "VMRSS RSSANON RSSFILE" (kB): the highest of each, sampled every second from 4 s on
+  local i max=0 amax=0 fmax=0 v a f
   for i in $(seq "$1"); do
     sleep 1
     [ "$i" -lt 4 ] && continue
-    v=$(awk '/^VmRSS:/ {print $2}' /proc/$spid/status)
+    read -r v a f < <(awk '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {print r, a, f}' /proc/$spid/status)
     [ "$v" -gt "$max" ] && max=$v
+    [ "$a" -gt "$amax" ] && amax=$a
+    [ "$f" -gt "$fmax" ] && fmax=$f
   done
-  echo "$max"
+  echo "$max $amax $fmax"
 }
 board_serve
 off=$(rss_after 10)
@@ -74,6 +76,8 @@ board_stop
 stop_nginx
 [ -s "$tmp/data/channel/state.json" ] || { echo "bench-fleet: the daemon did not accept the channel document:" >&2; cat "$tmp/serve.log" >&2; exit 1; }
 awk -v off="$off" -v on="$on" 'BEGIN {
-  d = (on - off) / 1024
-  printf "| otad serve RSS, [channel] off / on (polling every 2 s; highest VmRSS sampled 4-10 s after start) | %.1f MB / %.1f MB: %+.2f MB, goal < 1 MB %s |\n", off/1024, on/1024, d, (d < 1 ? "ok" : "OVER")
+  split(off, f, " "); split(on, n, " ")
+  d = (n[1] - f[1]) / 1024
+  printf "| otad serve RSS, [channel] off / on (polling every 2 s; highest VmRSS sampled 4-10 s after start) | %.1f MB / %.1f MB: %+.2f MB, goal < 1 MB %s |\n", f[1]/1024, n[1]/1024, d, (d < 1 ? "ok" : "OVER")
+  printf "| … of which anonymous (heap, stacks) / file-backed (the binary'"'"'s pages) | %+.2f MB / %+.2f MB |\n", (n[2]-f[2])/1024, (n[3]-f[3])/1024
 }'
