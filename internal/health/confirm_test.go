@@ -33,6 +33,18 @@ func (tr *trial) run(t *testing.T, c *Confirmer, ctx context.Context) error {
 	return err
 }
 
+// rollsBack runs a trial that must end in exactly one rollback and no
+// commit, and returns its failure.
+func rollsBack(t *testing.T, c *Confirmer) *Failure {
+	t.Helper()
+	var tr trial
+	err := tr.run(t, c, context.Background())
+	if tr.commits != 0 || tr.rollbacks != 1 {
+		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
+	}
+	return tr.failure
+}
+
 // A watchdog that pets every 2ms on a fake device.
 func testWatchdog(t *testing.T) (*Watchdog, *fakeDog) {
 	t.Helper()
@@ -128,12 +140,7 @@ func TestConfirmFailingUnitIsNamed(t *testing.T) {
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
 	}
-	var tr trial
-	err := tr.run(t, c, context.Background())
-	if tr.commits != 0 || tr.rollbacks != 1 {
-		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
-	}
-	f := tr.failure
+	f := rollsBack(t, c)
 	if f.Check != "target boot-complete.target" || !reflect.DeepEqual(f.Units, []string{"gateway-app.service"}) ||
 		!strings.Contains(f.Reason, "gateway-app.service") || !strings.Contains(f.Reason, `"dependency"`) {
 		t.Fatalf("failure %+v", f)
@@ -150,12 +157,7 @@ func TestConfirmFailingCommandKeepsOutputTail(t *testing.T) {
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
 	}
-	var tr trial
-	err := tr.run(t, c, context.Background())
-	if tr.commits != 0 || tr.rollbacks != 1 {
-		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
-	}
-	f := tr.failure
+	f := rollsBack(t, c)
 	if !strings.HasPrefix(f.Check, "command /bin/sh -c") || f.Reason != "exit status 3" {
 		t.Fatalf("failure %+v", f)
 	}
@@ -222,12 +224,7 @@ func TestConfirmHangingCheckEndsAtWindow(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	hang := &CommandChecker{Argv: []string{"/bin/sh", "-c", fmt.Sprintf(`echo $$ > %s; echo probing; sleep 300`, pidFile)}}
 	c := &Confirmer{Checkers: []Checker{hang}, Window: time.Second, Watchdog: w, PetInterval: 2 * time.Millisecond}
-	var tr trial
-	err := tr.run(t, c, context.Background())
-	if tr.commits != 0 || tr.rollbacks != 1 {
-		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
-	}
-	f := tr.failure
+	f := rollsBack(t, c)
 	if !f.WindowExpired || !strings.HasPrefix(f.Check, "command /bin/sh") || !strings.Contains(f.Reason, "window of 1s expired") {
 		t.Fatalf("failure %+v", f)
 	}
@@ -265,12 +262,7 @@ func TestConfirmTargetNeverConfirms(t *testing.T) {
 		Watchdog:    w,
 		PetInterval: 2 * time.Millisecond,
 	}
-	var tr trial
-	err := tr.run(t, c, context.Background())
-	if tr.commits != 0 || tr.rollbacks != 1 {
-		t.Fatalf("commits=%d rollbacks=%d err=%v", tr.commits, tr.rollbacks, err)
-	}
-	if f := tr.failure; f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 1s expired") {
+	if f := rollsBack(t, c); f.Check != "target boot-complete.target" || !f.WindowExpired || !strings.Contains(f.Error(), "window of 1s expired") {
 		t.Fatalf("failure %+v", f)
 	}
 	if got := fake.StartedUnits(); len(got) != 1 {
