@@ -303,3 +303,29 @@ func TestFieldShapes(t *testing.T) {
 		t.Error("sha256 shape")
 	}
 }
+
+// FuzzParse: the document parser never panics, and whatever it accepts
+// encodes canonically and parses back to the same encoding.
+func FuzzParse(f *testing.F) {
+	b, _ := Encode(testDoc())
+	f.Add(b)
+	f.Add([]byte(`{"format":1}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		d, err := Parse(in)
+		if err != nil {
+			return
+		}
+		enc, err := Encode(d)
+		if err != nil {
+			t.Fatalf("accepted document does not encode: %v", err)
+		}
+		d2, err := Parse(enc)
+		if err != nil {
+			t.Fatalf("canonical encoding does not parse: %v", err)
+		}
+		enc2, _ := Encode(d2)
+		if !bytes.Equal(enc, enc2) {
+			t.Fatal("encoding not stable")
+		}
+	})
+}
