@@ -8,9 +8,13 @@ SRC_URI = "file://board-defaults.cmd.in \
            file://boot.cmd \
           "
 
-# Files are read from where this release unpacks them, without redefining
-# UNPACKDIR (styhead and later) or setting S to WORKDIR (refused by wrynose).
+# Files are read from where this release unpacks them (UNPACKDIR from
+# styhead on, WORKDIR on scarthgap), without redefining UNPACKDIR or setting
+# S to WORKDIR on releases that refuse it.
 OTAD_SRC = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${OTAD_SRC}"
+# Not S: boot.cmd is generated from the unpacked boot.cmd.
+B = "${WORKDIR}/build"
 
 inherit otad-board deploy nopackages
 

@@ -18,9 +18,10 @@ INHIBIT_DEFAULT_DEPS = "1"
 # Slot devices and the environment location belong to the machine.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
-# Files are read from where this release unpacks them, without redefining
-# UNPACKDIR (styhead and later) or S.
+# Files are read from where this release unpacks them (UNPACKDIR from
+# styhead on, WORKDIR on scarthgap), without redefining UNPACKDIR.
 OTAD_SRC = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
+S = "${OTAD_SRC}"
 
 OTAD_SLOT_TYPE ??= "block"
 OTAD_BOOTLIMIT ??= "3"
