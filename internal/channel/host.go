@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/otadev/otad/internal/bundle"
+	"github.com/otadev/otad/internal/journal"
 )
 
 // Files of a channel directory (the host side). DocumentFile and
@@ -373,26 +374,8 @@ func peekSerial(signed []byte) (uint64, bool) {
 	return d.Serial, true
 }
 
-// writeFileAtomic replaces a host file: temp file, fsync, rename.
+// writeFileAtomic replaces a host file: temp file, fsync, rename, then
+// the directory synced (the module's one atomic-file helper).
 func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return journal.WriteFileAtomic(journal.OSFS{}, path, data)
 }
