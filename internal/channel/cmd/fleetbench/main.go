@@ -59,7 +59,8 @@ type options struct {
 	stageMax    time.Duration
 }
 
-func run() error {
+// parseOptions reads the command line.
+func parseOptions() (options, error) {
 	var o options
 	flag.IntVar(&o.devices, "devices", 100000, "simulated devices")
 	flag.IntVar(&o.conns, "conns", 64, "concurrent polls (HTTP connections, kept alive)")
@@ -71,7 +72,15 @@ func run() error {
 	flag.DurationVar(&o.stageMax, "stage-max", 75*time.Second, "longest one rollout stage may take to be seen by every device")
 	flag.Parse()
 	if o.jitter >= o.interval {
-		return errors.New("-jitter must be below -interval")
+		return o, errors.New("-jitter must be below -interval")
+	}
+	return o, nil
+}
+
+func run() error {
+	o, err := parseOptions()
+	if err != nil {
+		return err
 	}
 	// SIGINT/SIGTERM end the run through ctx, so nginx is stopped and the
 	// temporary directory removed on the way out.
@@ -85,15 +94,8 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	pub := filepath.Join(dir, "pub")
-	rel, ch, ckr, err := keys()
+	pub, ch, ckr, err := publish(dir)
 	if err != nil {
-		return err
-	}
-	if err := publishRelease(pub, dir, rel); err != nil {
-		return err
-	}
-	if err := setStage(pub, 1, ch); err != nil {
 		return err
 	}
 	ng, err := startNginx(o.nginxBin, dir, pub, o.workers)
@@ -113,13 +115,7 @@ func run() error {
 	debug.FreeOSMemory()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	devs := make([]device, o.devices)
-	for i := range devs {
-		d := &devs[i]
-		d.id = fmt.Sprintf("%032x", mrand.Uint64()) + strconv.Itoa(i)
-		d.version = "1.0"
-		d.p = channel.Poller{URL: url, Client: client, Keyring: ckr, Compatible: compatible, Store: &channel.MemStore{}}
-	}
+	devs := newDevices(o.devices, url, client, ckr)
 	s.devs = devs
 
 	cpu0, err := nginxCPU(ng.pid)
@@ -157,6 +153,36 @@ func run() error {
 		return err
 	}
 	return report(o, s, stages, elapsed, cpu1-cpu0, perDevice, b200, b304, req)
+}
+
+// newDevices makes n simulated devices on release 1.0, each polling url
+// with its own state.
+func newDevices(n int, url string, client *http.Client, ckr *bundle.Keyring) []device {
+	devs := make([]device, n)
+	for i := range devs {
+		d := &devs[i]
+		d.id = fmt.Sprintf("%032x", mrand.Uint64()) + strconv.Itoa(i)
+		d.version = "1.0"
+		d.p = channel.Poller{URL: url, Client: client, Keyring: ckr, Compatible: compatible, Store: &channel.MemStore{}}
+	}
+	return devs
+}
+
+// publish makes the keys, publishes the release under dir/pub at stage
+// 1 %, and returns that directory, the channel key and the devices' keyring.
+func publish(dir string) (pub string, ch *bundle.PrivateKey, ckr *bundle.Keyring, err error) {
+	pub = filepath.Join(dir, "pub")
+	rel, ch, ckr, err := keys()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if err := publishRelease(pub, dir, rel); err != nil {
+		return "", nil, nil, err
+	}
+	if err := setStage(pub, 1, ch); err != nil {
+		return "", nil, nil, err
+	}
+	return pub, ch, ckr, nil
 }
 
 func keys() (rel, ch *bundle.PrivateKey, ckr *bundle.Keyring, err error) {
