@@ -163,7 +163,13 @@ func (e *Engine) runInstall(ctx context.Context, req *installReq) error {
 		err = fmt.Errorf("%w: %v", ErrCanceled, err)
 		log.with(KeyEvent, EventInstallFailed, KeyReason, "canceled").warn("install canceled")
 	} else {
-		log.withErr(err).with(KeyEvent, EventInstallFailed).error("install failed")
+		fail := log.withErr(err).with(KeyEvent, EventInstallFailed)
+		// The version is known (and verified) once the journal records the
+		// write; before that the bundle may not even be one.
+		if rec, jerr := e.cfg.Journal.Load(); jerr == nil && rec.Tx == req.tx && rec.Bundle.Version != "" {
+			fail = fail.with(KeyVersion, rec.Bundle.Version)
+		}
+		fail.error("install failed")
 	}
 	e.failInstall(req.tx, err)
 	e.setLastError(err.Error())
