@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,7 +18,7 @@ import (
 // first boot of A install the bundle; on every later boot of A report otad's
 // view once it has settled. Boots of B only leave otad's journal behind.
 func sysStep(bundle string) string {
-	return guestWait + `
+	return guestWait + guestJournal + `
 n=$(grep -c '^boot ' /host/events)
 if [ "$slot" = A ] && [ "$n" = 1 ]; then
 	wait_daemon || { ev "error daemon-not-ready"; exit 1; }
@@ -28,11 +29,13 @@ if [ "$slot" = A ] && [ "$n" = 1 ]; then
 	ev "install rc=$?"
 elif [ "$slot" = B ]; then
 	journalctl -f -o short-monotonic -u otad.service >>/host/otad-journal-B-$n.log 2>&1 &
+	journal_follow rollback-B-$n ` + otadMessageIDs["rolled-back"] + `
 	wait
 elif [ "$slot" = A ]; then
 	wait_daemon && settled
 	status_to /host/status-after.json
 	journalctl -o short-monotonic -u otad.service >/host/otad-journal-A-$n.log 2>&1
+	journal_dump rollback-A-$n
 	ev "status-after n=$n"
 fi
 `
@@ -91,6 +94,15 @@ func sysRollback(ctx context.Context, a *artifacts, r *result, name, image strin
 	if st.BootSlot != "A" || st.slotProp("B", "state") != "bad" || st.TrialBoot {
 		return nil, nil, fmt.Errorf("otad after the rollback: boot slot %s, B state %q, trial %v, last error %q", st.BootSlot, st.slotProp("B", "state"), st.TrialBoot, st.LastError)
 	}
+	// issue 20: the rollback is an err entry with its MESSAGE_ID and fields,
+	// logged on B (otad decided) or on A (U-Boot decided); the MESSAGE_ID
+	// query finds it in the same boot's journal.
+	rb, err := m.checkJournalEvent("jerr-rollback-*.json", "jid-rollback-*.json", "rolled-back", journalFields...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("journald: %w", err)
+	}
+	r.detail = "journal: rolled-back " + fieldsOf(rb, journalFields...)
+	fmt.Printf("vmtest: %s: %s\n", name, r.detail)
 	ge, err := m.guestEnv()
 	if err != nil {
 		return nil, nil, err
@@ -167,7 +179,7 @@ func scenHealthFail(ctx context.Context, a *artifacts, r *result) error {
 	if !strings.Contains(st.LastError, failing) || !strings.Contains(st.slotProp("B", "reason"), failing) {
 		return fmt.Errorf("the rollback reason does not name %s: last error %q, B reason %q", failing, st.LastError, st.slotProp("B", "reason"))
 	}
-	r.detail = "otad: " + st.LastError
+	r.detail = "otad: " + st.LastError + "; " + r.detail
 	return nil
 }
 
@@ -214,7 +226,7 @@ func scenWatchdogHang(ctx context.Context, a *artifacts, r *result) error {
 	if n := strings.Count(con, "reboot: Restarting system"); n != 1 {
 		return fmt.Errorf("the kernel restarted the board %d times, want 1 (otad's reboot after the install; the trials end by watchdog reset)", n)
 	}
-	r.detail = "hang → next kernel start " + hangGaps(m.events()) + "; otad: " + st.LastError
+	r.detail = "hang → next kernel start " + hangGaps(m.events()) + "; otad: " + st.LastError + "; " + r.detail
 	return nil
 }
 
@@ -268,13 +280,30 @@ func scenSysGoodUpdate(ctx context.Context, a *artifacts, r *result) error {
 	if err := m.give(b); err != nil {
 		return err
 	}
-	err = m.onBoot(guestWait + `
+	err = m.onBoot(guestWait + guestJournal + `
 n=$(grep -c '^boot ' /host/events)
 if [ "$slot" = A ] && once install; then
 	wait_daemon || { ev "error daemon-not-ready"; exit 1; }
 	settled
-	otad install /host/sys-v2.otab >/host/install.log 2>&1
-	ev "install rc=$?"
+	systemctl show -p TasksMax,MemoryMax,IPAddressDeny,PrivateTmp otad.service >/host/otad-limits.txt
+	# issue 20: an install that fails while writing B (the bundle cut in half)
+	size=$(stat -c %s /host/sys-v2.otab)
+	head -c $((size / 2)) /host/sys-v2.otab >/tmp/cut.otab
+	otactl install /tmp/cut.otab >/host/install-cut.log 2>&1
+	ev "install-cut rc=$?"
+	settled
+	journal_dump failed
+	# issue 19: a bundle in the caller's /tmp, which otad.service
+	# (PrivateTmp=yes) cannot see by name; systemctl status polled meanwhile
+	cp /host/sys-v2.otab /tmp/x.otab
+	( while :; do systemctl status --no-pager otad.service; echo ---; sleep 0.3; done ) >/host/status-during.txt 2>&1 &
+	poll=$!
+	otactl install -no-reboot /tmp/x.otab >/host/install.log 2>&1
+	rc=$?
+	kill $poll
+	cat /sys/fs/cgroup/system.slice/otad.service/memory.peak >/host/otad-memory-peak.txt 2>&1
+	ev "install rc=$rc"
+	[ $rc = 0 ] && otactl reboot >>/host/install.log 2>&1
 elif [ "$slot" = B ]; then
 	journalctl -f -o short-monotonic -u otad.service >>/host/otad-journal-B-$n.log 2>&1 &
 	wait_daemon && settled
@@ -290,10 +319,14 @@ fi
 		return err
 	}
 	defer m.cut()
-	ev, n, err := m.waitEvent(ctx, 0, 3*time.Minute, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	ev, n, err := m.waitEvent(ctx, 0, 5*time.Minute, func(e event) bool { return e.kind == "install" || e.kind == "error" })
 	if err != nil || ev.fields["rc"] != "0" {
 		il, _ := os.ReadFile(filepath.Join(m.share(), "install.log"))
-		return fmt.Errorf("install: %v %s\n%s\n%s", err, ev.raw, il, m.stepLog())
+		return fmt.Errorf("otactl install /tmp/x.otab (otad.service with PrivateTmp=yes): %v %s\n%s\n%s", err, ev.raw, il, m.stepLog())
+	}
+	notes, err := m.checkInstallObservability()
+	if err != nil {
+		return err
 	}
 	ev, _, err = m.waitEvent(ctx, n, 4*time.Minute, func(e event) bool { return e.kind == "status-B" })
 	if err != nil {
@@ -335,5 +368,52 @@ fi
 	if got, err := m.partHash(3); err != nil || got != want {
 		return fmt.Errorf("slot B is not the sys-v2 image (%v)", err)
 	}
+	r.detail = notes
+	fmt.Printf("vmtest: sys-good-update: %s\n", notes)
 	return nil
+}
+
+// journalFields are the otad fields every key event carries (issue 20).
+var journalFields = []string{"OTAD_TX", "OTAD_SLOT", "OTAD_VERSION", "OTAD_PHASE"}
+
+// checkInstallObservability checks, on A of sys-good-update, the failed
+// install's journal entries (issue 20), the STATUS= progress line that
+// `systemctl status otad` printed during the good install, and reports the
+// unit's limits and otad's peak memory as the guest saw them.
+func (m *machine) checkInstallObservability() (string, error) {
+	cut, _ := os.ReadFile(filepath.Join(m.share(), "install-cut.log"))
+	var rc string
+	for _, e := range m.events() {
+		if e.kind == "install-cut" {
+			rc = e.fields["rc"]
+		}
+	}
+	if rc == "" || rc == "0" {
+		return "", fmt.Errorf("the install of a bundle cut in half did not fail (rc %q): %s", rc, cut)
+	}
+	failed, err := m.checkJournalEvent("jerr-failed.json", "jid-failed.json", "install-failed", journalFields...)
+	if err != nil {
+		return "", fmt.Errorf("journald after a failed install: %w\notactl: %s", err, cut)
+	}
+	if failed["OTAD_SLOT"] != "B" {
+		return "", fmt.Errorf("install-failed names slot %q, want B", failed["OTAD_SLOT"])
+	}
+	if x, _ := os.ReadFile(filepath.Join(m.share(), "jx-failed.txt")); !strings.Contains(string(x), "Defined-By: otad") {
+		return "", fmt.Errorf("journalctl -x shows no catalog entry for otad's failure:\n%s", tail(string(x), 12))
+	}
+	during, _ := os.ReadFile(filepath.Join(m.share(), "status-during.txt"))
+	all, progress := progressStatus(string(during))
+	if progress == "" {
+		return "", fmt.Errorf("systemctl status otad during the install showed no progress line; Status: lines seen: %q", all)
+	}
+	limits, _ := os.ReadFile(filepath.Join(m.share(), "otad-limits.txt"))
+	peak, _ := os.ReadFile(filepath.Join(m.share(), "otad-memory-peak.txt"))
+	var peakMiB string
+	if n, err := strconv.ParseInt(strings.TrimSpace(string(peak)), 10, 64); err == nil {
+		peakMiB = fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	} else {
+		peakMiB = strings.TrimSpace(string(peak))
+	}
+	return fmt.Sprintf("otactl install /tmp/x.otab ok; journal: install-failed %s; status: %q; unit: %s; memory.peak %s",
+		fieldsOf(failed, journalFields...), progress, strings.Join(strings.Fields(string(limits)), " "), peakMiB), nil
 }

@@ -144,7 +144,15 @@ func (a *artifacts) buildSysSlot(s sysSlotSpec) (string, error) {
 			guestFile{filepath.Join(g, "vmtest-hang.service"), "etc/systemd/system/vmtest-hang.service", 0o644})
 		units = append(units, "vmtest-hang.service")
 	}
+	// the journal catalog (journalctl -x explains otad's key events)
+	if cat := filepath.Join(sd, "otad.catalog"); fileExists(cat) {
+		files = append(files, guestFile{cat, "usr/lib/systemd/catalog/otad.catalog", 0o644})
+	}
 	if err := installFiles(root, files); err != nil {
+		return "", err
+	}
+	// one binary, daemon and CLI: otactl is what a shell user types
+	if err := os.Symlink("otad", filepath.Join(root, "usr/bin/otactl")); err != nil {
 		return "", err
 	}
 	texts := map[string]string{
