@@ -65,6 +65,9 @@ type result struct {
 type scenario struct {
 	name  string
 	quick bool
+	// named: runs only when named in -mode, never in "all" (the Raspberry
+	// Pi tier, rpi.go, until it passes on CI)
+	named bool
 	run   func(ctx context.Context, a *artifacts, r *result) error
 }
 
@@ -121,7 +124,7 @@ func mainErr(cache, repo, work, otadArm, otadHost, sysRoot, sysSetup, mode strin
 	var sel []scenario
 	for _, s := range scenarios {
 		switch {
-		case mode == "all", mode == "quick" && s.quick:
+		case mode == "all" && !s.named, mode == "quick" && s.quick:
 			sel = append(sel, s)
 		case strings.Contains(","+mode+",", ","+s.name+","):
 			sel = append(sel, s)

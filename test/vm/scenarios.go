@@ -138,6 +138,10 @@ var scenarios = []scenario{
 	{name: "sys-good-update", run: scenSysGoodUpdate},
 	{name: "health-fail", run: scenHealthFail},
 	{name: "watchdog-hang", run: scenWatchdogHang},
+	// Raspberry Pi tier (rpi.go, setup-rpi.sh): only when named
+	{name: "rpi-update", named: true, run: scenRpiUpdate},
+	{name: "rpi-power-cuts", named: true, run: scenRpiPowerCuts(true)},
+	{name: "rpi-power-cuts-stock", named: true, run: scenRpiPowerCuts(false)},
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be

@@ -1,0 +1,769 @@
+package main
+
+// The Raspberry Pi tier (issue 28): QEMU 10's raspi3b machine booting the
+// Raspberry Pi U-Boot (rpi_3_defconfig, built from Debian's U-Boot source by
+// setup-rpi.sh) with its environment as files on the FAT boot partition of
+// the SD card: uboot.env + uboot-redund.env with the redundant build, one
+// uboot.env with the stock build. Debian's arm64 kernel boots with the Pi 3
+// device tree from the slot's /boot, through the layer's boot script.
+//
+// raspi3b has no virtio, so there is no 9p share: the guest prints events on
+// the console (RPI-EVENT ...), which the harness watches live, and keeps its
+// files in /host on the data partition (p4), which the harness reads back
+// (e2fsck replays the journal first) while QEMU is stopped.
+//
+// These scenarios run only when named (test/vm/run.sh rpi-update,...), not
+// in `all`.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/otadev/otad/internal/bootenv"
+)
+
+// SD card layout (MiB): p1 FAT32 boot at 1, p2 slot A, p3 slot B, p4 data.
+// QEMU wants an SD card whose size is a power of two.
+const (
+	rpiBootMiB = 64
+	rpiDataMiB = 160
+	rpiSDMiB   = 512
+	rpiEnvSize = 0x4000 // rpi_3_defconfig's CONFIG_ENV_SIZE
+)
+
+var rpiInputs struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// rpiPrepare runs setup-rpi.sh (cached) and derives the Pi slot images from
+// the busybox tier's: the Pi initramfs (SD modules), the device tree, the Pi
+// rcS and scenario runner and a system.conf naming the SD partitions.
+func (a *artifacts) rpiPrepare() (string, error) {
+	rpiInputs.once.Do(func() {
+		// OTAD_RPI_DIR: a directory with setup-rpi.sh's outputs (development)
+		out := []byte(os.Getenv("OTAD_RPI_DIR"))
+		if len(out) == 0 {
+			cmd := exec.Command(filepath.Join(a.repo, "test/vm/setup-rpi.sh"), a.cache)
+			cmd.Stderr = os.Stderr
+			var err error
+			if out, err = cmd.Output(); err != nil {
+				rpiInputs.err = errSkip(fmt.Sprintf("setup-rpi.sh failed: %v", err))
+				return
+			}
+		}
+		f := strings.Fields(string(out))
+		if len(f) == 0 {
+			rpiInputs.err = fmt.Errorf("setup-rpi.sh printed no directory")
+			return
+		}
+		rpiInputs.dir = f[len(f)-1]
+		conf := strings.NewReplacer("/dev/vda2", "/dev/mmcblk0p2", "/dev/vda3", "/dev/mmcblk0p3").Replace(guestConf)
+		confPath := filepath.Join(a.work, "rpi-system.conf")
+		if err := writeFile(confPath, conf, 0o644); err != nil {
+			rpiInputs.err = err
+			return
+		}
+		g := filepath.Join(a.repo, "test/vm/guest/rpi")
+		for _, v := range []string{"v1", "v2", "v2-broken"} {
+			img := filepath.Join(a.work, "rpi-"+v+".ext4")
+			if err := run("cp", "--sparse=always", a.slots[v], img); err != nil {
+				rpiInputs.err = err
+				return
+			}
+			cmds := strings.Join([]string{
+				"rm /boot/Image",
+				"write " + filepath.Join(rpiInputs.dir, "Image.gz") + " /boot/Image.gz",
+				"rm /boot/initrd.img",
+				"write " + filepath.Join(rpiInputs.dir, "initrd-rpi.img") + " /boot/initrd.img",
+				"write " + filepath.Join(rpiInputs.dir, "bcm2837-rpi-3-b.dtb") + " /boot/bcm2837-rpi-3-b.dtb",
+				"rm /etc/init.d/rcS",
+				"write " + filepath.Join(g, "rcS") + " /etc/init.d/rcS",
+				"rm /etc/init.d/scenario",
+				"write " + filepath.Join(g, "scenario") + " /etc/init.d/scenario",
+				"rm /etc/otad/system.conf",
+				"write " + confPath + " /etc/otad/system.conf",
+			}, "\n") + "\n"
+			if err := debugfs(img, cmds); err != nil {
+				rpiInputs.err = err
+				return
+			}
+			a.slots["rpi-"+v] = img
+		}
+	})
+	return rpiInputs.dir, rpiInputs.err
+}
+
+func debugfs(img, cmds string) error {
+	f := img + ".debugfs"
+	if err := os.WriteFile(f, []byte(cmds), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(f)
+	return run("debugfs", "-w", "-f", f, img)
+}
+
+// rpiBoard is one Raspberry Pi 3: an SD card image and a U-Boot build.
+type rpiBoard struct {
+	a       *artifacts
+	name    string
+	dir     string
+	uboot   string
+	redund  bool
+	cmd     *exec.Cmd
+	done    chan error
+	powerOn int
+}
+
+func (b *rpiBoard) sd() string { return filepath.Join(b.dir, "sd.img") }
+
+func (b *rpiBoard) envFiles() []string {
+	if b.redund {
+		return []string{"uboot.env", "uboot-redund.env"}
+	}
+	return []string{"uboot.env"}
+}
+
+// rpiEnv is the board's env: the rpi_3 load addresses (kernel at 2 MiB so
+// booti never moves it over QEMU's spin table at 0), the SD card as the
+// slot disk, the Pi 3 device tree from the slot, the mini UART console.
+func rpiEnv(kv ...string) *bootenv.Env {
+	e := bootenv.NewEnv()
+	for k, v := range map[string]string{
+		"bootdelay":      "0",
+		"bootcmd":        "load mmc 0:1 ${scriptaddr} boot.scr; source ${scriptaddr}",
+		"scriptaddr":     "0x02400000",
+		"kernel_addr_r":  "0x00200000",
+		"fdt_addr_r":     "0x02600000",
+		"ramdisk_addr_r": "0x02700000",
+		"devtype":        "mmc",
+		"devnum":         "0",
+		"otad_root_A":    "/dev/mmcblk0p2",
+		"otad_root_B":    "/dev/mmcblk0p3",
+		"otad_fdt":       "bcm2837-rpi-3-b.dtb",
+		// the gzipped Image: booti unpacks it (see setup-rpi.sh)
+		"otad_kernel":        "Image.gz",
+		"kernel_comp_addr_r": "0x0a000000",
+		"kernel_comp_size":   "0x02000000",
+		"otad_bootargs":      "console=ttyS1,115200 maxcpus=1 loglevel=5",
+	} {
+		e.Set(k, v)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		e.Set(kv[i], kv[i+1])
+	}
+	return e
+}
+
+// newRpiBoard assembles the SD card: boot.scr (the layer's boot script) and
+// the env file(s) written by otad's env writer on FAT, the two slots, and a
+// data partition holding /host with hostFiles.
+func (a *artifacts) newRpiBoard(name string, redund bool, slotA, slotB string, env *bootenv.Env, hostFiles map[string]string) (*rpiBoard, error) {
+	r, err := a.rpiPrepare()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(a.work, "m-"+name)
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(filepath.Join(dir, "data", "host"), 0o755); err != nil {
+		return nil, err
+	}
+	b := &rpiBoard{a: a, name: name, dir: dir, redund: redund, uboot: filepath.Join(r, "u-boot-stock.bin")}
+	if redund {
+		b.uboot = filepath.Join(r, "u-boot-redund.bin")
+	}
+	if err := b.writeEnv(env); err != nil {
+		return nil, err
+	}
+	fat := filepath.Join(dir, "boot.vfat")
+	if err := run("mkfs.vfat", "-F", "32", "-s", "1", "-n", "BOOT", "-C", fat, fmt.Sprint(rpiBootMiB*1024)); err != nil {
+		return nil, err
+	}
+	mc := []string{"-i", fat, filepath.Join(a.work, "boot.scr")}
+	for _, f := range b.envFiles() {
+		mc = append(mc, filepath.Join(dir, f))
+	}
+	if err := run("mcopy", append(mc, "::")...); err != nil {
+		return nil, err
+	}
+	hostFiles["env-files"] = strings.Join(b.envFiles(), " ") + "\n"
+	for n, t := range hostFiles {
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(n, ".sh") {
+			mode = 0o755
+		}
+		if err := writeFile(filepath.Join(dir, "data", "host", n), t, mode); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data.ext4")
+	if err := run("mkfs.ext4", "-q", "-F", "-L", "data", "-d", filepath.Join(dir, "data"), data, fmt.Sprintf("%dM", rpiDataMiB)); err != nil {
+		return nil, err
+	}
+	if err := run("truncate", "-s", fmt.Sprintf("%dM", rpiSDMiB), b.sd()); err != nil {
+		return nil, err
+	}
+	layout := fmt.Sprintf("label: dos\nstart=1MiB, size=%dMiB, type=c, bootable\nsize=%dMiB, type=83\nsize=%dMiB, type=83\nsize=%dMiB, type=83\n",
+		rpiBootMiB, slotMiB, slotMiB, rpiDataMiB)
+	cmd := exec.Command("sfdisk", "-q", b.sd())
+	cmd.Stdin = strings.NewReader(layout)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sfdisk: %w\n%s", err, out)
+	}
+	off := 1
+	for _, p := range []struct {
+		img  string
+		size int
+	}{{fat, rpiBootMiB}, {slotA, slotMiB}, {slotB, slotMiB}, {data, rpiDataMiB}} {
+		if err := run("dd", "if="+p.img, "of="+b.sd(), "bs=1M", fmt.Sprintf("seek=%d", off), "conv=notrunc,sparse", "status=none"); err != nil {
+			return nil, err
+		}
+		off += p.size
+	}
+	return b, nil
+}
+
+// fwConfig is an fw_env.config naming the env files under dir.
+func (b *rpiBoard) fwConfig(dir string) string {
+	var t strings.Builder
+	for _, f := range b.envFiles() {
+		fmt.Fprintf(&t, "%s 0x0 0x%x\n", filepath.Join(dir, f), rpiEnvSize)
+	}
+	p := filepath.Join(dir, "fw_env.config")
+	_ = writeFile(p, t.String(), 0o644)
+	return p
+}
+
+// writeEnv writes env into the board's env file(s) with otad's writer
+// (every copy, as `otad env init` does).
+func (b *rpiBoard) writeEnv(env *bootenv.Env) error {
+	for _, f := range b.envFiles() {
+		if err := os.WriteFile(filepath.Join(b.dir, f), make([]byte, rpiEnvSize), 0o644); err != nil {
+			return err
+		}
+	}
+	cfg, err := bootenv.LoadConfig(b.fwConfig(b.dir))
+	if err != nil {
+		return err
+	}
+	cfg.LockPath = "-"
+	st, err := bootenv.OpenStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.Init(env)
+}
+
+// partOffset is the byte offset of partition n (1..4) on the SD card.
+func partOffset(n int) int64 {
+	mib := []int{1, 1 + rpiBootMiB, 1 + rpiBootMiB + slotMiB, 1 + rpiBootMiB + 2*slotMiB}[n-1]
+	return int64(mib) << 20
+}
+
+// fatEnv copies the env file(s) out of the FAT partition (QEMU stopped)
+// into dir and returns fw_env.config for them.
+func (b *rpiBoard) fatEnv(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	img := fmt.Sprintf("%s@@%d", b.sd(), partOffset(1))
+	for _, f := range b.envFiles() {
+		os.Remove(filepath.Join(dir, f))
+		if err := run("mcopy", "-n", "-i", img, "::"+f, filepath.Join(dir, f)); err != nil {
+			return "", err
+		}
+	}
+	return b.fwConfig(dir), nil
+}
+
+// restoreEnv rewrites the env file(s) on the FAT partition (QEMU stopped).
+func (b *rpiBoard) restoreEnv(env *bootenv.Env) error {
+	if err := b.writeEnv(env); err != nil {
+		return err
+	}
+	args := []string{"-o", "-i", fmt.Sprintf("%s@@%d", b.sd(), partOffset(1))}
+	for _, f := range b.envFiles() {
+		args = append(args, filepath.Join(b.dir, f))
+	}
+	return run("mcopy", append(args, "::")...)
+}
+
+// hostFile reads /host/name from the data partition (QEMU stopped): the
+// partition is copied out and its journal replayed by e2fsck first, as the
+// guest's kernel would on its next mount.
+func (b *rpiBoard) hostFile(name string) ([]byte, error) {
+	p := filepath.Join(b.dir, "data-read.ext4")
+	if err := run("dd", "if="+b.sd(), "of="+p, "bs=1M", fmt.Sprintf("skip=%d", partOffset(4)>>20),
+		fmt.Sprintf("count=%d", rpiDataMiB), "status=none"); err != nil {
+		return nil, err
+	}
+	_ = exec.Command("e2fsck", "-fy", p).Run() // exit 1: fixed (journal replayed)
+	out := filepath.Join(b.dir, "hostfile.out")
+	os.Remove(out)
+	if err := run("debugfs", "-R", "dump /host/"+name+" "+out, p); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(out)
+}
+
+// start powers the board on: raspi3b, U-Boot as the "kernel" QEMU loads,
+// the SD card; the console is on the mini UART (second serial), the first
+// one (PL011) is logged too. Always -nic none.
+func (b *rpiBoard) start() error {
+	b.powerOn++
+	args := []string{"-M", "raspi3b", "-kernel", b.uboot,
+		"-drive", "if=sd,format=raw,cache=unsafe,file=" + b.sd(),
+		"-display", "none", "-monitor", "none", "-nic", "none", "-audio", "none",
+		"-serial", "file:" + filepath.Join(b.dir, fmt.Sprintf("uart0-%d.log", b.powerOn)),
+		"-serial", "file:" + filepath.Join(b.dir, fmt.Sprintf("console-%d.log", b.powerOn)),
+	}
+	cmd := exec.Command(b.a.qemu, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	errf, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("qemu-%d.err", b.powerOn)))
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = errf
+	if err := cmd.Start(); err != nil {
+		errf.Close()
+		return fmt.Errorf("start qemu: %w", err)
+	}
+	live.add(cmd.Process.Pid)
+	b.cmd, b.done = cmd, make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		errf.Close()
+		live.remove(cmd.Process.Pid)
+		b.done <- err
+	}()
+	return nil
+}
+
+// cut kills QEMU: a power cut.
+func (b *rpiBoard) cut() {
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Kill()
+	<-b.done
+	b.cmd = nil
+}
+
+func (b *rpiBoard) running() bool {
+	if b.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-b.done:
+		b.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// consoleOf is the console of power-on n (both UARTs).
+func (b *rpiBoard) consoleOf(n int) string {
+	c, _ := os.ReadFile(filepath.Join(b.dir, fmt.Sprintf("console-%d.log", n)))
+	u, _ := os.ReadFile(filepath.Join(b.dir, fmt.Sprintf("uart0-%d.log", n)))
+	return string(c) + string(u)
+}
+
+func (b *rpiBoard) console() string {
+	var s strings.Builder
+	for i := 1; i <= b.powerOn; i++ {
+		s.WriteString(b.consoleOf(i))
+	}
+	return s.String()
+}
+
+var rpiEventRE = regexp.MustCompile(`RPI-EVENT ([^\r\n]*)`)
+
+// events are the RPI-EVENT lines of all power-ons so far.
+func (b *rpiBoard) events() []event {
+	var out []event
+	for _, m := range rpiEventRE.FindAllStringSubmatch(b.console(), -1) {
+		parts := strings.Fields(m[1])
+		if len(parts) == 0 {
+			continue
+		}
+		ev := event{kind: parts[0], fields: map[string]string{}, raw: m[1]}
+		for _, p := range parts[1:] {
+			if k, v, ok := strings.Cut(p, "="); ok {
+				ev.fields[k] = v
+			}
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// errPanicked: the kernel panicked during a wait (a slot without init).
+var errPanicked = errors.New("kernel panic")
+
+// banners counts U-Boot starts in the current power-on (resets included).
+func (b *rpiBoard) banners() int { return strings.Count(b.consoleOf(b.powerOn), "U-Boot 20") }
+
+// waitEvent waits for a new event (index >= after) that matches; it
+// returns errPanicked as soon as the console shows a new kernel panic.
+func (b *rpiBoard) waitEvent(ctx context.Context, after int, timeout time.Duration, match func(event) bool) (event, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	panics := strings.Count(b.consoleOf(b.powerOn), "Kernel panic")
+	for {
+		evs := b.events()
+		for i := after; i < len(evs); i++ {
+			if match(evs[i]) {
+				return evs[i], i + 1, nil
+			}
+		}
+		if strings.Count(b.consoleOf(b.powerOn), "Kernel panic") > panics {
+			return event{}, len(evs), errPanicked
+		}
+		if !b.running() {
+			return event{}, len(evs), fmt.Errorf("qemu exited while waiting")
+		}
+		select {
+		case <-ctx.Done():
+			return event{}, len(evs), fmt.Errorf("timeout after %v waiting for a guest event", timeout)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// parseEnvText parses fw_printenv output.
+func parseEnvText(t string) *bootenv.Env {
+	e := bootenv.NewEnv()
+	for _, l := range strings.Split(t, "\n") {
+		if n, v, ok := strings.Cut(l, "="); ok && n != "" {
+			e.Set(n, v)
+		}
+	}
+	return e
+}
+
+// fwPrintenv runs the host's real fw_printenv (libubootenv) on a config.
+func fwPrintenv(cfg string) (*bootenv.Env, error) {
+	out, err := exec.Command("fw_printenv", "-c", cfg).Output()
+	if err != nil {
+		return nil, fmt.Errorf("fw_printenv -c %s: %w", cfg, err)
+	}
+	return parseEnvText(string(out)), nil
+}
+
+// guestAgrees checks that what otad printed in the guest at boot n equals
+// the real fw_printenv on the raw env files the guest copied at that boot.
+func (b *rpiBoard) guestAgrees(n int) (*bootenv.Env, error) {
+	guest, err := b.hostFile(fmt.Sprintf("env-print-%d.txt", n))
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(b.dir, fmt.Sprintf("guest-env-%d", n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, f := range b.envFiles() {
+		raw, err := b.hostFile(fmt.Sprintf("boot-%d-%s", n, f))
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), raw, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	fw, err := fwPrintenv(b.fwConfig(dir))
+	if err != nil {
+		return nil, err
+	}
+	g := parseEnvText(string(guest))
+	if !g.Equal(fw) {
+		return nil, fmt.Errorf("boot %d: otad env print in the guest\n%s\ndiffers from fw_printenv on the same files\n%s", n, g, fw)
+	}
+	return g, nil
+}
+
+const rpiStepHead = "#!/bin/sh\n" + guestWait + `
+ev() { echo "$*" >>/host/events; echo "RPI-EVENT $*" >/dev/console; }
+slot=
+for a in $(cat /proc/cmdline); do case $a in otad.slot=*) slot=${a#otad.slot=} ;; esac; done
+`
+
+// scenRpiUpdate: on the Pi U-Boot with the redundant FAT env: otad installs
+// v2 from A and reboots; U-Boot's boot script counts the trial (saveenv to
+// FAT) and boots B; otad commits. Then otad installs a broken v2 into A;
+// the trials fail and the boot script falls back to B. At each boot, otad's
+// view of the env in the guest must equal the real fw_printenv on the same
+// FAT files, and the env U-Boot saved must hold the trial count.
+func scenRpiUpdate(ctx context.Context, a *artifacts, r *result) error {
+	if _, err := a.rpiPrepare(); err != nil {
+		return err
+	}
+	good, err := a.bundle("rpi-v2", "rpi-v2", "2.0", compatible, 2)
+	if err != nil {
+		return err
+	}
+	broken, err := a.bundle("rpi-v2-broken", "rpi-v2-broken", "3.0", compatible, 3)
+	if err != nil {
+		return err
+	}
+	gb, err := os.ReadFile(good)
+	if err != nil {
+		return err
+	}
+	bb, err := os.ReadFile(broken)
+	if err != nil {
+		return err
+	}
+	step := rpiStepHead + `
+wait_daemon || { ev "error daemon"; exit 1; }
+if [ "$slot" = A ] && [ ! -e /host/installed-good ]; then
+	touch /host/installed-good; sync
+	ev "install-start what=good"
+	otad install /host/good.otab >/host/install.log 2>&1
+	ev "install rc=$? what=good"
+elif [ "$slot" = B ] && [ ! -e /host/installed-broken ]; then
+	settled || { ev "error not settled"; exit 1; }
+	status_to /host/status-B.json
+	touch /host/installed-broken; sync
+	ev "committed slot=B"
+	otad install /host/broken.otab >/host/install2.log 2>&1
+	ev "install rc=$? what=broken"
+elif [ "$slot" = B ]; then
+	settled; status_to /host/status-B2.json; sync
+	ev "back slot=B"
+fi
+`
+	b, err := a.newRpiBoard("rpi-update", true, a.slots["rpi-v1"], a.slots["rpi-v1"],
+		rpiEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3"),
+		map[string]string{"on-boot.sh": step, "good.otab": string(gb), "broken.otab": string(bb)})
+	if err != nil {
+		return err
+	}
+	defer b.cut()
+	if err := b.start(); err != nil {
+		return err
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf(format+"\nconsole:\n%s", append(args, lastLines(b.console(), 25))...)
+	}
+	// 1. boot A, install v2, reboot into the trial of B.
+	ev, n, err := b.waitEvent(ctx, 0, 300*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	if err != nil || ev.fields["rc"] != "0" {
+		return fail("install of v2 on A: %v %s", err, ev.raw)
+	}
+	if err := b.followReboot(ctx, 1, r); err != nil {
+		return err
+	}
+	ev, n, err = b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "boot" || e.kind == "error" })
+	if err != nil || ev.fields["slot"] != "B" || ev.fields["image"] != "v2" {
+		return fail("trial boot of B: %v %s", err, ev.raw)
+	}
+	trialBoot := ev.fields["n"]
+	if !strings.Contains(b.console(), "otad: trial boot 1 of 3 for slot B") {
+		return fail("the boot script did not count the trial")
+	}
+	// 2. committed on B, then the broken install into A.
+	ev, n, err = b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	if err != nil || ev.fields["rc"] != "0" || ev.fields["what"] != "broken" {
+		return fail("commit on B / install of the broken v2: %v %s", err, ev.raw)
+	}
+	// 3. failing trials of A (the initramfs finds no init: panic), then the
+	// boot script's fallback to B.
+	trials := 0
+	banners := b.banners()
+	for {
+		if err := b.followReboot(ctx, banners, r); err != nil {
+			return err
+		}
+		banners = b.banners()
+		ev, n2, err := b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "boot" })
+		if err == nil {
+			if ev.fields["slot"] != "B" {
+				return fail("after the broken trials booted %s", ev.raw)
+			}
+			n = n2
+			break
+		}
+		if !errors.Is(err, errPanicked) || trials >= 5 {
+			return fail("trial of the broken A: %v", err)
+		}
+		trials++
+	}
+	if !strings.Contains(b.console(), "otad: slot A failed 3 trial boots, falling back to B") {
+		return fail("no fallback by the boot script")
+	}
+	if _, _, err = b.waitEvent(ctx, n-1, 300*time.Second, func(e event) bool { return e.kind == "back" || e.kind == "error" }); err != nil {
+		return fail("B after the fallback: %v", err)
+	}
+	r.boots = b.powerOn
+	b.cut()
+	// what U-Boot wrote: the trial count before B's first boot, and the
+	// fallback; otad's view in the guest equals fw_printenv on those files
+	var tn int
+	fmt.Sscan(trialBoot, &tn)
+	e, err := b.guestAgrees(tn)
+	if err != nil {
+		return err
+	}
+	if err := expectEnv("env at B's trial boot (written by U-Boot's saveenv)", e, "otad_slot", "B", "upgrade_available", "1", "bootcount", "1"); err != nil {
+		return err
+	}
+	nb, err := b.hostFile("boots")
+	if err != nil {
+		return err
+	}
+	var last int
+	fmt.Sscan(strings.TrimSpace(string(nb)), &last)
+	e, err = b.guestAgrees(last)
+	if err != nil {
+		return err
+	}
+	if err := expectEnv("env after the fallback (written by the boot script)", e, "otad_slot", "B", "upgrade_available", "0", "otad_failed", "A"); err != nil {
+		return err
+	}
+	cfg, err := b.fatEnv(filepath.Join(b.dir, "final-env"))
+	if err != nil {
+		return err
+	}
+	fin, err := fwPrintenv(cfg)
+	if err != nil {
+		return err
+	}
+	if err := expectEnv("final env (host fw_printenv)", fin, "otad_slot", "B", "upgrade_available", "0"); err != nil {
+		return err
+	}
+	r.detail = fmt.Sprintf("install+trial+commit on B, broken A failed %d trials, boot script fell back to B; guest env == fw_printenv at boots %d and %d", trials, tn, last)
+	return nil
+}
+
+// followReboot makes sure the board reaches U-Boot again after a reboot or
+// panic: QEMU's raspi3b resets through the bcm2835 PM/watchdog registers
+// (Linux's bcm2835_wdt restart handler); if no U-Boot banner beyond
+// `banners` shows within 30 s, a power cycle stands in and is counted.
+func (b *rpiBoard) followReboot(ctx context.Context, banners int, r *result) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && b.running() {
+		if b.banners() > banners {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	b.cut()
+	r.cuts++
+	return b.start()
+}
+
+// scenRpiPowerCuts: cuts power (QEMU killed) at a random moment while otad
+// in the guest rewrites the FAT env in a loop, then boots again: U-Boot
+// must load a valid env ("Loading Environment from FAT... OK", no default
+// env) and the boot script must land on slot A with Linux up. A lost env is
+// counted and restored (so the next cut is measured too).
+func scenRpiPowerCuts(redund bool) func(ctx context.Context, a *artifacts, r *result) error {
+	return func(ctx context.Context, a *artifacts, r *result) error {
+		name := "rpi-power-cuts-stock"
+		if redund {
+			name = "rpi-power-cuts"
+		}
+		step := rpiStepHead + `
+i=0
+ev "writing slot=$slot"
+while :; do
+	i=$((i + 1))
+	otad env set -c /run/fw_env.config otad_gen "$i" >/dev/null 2>&1 || ev "set-failed i=$i"
+done
+`
+		seed := rpiEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3")
+		b, err := a.newRpiBoard(name, redund, a.slots["rpi-v1"], a.slots["rpi-v1"], seed, map[string]string{"on-boot.sh": step})
+		if err != nil {
+			return err
+		}
+		defer b.cut()
+		rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+		// OTAD_RPI_CUTS lowers the count for a quick look; the issue asks 20.
+		cuts := 20
+		if v, err := strconv.Atoi(os.Getenv("OTAD_RPI_CUTS")); err == nil && v > 0 {
+			cuts = v
+		}
+		lost, bad := 0, 0
+		var notes []string
+		n := 0
+		for c := 0; c <= cuts; {
+			if err := b.start(); err != nil {
+				return err
+			}
+			ev, n2, err := b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "writing" })
+			con := b.consoleOf(b.powerOn)
+			envOK := strings.Contains(con, "Loading Environment from FAT... OK")
+			if c > 0 && !envOK {
+				lost++
+			}
+			if err != nil || ev.fields["slot"] != "A" || !envOK {
+				if c == 0 {
+					return fmt.Errorf("first boot: %v\n%s", err, lastLines(b.console(), 25))
+				}
+				bad++
+				notes = append(notes, fmt.Sprintf("after cut %d: env valid %v, slot A reached %v (%v)", c, envOK, err == nil, err))
+				b.cut()
+				// restore the env, so every cut is measured from a good env
+				if err := b.restoreEnv(seed); err != nil {
+					return err
+				}
+				if err := b.start(); err != nil {
+					return err
+				}
+				if ev, n2, err = b.waitEvent(ctx, len(b.events()), 300*time.Second, func(e event) bool { return e.kind == "writing" }); err != nil {
+					return fmt.Errorf("boot after restoring the env: %v\n%s", err, lastLines(b.console(), 25))
+				}
+			}
+			n = n2
+			if c == cuts {
+				break
+			}
+			select {
+			case <-time.After(time.Duration(rng.Intn(4000)) * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			b.cut()
+			r.cuts++
+			c++
+			fmt.Printf("vmtest: %s: cut %d/%d (env lost so far %d)\n", name, c, cuts, lost)
+		}
+		b.cut()
+		r.boots = b.powerOn
+		r.detail = fmt.Sprintf("%d cuts while otad rewrote the FAT env (%d env file(s)): env lost %d, boots that did not reach slot A %d", r.cuts, len(b.envFiles()), lost, bad)
+		if len(notes) > 0 {
+			r.detail += "; " + strings.Join(notes, "; ")
+		}
+		fmt.Printf("vmtest: %s: %s\n", name, r.detail)
+		if redund && (lost > 0 || bad > 0) {
+			return fmt.Errorf("%s", r.detail)
+		}
+		return nil
+	}
+}
