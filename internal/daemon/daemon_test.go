@@ -448,23 +448,30 @@ func TestNotify(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", sock)
 	d.opts.Notifier = &sdsys.Notifier{}
 	src := b.bundle("3.0", 0, img(true, 3, 1<<20))
+	// Read while the daemon runs, like systemd: the socket queues only a
+	// few datagrams (net.unix.max_dgram_qlen) and sd_notify blocks beyond.
+	got := make(chan []string, 1)
+	go func() {
+		var msgs []string
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				break
+			}
+			msgs = append(msgs, string(buf[:n]))
+			if strings.Contains(string(buf[:n]), "STOPPING=1") {
+				break
+			}
+		}
+		got <- msgs
+	}()
 	must(t, RunWith(context.Background(), d, func(ctx context.Context, d *Daemon) error {
 		installAndWait(t, d, src)
 		return nil
 	}))
-	var msgs []string
-	buf := make([]byte, 4096)
-	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-	for {
-		n, err := conn.Read(buf)
-		if err != nil {
-			break
-		}
-		msgs = append(msgs, string(buf[:n]))
-		if strings.Contains(string(buf[:n]), "STOPPING=1") {
-			break
-		}
-	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second)) // ends the reader if STOPPING=1 never came
+	msgs := <-got
 	all := strings.Join(msgs, "|")
 	if !strings.HasPrefix(all, "READY=1") || !regexp.MustCompile(`STATUS=installing 3\.0 into B: writing [0-9]+%`).MatchString(all) ||
 		!strings.Contains(all, "pending-reboot") || !strings.HasSuffix(all, "STOPPING=1") {

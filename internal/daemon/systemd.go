@@ -33,16 +33,41 @@ func (d *Daemon) notifyLoop(ctx context.Context, n *sdsys.Notifier, wg *sync.Wai
 	sw.Add(1)
 	go func() {
 		defer sw.Done()
-		last := ""
+		var th statusThrottle
 		for range ch {
-			// Progress events come at most once per percent step.
-			if line := statusLine(d.Engine.Status()); line != last {
+			st := d.Engine.Status()
+			if line := statusLine(st); th.due(st, line, time.Now()) {
+				// sd_notify blocks while the manager's queue is full: few
+				// lines, not one per percent.
 				_ = n.Status(line)
-				last = line
 			}
 		}
 	}()
 	return func() { unsubscribe(); sw.Wait() }
+}
+
+// statusThrottle lets a STATUS= line through when the operation or phase
+// changed, or the percent moved by 10 points or reached 100, or a second
+// passed since the last line.
+type statusThrottle struct {
+	line, op string
+	pct      int
+	at       time.Time
+}
+
+func (t *statusThrottle) due(st update.Status, line string, now time.Time) bool {
+	if line == t.line {
+		return false
+	}
+	p := st.Progress
+	if st.Operation == t.op && p.Total > 0 && p.Percent < t.pct+10 && p.Percent < 100 && now.Sub(t.at) < time.Second {
+		return false
+	}
+	t.line, t.op, t.pct, t.at = line, st.Operation, p.Percent, now
+	if p.Total == 0 {
+		t.pct = 0
+	}
+	return true
 }
 
 // statusLine is what `systemctl status otad` shows, e.g.
