@@ -65,8 +65,8 @@ func openBlock(path string, o Options, rw bool) (Target, error) {
 	return &fdTarget{f: f, size: int64(size), block: true, rw: rw, o: o}, nil
 }
 
-// openFile opens an existing slot file; its current size is the capacity.
-func openFile(path string, o Options, rw bool) (Target, error) {
+// openRW opens path read-only, or read-write when rw (files, UBI volumes).
+func openRW(path string, rw bool) (*os.File, error) {
 	flag := os.O_RDONLY
 	if rw {
 		flag = os.O_RDWR
@@ -74,6 +74,15 @@ func openFile(path string, o Options, rw bool) (Target, error) {
 	f, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("slot: %w", err)
+	}
+	return f, nil
+}
+
+// openFile opens an existing slot file; its current size is the capacity.
+func openFile(path string, o Options, rw bool) (Target, error) {
+	f, err := openRW(path, rw)
+	if err != nil {
+		return nil, err
 	}
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {

@@ -30,13 +30,9 @@ type ubiTarget struct {
 }
 
 func openUBIVol(path string, o Options, rw bool) (Target, error) {
-	flag := os.O_RDONLY
-	if rw {
-		flag = os.O_RDWR
-	}
-	f, err := os.OpenFile(path, flag|unix.O_CLOEXEC, 0)
+	f, err := openRW(path, rw)
 	if err != nil {
-		return nil, fmt.Errorf("slot: %w", err)
+		return nil, err
 	}
 	t, err := newUBITarget(f, o, rw)
 	if err != nil {
