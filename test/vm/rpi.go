@@ -411,18 +411,24 @@ func (b *rpiBoard) events() []event {
 	return out
 }
 
-// errPanicked: the kernel panicked during a wait (a slot without init).
-var errPanicked = errors.New("kernel panic")
+// errPanicked: the kernel panicked during a wait (a slot without init), or
+// the boot script found no kernel to boot (a lost env: U-Boot's defaults).
+var errPanicked = errors.New("kernel panic or no bootable slot")
 
 // banners counts U-Boot starts in the current power-on (resets included).
 func (b *rpiBoard) banners() int { return strings.Count(b.consoleOf(b.powerOn), "U-Boot 20") }
 
 // waitEvent waits for a new event (index >= after) that matches; it
-// returns errPanicked as soon as the console shows a new kernel panic.
+// returns errPanicked as soon as the console shows a new kernel panic or
+// the boot script's "cannot boot slot".
 func (b *rpiBoard) waitEvent(ctx context.Context, after int, timeout time.Duration, match func(event) bool) (event, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	panics := strings.Count(b.consoleOf(b.powerOn), "Kernel panic")
+	dead := func() int {
+		c := b.consoleOf(b.powerOn)
+		return strings.Count(c, "Kernel panic") + strings.Count(c, "otad: cannot boot slot")
+	}
+	panics := dead()
 	for {
 		evs := b.events()
 		for i := after; i < len(evs); i++ {
@@ -430,7 +436,7 @@ func (b *rpiBoard) waitEvent(ctx context.Context, after int, timeout time.Durati
 				return evs[i], i + 1, nil
 			}
 		}
-		if strings.Count(b.consoleOf(b.powerOn), "Kernel panic") > panics {
+		if dead() > panics {
 			return event{}, len(evs), errPanicked
 		}
 		if !b.running() {
