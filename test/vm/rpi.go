@@ -691,6 +691,9 @@ func (b *rpiBoard) followReboot(ctx context.Context, banners int, r *result) err
 // counted and restored (so the next cut is measured too).
 func scenRpiPowerCuts(redund bool) func(ctx context.Context, a *artifacts, r *result) error {
 	return func(ctx context.Context, a *artifacts, r *result) error {
+		if _, err := a.rpiPrepare(); err != nil {
+			return err
+		}
 		name := "rpi-power-cuts-stock"
 		if redund {
 			name = "rpi-power-cuts"
