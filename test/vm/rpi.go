@@ -574,14 +574,16 @@ fi
 		return fmt.Errorf(format+"\nconsole:\n%s", append(args, lastLines(b.console(), 25))...)
 	}
 	// 1. boot A, install v2, reboot into the trial of B.
-	ev, n, err := b.waitEvent(ctx, 0, 300*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	// Installs take long here: the SD card runs in PIO mode under TCG
+	// (~0.4 MiB/s), and otad writes and reads back the whole 96 MiB slot.
+	ev, n, err := b.waitEvent(ctx, 0, 1800*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
 	if err != nil || ev.fields["rc"] != "0" {
 		return fail("install of v2 on A: %v %s", err, ev.raw)
 	}
 	if err := b.followReboot(ctx, 1, r); err != nil {
 		return err
 	}
-	ev, n, err = b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "boot" || e.kind == "error" })
+	ev, n, err = b.waitEvent(ctx, n, 600*time.Second, func(e event) bool { return e.kind == "boot" || e.kind == "error" })
 	if err != nil || ev.fields["slot"] != "B" || ev.fields["image"] != "v2" {
 		return fail("trial boot of B: %v %s", err, ev.raw)
 	}
@@ -590,7 +592,7 @@ fi
 		return fail("the boot script did not count the trial")
 	}
 	// 2. committed on B, then the broken install into A.
-	ev, n, err = b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
+	ev, n, err = b.waitEvent(ctx, n, 1800*time.Second, func(e event) bool { return e.kind == "install" || e.kind == "error" })
 	if err != nil || ev.fields["rc"] != "0" || ev.fields["what"] != "broken" {
 		return fail("commit on B / install of the broken v2: %v %s", err, ev.raw)
 	}
@@ -603,7 +605,7 @@ fi
 			return err
 		}
 		banners = b.banners()
-		ev, n2, err := b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "boot" })
+		ev, n2, err := b.waitEvent(ctx, n, 600*time.Second, func(e event) bool { return e.kind == "boot" })
 		if err == nil {
 			if ev.fields["slot"] != "B" {
 				return fail("after the broken trials booted %s", ev.raw)
@@ -619,7 +621,7 @@ fi
 	if !strings.Contains(b.console(), "otad: slot A failed 3 trial boots, falling back to B") {
 		return fail("no fallback by the boot script")
 	}
-	if _, _, err = b.waitEvent(ctx, n-1, 300*time.Second, func(e event) bool { return e.kind == "back" || e.kind == "error" }); err != nil {
+	if _, _, err = b.waitEvent(ctx, n-1, 600*time.Second, func(e event) bool { return e.kind == "back" || e.kind == "error" }); err != nil {
 		return fail("B after the fallback: %v", err)
 	}
 	r.boots = b.powerOn
@@ -725,7 +727,7 @@ done
 			if err := b.start(); err != nil {
 				return err
 			}
-			ev, n2, err := b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "writing" })
+			ev, n2, err := b.waitEvent(ctx, n, 600*time.Second, func(e event) bool { return e.kind == "writing" })
 			con := b.consoleOf(b.powerOn)
 			envOK := strings.Contains(con, "Loading Environment from FAT... OK")
 			if c > 0 && !envOK {
@@ -745,7 +747,7 @@ done
 				if err := b.start(); err != nil {
 					return err
 				}
-				if ev, n2, err = b.waitEvent(ctx, len(b.events()), 300*time.Second, func(e event) bool { return e.kind == "writing" }); err != nil {
+				if ev, n2, err = b.waitEvent(ctx, len(b.events()), 600*time.Second, func(e event) bool { return e.kind == "writing" }); err != nil {
 					return fmt.Errorf("boot after restoring the env: %v\n%s", err, lastLines(b.console(), 25))
 				}
 			}
