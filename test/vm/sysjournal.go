@@ -37,14 +37,27 @@ journal_dump() { # TAG: this boot's otad journal, as the three queries see it
 	journalctl --update-catalog 2>>/host/step.log
 	journalctl -x -p err -u otad.service --no-pager >/host/jx-$1.txt 2>&1
 }
-journal_follow() { # TAG ID...: the same queries, following a boot that may end by reset
-	tag=$1; shift
-	journalctl -f -p err -u otad.service -o json >>/host/jerr-$tag.json 2>>/host/step.log &
-	for id in "$@"; do
-		journalctl -f MESSAGE_ID=$id -o json >>/host/jid-$tag-$id.json 2>>/host/step.log &
-	done
-}
 `
+
+// followJournal makes vmtest-journal.service (started before otad.service
+// on every boot) follow `journalctl -p err -u otad` and `journalctl
+// MESSAGE_ID=<id>` for each event into the share, one file per boot and
+// query, so a boot that ends seconds after otad's decision still leaves
+// what those queries showed.
+func (m *machine) followJournal(tag string, events ...string) error {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\nb=$(cat /proc/sys/kernel/random/boot_id)\n")
+	fmt.Fprintf(&b, "journalctl -f -p err -u otad.service -o json >>/host/jerr-%s-$b.json 2>>/host/step.log &\n", tag)
+	for _, ev := range events {
+		id, ok := otadMessageIDs[ev]
+		if !ok {
+			return fmt.Errorf("no MESSAGE_ID for event %q", ev)
+		}
+		fmt.Fprintf(&b, "journalctl -f MESSAGE_ID=%s -o json >>/host/jid-%s-$b-%s.json 2>>/host/step.log &\n", id, tag, ev)
+	}
+	b.WriteString("wait\n")
+	return writeFile(filepath.Join(m.share(), "journal-follow.sh"), b.String(), 0o755)
+}
 
 // jentry is one journal entry as journalctl -o json prints it; binary
 // fields (arrays of bytes) are decoded to text.

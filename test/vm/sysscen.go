@@ -29,7 +29,6 @@ if [ "$slot" = A ] && [ "$n" = 1 ]; then
 	ev "install rc=$?"
 elif [ "$slot" = B ]; then
 	journalctl -f -o short-monotonic -u otad.service >>/host/otad-journal-B-$n.log 2>&1 &
-	journal_follow rollback-B-$n ` + otadMessageIDs["rolled-back"] + `
 	wait
 elif [ "$slot" = A ]; then
 	wait_daemon && settled
@@ -65,6 +64,9 @@ func sysRollback(ctx context.Context, a *artifacts, r *result, name, image strin
 		return nil, nil, err
 	}
 	if err := m.onBoot(sysStep(filepath.Base(b))); err != nil {
+		return nil, nil, err
+	}
+	if err := m.followJournal("rollback", "rolled-back"); err != nil {
 		return nil, nil, err
 	}
 	if err := m.start(); err != nil {

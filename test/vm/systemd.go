@@ -135,9 +135,10 @@ func (a *artifacts) buildSysSlot(s sysSlotSpec) (string, error) {
 		{filepath.Join(g, "vmtest-report.service"), "etc/systemd/system/vmtest-report.service", 0o644},
 		{filepath.Join(g, "vmtest-scenario.service"), "etc/systemd/system/vmtest-scenario.service", 0o644},
 		{filepath.Join(g, "vmtest-app-selftest.service"), "etc/systemd/system/vmtest-app-selftest.service", 0o644},
+		{filepath.Join(g, "vmtest-journal.service"), "etc/systemd/system/vmtest-journal.service", 0o644},
 	}
 	units := []string{"otad.service", "otad-health-example.service", "vmtest-report.service",
-		"vmtest-scenario.service", "vmtest-app-selftest.service"}
+		"vmtest-scenario.service", "vmtest-app-selftest.service", "vmtest-journal.service"}
 	if s.hang {
 		files = append(files,
 			guestFile{filepath.Join(g, "vmtest-hang"), "usr/local/sbin/vmtest-hang", 0o755},
