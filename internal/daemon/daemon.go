@@ -147,7 +147,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 	return d, nil
 }
 
-// OpenEnv opens the boot env store the config names, with its lock.
+// openEnv opens the boot env store the config names, with its lock.
 func openEnv(cfg *config.Config) (*bootenv.DeviceStore, error) {
 	ec, err := bootenv.LoadConfig(cfg.EnvConfig)
 	if err != nil {
