@@ -706,6 +706,7 @@ ev "writing slot=$slot"
 while :; do
 	i=$((i + 1))
 	otad env set -c /run/fw_env.config otad_gen "$i" >/dev/null 2>&1 || ev "set-failed i=$i"
+	[ $i -le 3 ] && ev "wrote i=$i"
 done
 `
 		seed := rpiEnv("otad_slot", "A", "otad_prev", "A", "upgrade_available", "0", "bootcount", "0", "bootlimit", "3")
@@ -755,8 +756,21 @@ done
 			if c == cuts {
 				break
 			}
+			// Cut inside the write loop: one `otad env set` (process start
+			// and one FAT write) takes seconds here, so the cut falls at a
+			// random moment within the next three iterations after the
+			// second one completed, timed by the host's view of the first two.
+			e1, n1, err := b.waitEvent(ctx, n, 300*time.Second, func(e event) bool { return e.kind == "wrote" && e.fields["i"] == "1" })
+			if err != nil {
+				return fmt.Errorf("no write completed: %v\n%s", err, lastLines(b.console(), 15))
+			}
+			t1 := time.Now()
+			if _, n, err = b.waitEvent(ctx, n1, 300*time.Second, func(e event) bool { return e.kind == "wrote" && e.fields["i"] == "2" }); err != nil {
+				return fmt.Errorf("second write: %v (%s)", err, e1.raw)
+			}
+			period := max(time.Since(t1), 100*time.Millisecond)
 			select {
-			case <-time.After(time.Duration(rng.Intn(4000)) * time.Millisecond):
+			case <-time.After(time.Duration(rng.Int63n(int64(3 * period)))):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
