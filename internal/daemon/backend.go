@@ -167,7 +167,7 @@ func ServeBus(address string) func(ctx context.Context, d *Daemon) error {
 		if err != nil {
 			return err
 		}
-		stopRAUC, err := exportRAUC(ctx, conn, d)
+		stopRAUC, err := exportRAUC(ctx, conn, d, srv.Limiter())
 		if err != nil {
 			srv.Stop()
 			return err

@@ -20,8 +20,10 @@ import (
 // Off, it does nothing and stop is a no-op. When the face cannot be served
 // (RAUC's own service holds the name) the error is logged and otad keeps
 // serving io.otad.Update1: a compat face must not take the update API down
-// (and with it the way to install a fix).
-func exportRAUC(ctx context.Context, conn *dbus.Conn, d *Daemon) (stop func(), err error) {
+// (and with it the way to install a fix). lim is io.otad.Update1's bound
+// on calls in progress: one bound for both faces, so a caller cannot
+// double its share of inspects by using both.
+func exportRAUC(ctx context.Context, conn *dbus.Conn, d *Daemon, lim *dbusapi.Limiter) (stop func(), err error) {
 	if !d.Config.Compat.RaucDBus {
 		return func() {}, nil
 	}
@@ -36,6 +38,7 @@ func exportRAUC(ctx context.Context, conn *dbus.Conn, d *Daemon) (stop func(), e
 		Classify:   Classify,
 		Logf:       d.log.WithField("component", "rauc-dbus").Infof,
 		ChildNodes: []string{child},
+		Limiter:    lim,
 	})
 	if err != nil {
 		d.log.WithError(err).Error("[compat] rauc-dbus: not serving RAUC's interface; io.otad.Update1 is unaffected")

@@ -417,16 +417,25 @@ func TestRAUCUnauthorizedRefused(t *testing.T) {
 				t.Fatalf("io.otad.Update1 GetSlotStatus as nobody: exit %d\n%s", code, out)
 			}
 
-			// Info and InspectBundle read, but fetch arguments would make
-			// otad present its own key files: those need authorization.
-			busctl := func(args ...string) (string, int) {
-				return r.run(true, "busctl", append([]string{"--address=" + r.addr, "call", raucapi.BusName, "/", raucapi.Interface}, args...)...)
+			// Info and InspectBundle name a local path only for root and
+			// group otad (otad would open it with its own rights; others
+			// may name an https URL), and fetch arguments would make otad
+			// present its own key files: those need authorization too.
+			busctlAs := func(nobody bool, args ...string) (string, int) {
+				return r.run(nobody, "busctl", append([]string{"--address=" + r.addr, "call", raucapi.BusName, "/", raucapi.Interface}, args...)...)
 			}
-			if out, code := busctl("Info", "s", bundlePath); code != 0 || !strings.Contains(out, `ss "test-board" "2.0"`) {
-				t.Fatalf("Info as nobody: exit %d\n%s", code, out)
+			busctl := func(args ...string) (string, int) { return busctlAs(true, args...) }
+			if out, code := busctlAs(false, "Info", "s", bundlePath); code != 0 || !strings.Contains(out, `ss "test-board" "2.0"`) {
+				t.Fatalf("Info as root: exit %d\n%s", code, out)
 			}
-			if out, code := busctl("InspectBundle", "sa{sv}", bundlePath, "0"); code != 0 || !strings.Contains(out, `"version" s "2.0"`) {
-				t.Fatalf("InspectBundle as nobody: exit %d\n%s", code, out)
+			if out, code := busctlAs(false, "InspectBundle", "sa{sv}", bundlePath, "0"); code != 0 || !strings.Contains(out, `"version" s "2.0"`) {
+				t.Fatalf("InspectBundle as root: exit %d\n%s", code, out)
+			}
+			if out, code := busctl("Info", "s", bundlePath); code == 0 || !strings.Contains(out, "may name only an https URL") {
+				t.Fatalf("Info of a path as nobody: exit %d\n%s", code, out)
+			}
+			if out, code := busctl("InspectBundle", "sa{sv}", bundlePath, "0"); code == 0 || !strings.Contains(out, "may name only an https URL") {
+				t.Fatalf("InspectBundle of a path as nobody: exit %d\n%s", code, out)
 			}
 			if out, code := busctl("InspectBundle", "sa{sv}", bundlePath, "1", "tls-key", "s", "/etc/otad/client.key"); code == 0 || !strings.Contains(out, "neither root nor in group") {
 				t.Fatalf("InspectBundle with tls-key as nobody: exit %d\n%s", code, out)

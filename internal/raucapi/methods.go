@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/otadev/otad/internal/dbusapi"
+	"github.com/otadev/otad/internal/fetch"
 )
 
 var errNoSuchSlot = errors.New("raucapi: no such slot")
@@ -69,13 +73,18 @@ func (o *object) install(sender dbus.Sender, method, source string, args map[str
 }
 
 // Info is RAUC's deprecated bundle query: compatible and version.
-func (o *object) Info(source string) (string, string, *dbus.Error) {
+func (o *object) Info(sender dbus.Sender, source string) (string, string, *dbus.Error) {
 	s := o.srv()
+	privileged, uid, done, e := s.enterInspect(sender, "Info", source)
+	if e != nil {
+		return "", "", e
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
 	defer cancel()
 	m, err := s.b.Inspect(ctx, source, Access{})
 	if err != nil {
-		return "", "", s.dbusErr(err)
+		return "", "", s.inspectErr(privileged, uid, "Info", err)
 	}
 	c, _ := m["compatible"].(string)
 	v, _ := m["version"].(string)
@@ -91,19 +100,69 @@ func (o *object) InspectBundle(sender dbus.Sender, source string, args map[strin
 	if err != nil {
 		return nil, s.dbusErr(err)
 	}
-	if !a.access.IsZero() {
+	privileged, uid, done, e := s.enterInspect(sender, "InspectBundle", source)
+	if e != nil {
+		return nil, e
+	}
+	defer done()
+	if !a.access.IsZero() && !privileged {
 		// Fetch arguments make otad present files only it can read.
-		if e := s.o.Authorizer.Check(s.conn, sender, "InspectBundle"); e != nil {
-			return nil, e
-		}
+		s.o.Logf("InspectBundle from uid %d refused: fetch arguments", uid)
+		return nil, dbus.NewError(dbusapi.ErrNotAuthorized, []any{fmt.Sprintf("InspectBundle: uid %d is neither root nor in group %q; fetch arguments are refused", uid, s.group())})
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, inspectTimeout)
 	defer cancel()
 	m, err := s.b.Inspect(ctx, source, a.access)
 	if err != nil {
-		return nil, s.dbusErr(err)
+		return nil, s.inspectErr(privileged, uid, "InspectBundle", err)
 	}
 	return inspectDict(m), nil
+}
+
+// enterInspect identifies an Info or InspectBundle caller, vets its source
+// and takes its slots of the shared limiter; on success the caller must
+// call done. A caller that is neither root nor in the group may name only
+// an https URL: a path would be opened with the daemon's rights, so it is
+// refused before anything is opened, with one answer whether or not the
+// file exists. Privileged callers keep paths; fetch opens them
+// O_NONBLOCK|O_NOFOLLOW and refuses anything but a regular file.
+func (s *Server) enterInspect(sender dbus.Sender, method, source string) (privileged bool, uid uint32, done func(), e *dbus.Error) {
+	uid, privileged, e = s.o.Authorizer.Identify(s.conn, sender, method)
+	if e != nil {
+		s.o.Logf("%s from %s refused: %v", method, sender, e.Body)
+		return false, uid, nil, e
+	}
+	if !privileged && !strings.HasPrefix(strings.ToLower(source), "https://") {
+		s.o.Logf("%s from uid %d refused: a local path or non-https source", method, uid)
+		return false, uid, nil, dbus.NewError(dbusapi.ErrNotAuthorized, []any{fmt.Sprintf("%s: uid %d is neither root nor in group %q and may name only an https URL", method, uid, s.group())})
+	}
+	done, ok := s.o.Limiter.EnterInspect(privileged)
+	if !ok {
+		s.o.Logf("%s from uid %d refused: too many inspects in progress", method, uid)
+		return privileged, uid, nil, dbus.NewError(dbusapi.ErrBusy, []any{"too many calls in progress; try again"})
+	}
+	s.o.Logf("%s from uid %d source %s", method, uid, fetch.RedactText(source))
+	return privileged, uid, done, nil
+}
+
+// inspectErr answers a failed inspect. A caller that is not privileged gets
+// the error's name and a fixed sentence (dbusapi.PublicInspectError); the
+// backend's text, which may quote a file's bytes or a server's answer,
+// goes only to the log with the caller's UID.
+func (s *Server) inspectErr(privileged bool, uid uint32, method string, err error) *dbus.Error {
+	e := s.dbusErr(err)
+	if privileged {
+		return e
+	}
+	s.o.Logf("%s from uid %d failed: %v", method, uid, e.Body)
+	return dbus.NewError(e.Name, []any{dbusapi.PublicInspectError(e.Name)})
+}
+
+func (s *Server) group() string {
+	if s.o.Authorizer.Group == "" {
+		return "otad"
+	}
+	return s.o.Authorizer.Group
 }
 
 // inspectDict arranges the backend's flat manifest (compatible, version,

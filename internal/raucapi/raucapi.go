@@ -25,7 +25,14 @@
 // believes a guard is in place that is not. Per-call fetch arguments (TLS
 // files, HTTP headers) are accepted only from authorized callers, even on
 // InspectBundle: otherwise anyone could make otad present its client key
-// to a server of their choosing. Header values never appear in errors or
+// to a server of their choosing. Info and InspectBundle follow
+// io.otad.Update1's inspect rules: a caller that is neither root nor in
+// group otad may name only an https URL (a path would be opened with the
+// daemon's rights, so it is refused before anything is opened, with one
+// answer whether or not the file exists), at most
+// dbusapi.MaxUnprivilegedInspects of its inspects run at once across both
+// faces (others are answered Busy), and its failed inspects carry only the
+// error's name and a fixed sentence; the caller's UID is logged. Header values never appear in errors or
 // logs (they carry tokens). Nothing here is persisted: the transaction ids
 // callers pass live in memory and are lost on restart; otad's journal keeps
 // its own.

@@ -30,6 +30,10 @@ type Options struct {
 	ChildNodes []string
 	// NoRequestName skips claiming BusName (tests that share a bus).
 	NoRequestName bool
+	// Limiter bounds Info and InspectBundle calls in progress; the daemon
+	// passes io.otad.Update1's (dbusapi.Server.Limiter) so one bound holds
+	// for both faces. nil is a bound of this face's own.
+	Limiter *dbusapi.Limiter
 }
 
 // Server is the exported Installer object.
@@ -62,6 +66,9 @@ func Export(ctx context.Context, conn *dbus.Conn, b Backend, o Options) (*Server
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.Limiter == nil {
+		o.Limiter = dbusapi.NewLimiter()
 	}
 	s := &Server{conn: conn, b: b, o: o, done: make(chan struct{}),
 		txIDs: map[string]string{}, installedTx: map[string]string{}}
