@@ -219,8 +219,9 @@ func GoModInc(mods []Module) []byte {
 var nonName = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
 // ProxyInc renders the same downloads as plain https:// entries for
-// BitBake without the gomod fetcher. The download names mirror the gomod
-// fetcher's, so one DL_DIR mirror serves both.
+// BitBake without the gomod fetcher. DL_DIR names differ from the gomod
+// fetcher's (which flattens them to <module with dots>@<version>.zip in
+// BitBake 2.18), so a DL_DIR mirror needs both spellings to serve both.
 func ProxyInc(mods []Module) []byte {
 	var b, sums strings.Builder
 	b.WriteString(header)
