@@ -47,13 +47,14 @@ journal_dump() { # TAG: this boot's otad journal, as the three queries see it
 func (m *machine) followJournal(tag string, events ...string) error {
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\nb=$(cat /proc/sys/kernel/random/boot_id)\n")
-	fmt.Fprintf(&b, "journalctl -f -p err -u otad.service -o json >>/host/jerr-%s-$b.json 2>>/host/step.log &\n", tag)
+	// line-buffered: a follower killed by the shutdown keeps what it printed
+	fmt.Fprintf(&b, "stdbuf -oL journalctl -f -p err -u otad.service -o json >>/host/jerr-%s-$b.json 2>>/host/step.log &\n", tag)
 	for _, ev := range events {
 		id, ok := otadMessageIDs[ev]
 		if !ok {
 			return fmt.Errorf("no MESSAGE_ID for event %q", ev)
 		}
-		fmt.Fprintf(&b, "journalctl -f MESSAGE_ID=%s -o json >>/host/jid-%s-$b-%s.json 2>>/host/step.log &\n", id, tag, ev)
+		fmt.Fprintf(&b, "stdbuf -oL journalctl -f MESSAGE_ID=%s -o json >>/host/jid-%s-$b-%s.json 2>>/host/step.log &\n", id, tag, ev)
 	}
 	b.WriteString("wait\n")
 	return writeFile(filepath.Join(m.share(), "journal-follow.sh"), b.String(), 0o755)
