@@ -137,7 +137,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		AutoReboot: cfg.Reboot == config.RebootAuto,
 		Cmdline:    cmdline,
 		Journal:    j,
-		Floor:      &floor.Store{FS: j.FS, Dir: cfg.DataDir},
+		Floor:      checkedFloor(log, &floor.Store{FS: j.FS, Dir: cfg.DataDir}, j, cfg),
 	})
 	if err != nil {
 		d.closer()
