@@ -113,6 +113,10 @@ do_install() {
     # rebuilds its catalog database from this directory.
     install -d ${D}${nonarch_libdir}/systemd/catalog
     install -m 0644 ${S}/src/${GO_IMPORT}/systemd/otad.catalog ${D}${nonarch_libdir}/systemd/catalog/
+    # The RAUC-compatible face ([compat] rauc-dbus = yes) needs the bus
+    # policy for de.pengutronix.rauc; packaged apart (${PN}-rauc-compat)
+    # because RAUC's own package installs the same path.
+    install -m 0644 ${S}/src/${GO_IMPORT}/systemd/de.pengutronix.rauc.conf ${D}${datadir}/dbus-1/system.d/
 }
 
 # The build-host tool (otad bundle create for otad-bundle.bbclass): only the binary.
@@ -124,6 +128,9 @@ do_install:class-native() {
 FILES:${PN} += "${systemd_system_unitdir}/otad.service \
                 ${datadir}/dbus-1/system.d/io.otad.Update1.conf \
                 ${nonarch_libdir}/systemd/catalog/otad.catalog"
+PACKAGES =+ "${PN}-rauc-compat"
+FILES:${PN}-rauc-compat = "${datadir}/dbus-1/system.d/de.pengutronix.rauc.conf"
+RCONFLICTS:${PN}-rauc-compat = "rauc"
 FILES:${PN}-dev = ""
 FILES:${PN}-staticdev = ""
 # Board configuration (system.conf, keys, fw_env.config) is a separate,
