@@ -27,6 +27,11 @@ var (
 	errReadOnly      = dbus.NewError(propertiesIface+".Error.ReadOnly", nil)
 )
 
+// StandardInterfacesXML is the introspection of org.freedesktop.DBus
+// Introspectable and Properties, for every face otad serves (io.otad.Update1
+// and RAUC's Installer).
+const StandardInterfacesXML = introspectableXML + peerXML
+
 const introspectableXML = `  <interface name="org.freedesktop.DBus.Introspectable">
     <method name="Introspect">
       <arg name="out" type="s" direction="out"/>
