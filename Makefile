@@ -6,7 +6,7 @@ GOFLAGS_B := -trimpath
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED ?= 0
 
-.PHONY: all build cross test unit fuzz lint bench bench-delta bench-fleet demo deps deps-check vmtest vmtest-quick powercut clean
+.PHONY: all build cross test unit fuzz lint bench bench-delta bench-fleet demo deps deps-check vmtest vmtest-quick vmtest-rpi powercut clean
 
 all: build
 
@@ -68,6 +68,13 @@ vmtest: build deps
 
 vmtest-quick: build deps
 	test/vm/run.sh quick
+
+# The Raspberry Pi tier (QEMU raspi3b, Pi U-Boot with its env on FAT): the
+# good update, rollback and commit, and 2x20 power cuts (redundant and stock
+# FAT env side by side). About 10 minutes on 2 cores; .ci/run calls it after
+# vmtest.
+vmtest-rpi: build deps
+	test/vm/run.sh rpi-update,rpi-power-cuts
 
 powercut: deps
 	OTAD_POWERCUT=full $(GO) test -count=1 -timeout 30m -run PowerCut -v ./internal/powercut/

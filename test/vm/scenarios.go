@@ -140,8 +140,7 @@ var scenarios = []scenario{
 	{name: "watchdog-hang", run: scenWatchdogHang},
 	// Raspberry Pi tier (rpi.go, setup-rpi.sh): only when named
 	{name: "rpi-update", named: true, run: scenRpiUpdate},
-	{name: "rpi-power-cuts", named: true, run: scenRpiPowerCuts(true)},
-	{name: "rpi-power-cuts-stock", named: true, run: scenRpiPowerCuts(false)},
+	{name: "rpi-power-cuts", named: true, run: scenRpiPowerCuts}, // redundant and stock side by side
 }
 
 // scenBootA: a plain boot of slot A from a seeded env; nothing may be
