@@ -35,6 +35,7 @@ var checks = []check{
 	{"licenses", checkLicenses},
 	{"gomod-list", checkGoModList},
 	{"recipe-hygiene", checkRecipeHygiene},
+	{"check-layer-static", checkLayerStatic},
 }
 
 func TestLayerPassesChecks(t *testing.T) {
@@ -85,6 +86,13 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"recipe-hygiene", script, `INHIBIT_DEFAULT_DEPS = "1"`, "", "INHIBIT_DEFAULT_DEPS"},
 		{"recipe-hygiene", conf, `do_install[file-checksums]`, `do_install[vardeps]`, "OTAD_KEYRING_FILES"},
 		{"recipe-hygiene", class, `OTAD_BUNDLE_COMPATIBLE ??= "${OTAD_COMPATIBLE}"`, `OTAD_BUNDLE_COMPATIBLE ??= "${MACHINE}"`, "OTAD_COMPATIBLE"},
+		// An empty old string removes the file.
+		{"check-layer-static", "SECURITY.md", "", "", "SECURITY"},
+		{"check-layer-static", readme, "Maintainer: the otad maintainers <maintainers@users.noreply.r-seed-cc5e50e9.example>.", "Written by the otad authors <otad@users.noreply.r-seed-cc5e50e9.example>.", "maintainer"},
+		{"check-layer-static", readme, "<maintainers@users.noreply.r-seed-cc5e50e9.example>", "(see the repository)", "e-mail"},
+		{"check-layer-static", readme, "Send patches as pull requests", "Send changes as pull requests", "patches"},
+		{"check-layer-static", "", "", "recipes-otad/otad/files/fix.patch", "Upstream-Status"},
+		{"check-layer-static", "conf/layer.conf", `LAYERSERIES_COMPAT_otad = "scarthgap walnascar whinlatter wrynose"`, `LAYERSERIES_COMPAT_otad = "scarthgap"`, "wrynose"},
 	}
 	byName := map[string]check{}
 	for _, c := range checks {
@@ -99,6 +107,10 @@ func TestChecksCatchMistakes(t *testing.T) {
 					t.Fatal(err)
 				}
 				if err := os.WriteFile(p, []byte("part / --source rootfs\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else if m.old == "" {
+				if err := os.Remove(filepath.Join(dir, m.file)); err != nil {
 					t.Fatal(err)
 				}
 			} else {
@@ -580,6 +592,63 @@ func checkRecipeHygiene(t *testing.T, dir string) []string {
 	}
 	if !strings.Contains(class, "DATETIME") {
 		out = append(out, "otad-bundle.bbclass: bundle names carry no timestamp")
+	}
+	return out
+}
+
+// checkLayerStatic: what yocto-check-layer (scarthgap and wrynose) tests
+// without parsing: a README with a maintainer, an e-mail address and how to
+// send patches (test_readme; checked even though the README names other
+// READMEs, which makes the tool skip it), a non-empty SECURITY file in the
+// layer (wrynose's test_security; the layer may be copied out of this
+// repository, so the top-level one does not count), an Upstream-Status in
+// every patch (test_patches_upstream_status), and both LTS releases in
+// LAYERSERIES_COMPAT (test_layerseries_compat, and the layer's promise).
+func checkLayerStatic(t *testing.T, dir string) []string {
+	var out []string
+	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil || len(readme) == 0 {
+		out = append(out, "README.md missing or empty in the layer")
+	}
+	text := strings.ToLower(string(readme))
+	if !strings.Contains(text, "maintainer") {
+		out = append(out, "README.md names no maintainer")
+	}
+	if !strings.Contains(text, "patch") {
+		out = append(out, "README.md does not say where to send patches")
+	}
+	if !regexp.MustCompile(`[^@\s<]+@[^@\s>]+`).MatchString(text) {
+		out = append(out, "README.md has no e-mail address")
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "SECURITY*"))
+	if len(matches) == 0 {
+		out = append(out, "no SECURITY file in the layer (yocto-check-layer test_security)")
+	} else if fi, err := os.Stat(matches[0]); err != nil || fi.Size() == 0 {
+		out = append(out, "SECURITY file is empty")
+	}
+	status := regexp.MustCompile(`(?m)^Upstream-Status: (Pending|Submitted|Denied|Inappropriate|Backport|Inactive-Upstream)( .+)?$`)
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".patch") {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !status.Match(data) {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel+": no valid Upstream-Status line")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compat := regexp.MustCompile(`(?m)^LAYERSERIES_COMPAT_otad\s*=\s*"([^"]*)"`).FindStringSubmatch(bbFiles(t, dir)["conf/layer.conf"])
+	for _, rel := range []string{"scarthgap", "wrynose"} {
+		if compat == nil || !strings.Contains(" "+compat[1]+" ", " "+rel+" ") {
+			out = append(out, "conf/layer.conf: LAYERSERIES_COMPAT_otad lacks "+rel)
+		}
 	}
 	return out
 }
