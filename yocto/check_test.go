@@ -93,6 +93,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"check-layer-static", readme, "Send patches as pull requests", "Send changes as pull requests", "patches"},
 		{"check-layer-static", "", "", "recipes-otad/otad/files/fix.patch", "Upstream-Status"},
 		{"check-layer-static", "conf/layer.conf", `LAYERSERIES_COMPAT_otad = "scarthgap walnascar whinlatter wrynose"`, `LAYERSERIES_COMPAT_otad = "scarthgap"`, "wrynose"},
+		{"check-layer-static", conf, `CONFFILES:${PN} =`, `INSANE_SKIP:${PN} += "installed-vars"` + "\nCONFFILES:${PN} =", "INSANE_SKIP"},
 	}
 	byName := map[string]check{}
 	for _, c := range checks {
@@ -604,8 +605,17 @@ func checkRecipeHygiene(t *testing.T, dir string) []string {
 // repository, so the top-level one does not count), an Upstream-Status in
 // every patch (test_patches_upstream_status), and both LTS releases in
 // LAYERSERIES_COMPAT (test_layerseries_compat, and the layer's promise).
+// test_world_inherit_class fails a recipe that skips a QA test in
+// CHECKLAYER_REQUIRED_TESTS; this layer needs no INSANE_SKIP at all, so any
+// is reported.
 func checkLayerStatic(t *testing.T, dir string) []string {
 	var out []string
+	files := bbFiles(t, dir)
+	for _, name := range sortedKeys(files) {
+		if regexp.MustCompile(`(?m)^\s*INSANE_SKIP`).MatchString(files[name]) {
+			out = append(out, name+": INSANE_SKIP (yocto-check-layer fails recipes that skip required QA tests)")
+		}
+	}
 	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
 	if err != nil || len(readme) == 0 {
 		out = append(out, "README.md missing or empty in the layer")
@@ -644,7 +654,7 @@ func checkLayerStatic(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compat := regexp.MustCompile(`(?m)^LAYERSERIES_COMPAT_otad\s*=\s*"([^"]*)"`).FindStringSubmatch(bbFiles(t, dir)["conf/layer.conf"])
+	compat := regexp.MustCompile(`(?m)^LAYERSERIES_COMPAT_otad\s*=\s*"([^"]*)"`).FindStringSubmatch(files["conf/layer.conf"])
 	for _, rel := range []string{"scarthgap", "wrynose"} {
 		if compat == nil || !strings.Contains(" "+compat[1]+" ", " "+rel+" ") {
 			out = append(out, "conf/layer.conf: LAYERSERIES_COMPAT_otad lacks "+rel)
