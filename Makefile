@@ -71,8 +71,9 @@ vmtest-quick: build deps
 
 # The Raspberry Pi tier (QEMU raspi3b, Pi U-Boot with its env on FAT): the
 # good update, rollback and commit, and 2x20 power cuts (redundant and stock
-# FAT env side by side). About 10 minutes on 2 cores; .ci/run calls it after
-# vmtest.
+# FAT env side by side). ~26 min measured on 2 cores shared with three other
+# jobs; its CPU time puts it near 12 min alone (test/vm/README.md). .ci/run
+# calls it after vmtest.
 vmtest-rpi: build deps
 	test/vm/run.sh rpi-update,rpi-power-cuts
 
