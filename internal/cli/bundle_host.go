@@ -278,7 +278,7 @@ func deltaSource(ctx context.Context, e *Env, class, oldPath string, newImg *os.
 	if err != nil {
 		return nil, cleanup, err
 	}
-	fmt.Fprintf(e.Stdout, "%s: delta %d bytes from %s (%d bytes)\n", class, pst.Size(), oldPath, ost.Size())
+	fmt.Fprintf(e.Stdout, "%s: delta %d bytes from %s (%d bytes); %d of %d windows LZ-coded (%s)\n", class, pst.Size(), oldPath, ost.Size(), st.LZWindows, st.Windows, st.LZCoder)
 	return &bundle.Source{Class: class, Encoding: bundle.EncodingDelta, Data: patch, Size: pst.Size(),
 		TargetSize: newSize, TargetSHA256: newSum,
 		Delta: &bundle.DeltaSource{SourceSHA256: oldSum, SourceSize: ost.Size()}}, cleanup, nil

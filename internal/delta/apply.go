@@ -40,6 +40,7 @@ type ApplyStats struct {
 	HashedOutput int64 // output bytes hashed with SHA-256 (all of them)
 	CopyBytes    int64 // output copied from the source
 	ZeroBytes    int64
+	LZBytes      int64 // output decoded from LZ frames
 }
 
 // Apply reconstructs the new image from patch (read once, sequentially) and
@@ -116,6 +117,8 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		ctrl: make([]byte, h.MaxCtrl),
 		sh:   newChain(),
 	}
+	defer w.lz.close()
+	w.lz.keep = h.LZDict > 0
 	// The window buffer is free until the first window: source reads use it.
 	tableSrc := src
 	if a.SourceChecked {
@@ -138,6 +141,7 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		if err != nil {
 			return err
 		}
+		w.lz.remember(out, int(h.WindowSize))
 		if _, err := dst.Write(out); err != nil {
 			return fmt.Errorf("delta: write window %d: %w", n, err)
 		}
@@ -302,7 +306,13 @@ type windowApplier struct {
 	bz     bz2Diff
 	sparse sparseDiff
 	oldPos int64 // end of the last old extent read; offsets are relative to it
+	lz     lzState
+	ext    []extent // the current LZ operation's dictionary extents (walk)
+	lzPrev int      // and how much of the previous output ends it
 }
+
+// extent is a span of the old image.
+type extent struct{ off, n int64 }
 
 // window decodes, builds and verifies window n (at most left bytes) and
 // returns its output, which the caller may write.
@@ -342,7 +352,7 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 		case opZero:
 			clear(b)
 			w.st.ZeroBytes += int64(len(b))
-		case opLit:
+		case opLit, opLZ:
 			lits = true
 		}
 		return nil
@@ -355,10 +365,13 @@ func (w *windowApplier) window(n int, newOff, left int64) ([]byte, error) {
 			return nil, fmt.Errorf("window %d: %w", n, err)
 		}
 	}
-	if lits { // Pass 2: the literal section.
+	if lits { // Pass 2: the literal section (literal bytes and LZ frames).
 		err = w.walk(n, base, ctrl, out, func(op byte, _ int64, _ int, b []byte) error {
-			if op == opLit {
+			switch op {
+			case opLit:
 				return s.full(b, "literal bytes")
+			case opLZ:
+				return w.lz.decode(n, w, b)
 			}
 			return nil
 		})
@@ -454,6 +467,11 @@ func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op b
 				return bad("extent outside source")
 			}
 			oldPos = off + int64(l)
+		case opLZ:
+			var err error
+			if oldPos, err = w.lzExtents(oldPos, &offs, int64(l)); err != nil {
+				return bad(err.Error())
+			}
 		case opZero, opLit:
 		default:
 			return bad(fmt.Sprintf("operation %d", op))

@@ -5,8 +5,11 @@
 // A patch is a fixed header followed by one zstd stream that holds a source
 // table and a sequence of windows. A window produces at most
 // Header.WindowSize bytes of the new image from a few operations:
-// COPY (an extent of the old image), ZERO, LIT (new bytes) and ADD (new =
-// old + diff over an approximate match, as bsdiff does). The format is laid
+// COPY (an extent of the old image), ZERO, LIT (new bytes), ADD (new =
+// old + diff over an approximate match, as bsdiff does) and LZ (a zstd frame
+// decoded with old extents and the previous window's output as its raw
+// dictionary, what major releases need: new code and data that bsdiff's
+// matches cover badly). The format is laid
 // out for the device: the patch is read once from start to end, the old image
 // is read with ReadAt (pread on the active slot), the new image is written
 // strictly sequentially, and Apply needs memory bounded by the header's
@@ -33,9 +36,11 @@
 //     fstrim on the active slot, which may read back as anything, cannot
 //     break an update.
 //   - Memory is bounded by the header's declared limits, which are capped
-//     (MaxWindowSize, MaxCtrlSize, MaxZstdWindow; bzip2 diff sections at most
-//     3.6 MB of block state, allocated once and reused by every window),
-//     whatever the image size or the patch content.
+//     (MaxWindowSize, MaxCtrlSize, MaxZstdWindow, MaxLZDict; bzip2 diff
+//     sections at most 3.6 MB of block state, allocated once and reused by
+//     every window; an LZ frame is decoded in one call into the window
+//     buffer, which it may not grow), whatever the image size or the patch
+//     content.
 //
 // Apply is not atomic and keeps no state: after a power cut the caller starts
 // again from the beginning (the inactive slot is not armed until Apply has

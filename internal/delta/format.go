@@ -8,12 +8,13 @@ import (
 )
 
 // Magic starts every patch; the last byte is the format version.
-const Magic = "OTADDLT3"
+const Magic = "OTADDLT4"
 
 // formatVersion is the only version Apply accepts. Versions 1 and 2
 // (per-window SHA-256 of the window's own output; source extents checked with
-// SHA-256) were development formats, never shipped, and are refused.
-const formatVersion = 3
+// SHA-256) were development formats, never shipped, and are refused; version
+// 3 had no LZ operation (patches made by otad 0.4 must be regenerated).
+const formatVersion = 4
 
 // ChainAlign is the alignment of every window end but the last: the SHA-256
 // block size, so that the window's check value is the hash's chaining value
@@ -29,6 +30,13 @@ const (
 	MaxWindowSize = 4 << 20
 	MaxCtrlSize   = 1 << 20
 	MaxZstdWindow = 8 << 20
+	// MaxLZDict caps the old bytes one LZ operation may name as its
+	// dictionary; Apply holds them in one buffer of the header's LZDict.
+	MaxLZDict = 4 << 20
+	// MaxLZWindow caps the window size an LZ frame may declare. Apply
+	// decodes a frame in one call into the window's own buffer, so this
+	// bounds what the decoder accepts, not what it allocates.
+	MaxLZWindow = 16 << 20
 	// SourceBlock is the granularity of the source table and of the
 	// generator's "never read an all-zero block" rule.
 	SourceBlock = 4096
@@ -40,6 +48,11 @@ const (
 	opZero = 1 // len: out = zeros
 	opLit  = 2 // len: out = next len bytes of the window's literal section
 	opAdd  = 3 // len, old offset delta: out = old[off:off+len] + next len diff bytes
+	// opLZ: len, extent count k, k × (old offset delta, extent len):
+	// out = the next zstd frame of the window's literal section, decoded
+	// with the concatenated old extents as its raw dictionary (what
+	// `zstd --patch-from` makes). The frame is preceded by its length.
+	opLZ = 4
 )
 
 var (
@@ -78,6 +91,7 @@ type Header struct {
 	WindowSize uint32 // max output bytes per window
 	MaxCtrl    uint32 // max control bytes per window
 	ZstdWindow uint32 // zstd window size the body was compressed with
+	LZDict     uint32 // most dictionary bytes of any LZ operation (0: none)
 	OldSize    int64
 	NewSize    int64
 	OldSHA256  [32]byte // whole source image (informational: Apply checks extents)
@@ -94,6 +108,7 @@ func (h *Header) marshal() []byte {
 	binary.LittleEndian.PutUint32(b[16:], h.WindowSize)
 	binary.LittleEndian.PutUint32(b[20:], h.MaxCtrl)
 	binary.LittleEndian.PutUint32(b[24:], h.ZstdWindow)
+	binary.LittleEndian.PutUint32(b[28:], h.LZDict)
 	binary.LittleEndian.PutUint64(b[32:], uint64(h.OldSize))
 	binary.LittleEndian.PutUint64(b[40:], uint64(h.NewSize))
 	copy(b[48:80], h.OldSHA256[:])
@@ -128,6 +143,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		WindowSize: binary.LittleEndian.Uint32(b[16:]),
 		MaxCtrl:    binary.LittleEndian.Uint32(b[20:]),
 		ZstdWindow: binary.LittleEndian.Uint32(b[24:]),
+		LZDict:     binary.LittleEndian.Uint32(b[28:]),
 		OldSize:    int64(binary.LittleEndian.Uint64(b[32:])),
 		NewSize:    int64(binary.LittleEndian.Uint64(b[40:])),
 	}
@@ -140,6 +156,8 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, fmt.Errorf("%w: control size %d", ErrMalformed, h.MaxCtrl)
 	case h.ZstdWindow < 1<<10 || h.ZstdWindow > MaxZstdWindow:
 		return nil, fmt.Errorf("%w: zstd window %d", ErrMalformed, h.ZstdWindow)
+	case h.LZDict > MaxLZDict:
+		return nil, fmt.Errorf("%w: LZ dictionary size %d", ErrMalformed, h.LZDict)
 	case h.OldSize < 0 || h.NewSize < 0 || h.OldSize > 1<<50 || h.NewSize > 1<<50:
 		return nil, fmt.Errorf("%w: image sizes %d/%d", ErrMalformed, h.OldSize, h.NewSize)
 	}

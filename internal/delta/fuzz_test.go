@@ -54,6 +54,13 @@ func FuzzApply(f *testing.F) {
 	if _, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(nw2), int64(len(nw2)), &buf2, GenOptions{WindowSize: 8192, ZstdWindow: 1 << 16, FullSize: -1}); err != nil {
 		f.Fatal(err)
 	}
+	// A third seed made of LZ windows (built-in coder: no outside program).
+	var buf3 bytes.Buffer
+	if _, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(nw2), int64(len(nw2)), &buf3, GenOptions{WindowSize: 8192, ZstdWindow: 1 << 16, FullSize: -1, LZ: BuiltinLZ{}, lzAlways: true}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf3.Bytes(), false)
+	f.Add(decodeBodyF(f, buf3.Bytes()), true)
 	f.Add(buf2.Bytes(), false)
 	f.Add(decodeBodyF(f, buf2.Bytes()), true)
 	f.Add(patch, false)
@@ -61,6 +68,7 @@ func FuzzApply(f *testing.F) {
 	f.Add(decodeBodyF(f, patch), true)
 	f.Add([]byte{}, true)
 	h, _ := ReadHeader(bytes.NewReader(patch))
+	h.LZDict = 64 << 10 // fuzzed bodies may hold LZ windows
 	enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(1<<16), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		f.Fatal(err)

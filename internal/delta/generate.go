@@ -40,6 +40,28 @@ type GenOptions struct {
 	CopyRun int
 	// DiffCoding selects how each window's diff bytes are stored.
 	DiffCoding DiffCoding
+	// LZ codes a window as one zstd frame with old extents as its
+	// dictionary, where that is smaller than the window's operations (nil:
+	// DefaultLZ()). NoLZ turns this off.
+	LZ   LZCoder
+	NoLZ bool
+	// LZDict is the most old bytes an LZ window names as its dictionary
+	// (default and max MaxLZDict): the device holds this much, once, plus
+	// a window of the previous output.
+	LZDict int
+	// LZMargin is how far a dictionary reaches beyond the old extents the
+	// window's operations read (default 256 KiB): the rest of the old file
+	// those extents belong to, most often.
+	LZMargin int
+	// LZWorkers is how many windows are LZ-coded at once (default
+	// GOMAXPROCS).
+	LZWorkers int
+	// LZMaxWindows caps how many windows are LZ-coded (default 32 per
+	// started 256 MiB of new image, at least 16): the zstd program takes
+	// 1–2 CPU-seconds a window.
+	LZMaxWindows int
+
+	lzAlways bool // tests: every window with new bytes becomes an LZ window
 }
 
 // DiffCoding is the encoding of diff sections.
@@ -65,7 +87,11 @@ type Stats struct {
 	CopyBytes   int64 // new bytes copied unchanged from the old image
 	ZeroBytes   int64
 	AddBytes    int64    // new bytes made from old bytes plus a diff
-	LitBytes    int64    // new bytes stored literally
+	LitBytes    int64    // new bytes stored literally (as planned, before LZ windows)
+	LZWindows   int      // windows stored as an LZ frame instead
+	LZBytes     int64    // new bytes in those windows
+	LZTried     int      // windows LZ-coded to compare (at most LZMaxWindows)
+	LZCoder     string   // the LZ coder used
 	SourceBytes int64    // old bytes the patch reads (and verifies)
 	OldSHA256   [32]byte // the source image (bundle: DeltaSource.SourceSHA256)
 	NewSHA256   [32]byte // the new image (bundle: Image.SHA256)
@@ -87,6 +113,21 @@ func (o *GenOptions) defaults() error {
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = 32 << 20
+	}
+	if o.LZDict == 0 {
+		o.LZDict = MaxLZDict
+	}
+	if o.LZMargin == 0 {
+		o.LZMargin = 256 << 10
+	}
+	if o.LZWorkers <= 0 {
+		o.LZWorkers = runtime.GOMAXPROCS(0)
+	}
+	if o.LZ == nil && !o.NoLZ {
+		o.LZ = DefaultLZ()
+	}
+	if o.LZDict < 0 || o.LZDict > MaxLZDict || o.LZMargin < 0 {
+		return fmt.Errorf("delta: LZ dictionary %d (max %d), margin %d", o.LZDict, MaxLZDict, o.LZMargin)
 	}
 	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize || o.WindowSize%ChainAlign != 0 {
 		return fmt.Errorf("delta: window size %d out of range or not a multiple of %d", o.WindowSize, ChainAlign)
@@ -141,23 +182,42 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 		pieces = splitEqualRuns(pieces, old, nw, opts.CopyRun)
 	}
 
-	var buf bytes.Buffer
-	buf.Write(h.marshal())
-	enc, err := zstd.NewWriter(&buf,
-		zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithWindowSize(opts.ZstdWindow),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(true))
+	wins, err := planWindows(ctx, h, old, nw, pieces, &opts, &st)
 	if err != nil {
-		return st, fmt.Errorf("delta: zstd: %w", err)
-	}
-	st.SourceBytes = writeSourceTable(enc, old, pieces)
-	if err := writeWindows(ctx, enc, h, old, nw, pieces, &opts, &st); err != nil {
 		return st, err
 	}
-	if err := enc.Close(); err != nil {
-		return st, fmt.Errorf("delta: zstd: %w", err)
+	st.Windows = len(wins)
+	if !opts.NoLZ {
+		if err := chooseLZ(ctx, old, nw, m.zeroBlock, wins, &opts, &st); err != nil {
+			return st, err
+		}
 	}
+	buf, srcBytes, err := encodePatch(ctx, *h, old, nw, pieces, wins, &opts)
+	if err != nil {
+		return st, err
+	}
+	if st.LZWindows > 0 && !opts.lzAlways {
+		// Each window's choice was made on an estimate of what its
+		// operations cost in the body; compare the whole patch without
+		// LZ windows too and keep the smaller one.
+		frames := make([][]byte, len(wins))
+		for i, wn := range wins {
+			frames[i], wn.lzFrame = wn.lzFrame, nil
+		}
+		plain, plainSrc, err := encodePatch(ctx, *h, old, nw, pieces, wins, &opts)
+		if err != nil {
+			return st, err
+		}
+		if plain.Len() <= buf.Len() {
+			buf, srcBytes = plain, plainSrc
+			st.LZWindows, st.LZBytes = 0, 0
+		} else {
+			for i, wn := range wins {
+				wn.lzFrame = frames[i]
+			}
+		}
+	}
+	st.SourceBytes = srcBytes
 	st.PatchSize = int64(buf.Len())
 	st.Duration = time.Since(start)
 
@@ -176,6 +236,41 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 	}
 	st.Duration = time.Since(start)
 	return st, nil
+}
+
+// encodePatch lays out the patch: header, then the zstd body holding the
+// source table and the windows. It returns the patch and how many source
+// bytes the table covers.
+func encodePatch(ctx context.Context, h Header, old, nw []byte, pieces []piece, wins []*win, opts *GenOptions) (*bytes.Buffer, int64, error) {
+	var extra []extent
+	for _, wn := range wins {
+		if wn.lzFrame != nil {
+			extra = append(extra, wn.lzExt...)
+			var d int64
+			for _, e := range wn.lzExt {
+				d += e.n
+			}
+			h.LZDict = max(h.LZDict, uint32(d), 1)
+		}
+	}
+	var buf bytes.Buffer
+	buf.Write(h.marshal())
+	enc, err := zstd.NewWriter(&buf,
+		zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+		zstd.WithWindowSize(opts.ZstdWindow),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(true))
+	if err != nil {
+		return nil, 0, fmt.Errorf("delta: zstd: %w", err)
+	}
+	srcBytes := writeSourceTable(enc, old, pieces, extra)
+	if err := writeWindows(ctx, enc, &h, nw, wins); err != nil {
+		return nil, 0, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, 0, fmt.Errorf("delta: zstd: %w", err)
+	}
+	return &buf, srcBytes, nil
 }
 
 func readAll(r io.ReaderAt, n int64) ([]byte, error) {
@@ -203,17 +298,24 @@ type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
-// writeSourceTable writes the chunks of old blocks the pieces read, each with
-// its hash, and returns the number of source bytes covered.
-func writeSourceTable(w io.Writer, old []byte, pieces []piece) int64 {
+// writeSourceTable writes the chunks of old blocks the pieces and the LZ
+// dictionaries (extra) read, each with its hash, and returns the number of
+// source bytes covered.
+func writeSourceTable(w io.Writer, old []byte, pieces []piece, extra []extent) int64 {
 	nBlocks := (len(old) + SourceBlock - 1) / SourceBlock
 	used := make([]bool, nBlocks)
+	mark := func(off, n int) {
+		for b := off / SourceBlock; b <= (off+n-1)/SourceBlock; b++ {
+			used[b] = true
+		}
+	}
 	for _, p := range pieces {
 		if p.oldOff >= 0 {
-			for b := p.oldOff / SourceBlock; b <= (p.oldOff+p.n-1)/SourceBlock; b++ {
-				used[b] = true
-			}
+			mark(p.oldOff, p.n)
 		}
+	}
+	for _, e := range extra {
+		mark(int(e.off), int(e.n))
 	}
 	const chunkBlocks = 1024 // 4 MiB of source per hash
 	type run struct{ start, count int }
@@ -300,84 +402,182 @@ const (
 	ctrlHdr = 2 * 10   // the count and the length section's size
 )
 
-// writeWindows cuts the pieces into windows and writes each window's
-// header, control, diff and literal sections.
-func writeWindows(ctx context.Context, w io.Writer, h *Header, old, nw []byte, pieces []piece, opts *GenOptions, st *Stats) error {
+// wop is one operation of a planned window, with its absolute old offset
+// (encoded relative to the previous extent only when the window is emitted,
+// since an LZ window before it moves that previous extent).
+type wop struct {
+	op     byte
+	n, off int
+}
+
+// win is a planned window: its output span, its operations and sections,
+// and, once chosen, the LZ form that replaces them.
+type win struct {
+	start, end int
+	ops        []wop
+	diff, lit  []byte // the diff section (encoded) and literal bytes
+	changed    int    // ADD and LIT bytes: what an LZ form could code better
+	lzExt      []extent
+	lzPrev     int    // bytes of the previous window's output ending the dictionary
+	lzFrame    []byte // nil: the window keeps its operations
+}
+
+// planWindows cuts the pieces into windows of operations. A window may end
+// early when its control section fills up, but only on a multiple of
+// ChainAlign (its check value is the SHA-256 chaining value there). Room is
+// kept for ChainAlign operations: the one added while full() was still
+// false, and up to ChainAlign-1 more, at least a byte each, before the next
+// such offset.
+func planWindows(ctx context.Context, h *Header, old, nw []byte, pieces []piece, opts *GenOptions, st *Stats) ([]*win, error) {
 	ws := int(h.WindowSize)
-	var ops, lens, offs, diff, lit []byte
-	oldPos := 0
-	winStart, pos := 0, 0
-	chain := newChain()
-	flush := func() error {
-		if pos == winStart {
+	var wins []*win
+	cur := &win{}
+	ctrlLen, estOld := 0, 0 // estOld: the previous extent's end, as if no window were LZ
+	var diff []byte
+	flush := func(pos int) error {
+		if pos == cur.start {
 			return nil
 		}
-		ctrl := appendUvarint(nil, uint64(len(ops)))
-		ctrl = append(ctrl, ops...)
-		ctrl = appendUvarint(ctrl, uint64(len(lens)))
-		ctrl = append(append(ctrl, lens...), offs...)
-		hdr, err := windowHeader(chain, nw[winStart:pos], pos == len(nw), len(ctrl))
-		if err != nil {
-			return err
-		}
-		for _, b := range [][]byte{hdr, ctrl, diffSection(diff, opts.DiffCoding), lit} {
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-		}
-		st.Windows++
-		ops, lens, offs, diff, lit = ops[:0], lens[:0], offs[:0], diff[:0], lit[:0]
-		winStart = pos
+		cur.end = pos
+		cur.diff = diffSection(diff, opts.DiffCoding)
+		wins = append(wins, cur)
+		cur, ctrlLen, diff = &win{start: pos}, 0, diff[:0]
 		return ctx.Err()
 	}
+	pos := 0
 	for _, p := range pieces {
 		for p.n > 0 {
-			// A window may end early when its control section fills up, but
-			// only on a multiple of ChainAlign (its check value is the SHA-256
-			// chaining value there). Room is kept for ChainAlign operations:
-			// the one added while full() was still false, and up to
-			// ChainAlign-1 more, at least a byte each, before the next such
-			// offset.
-			full := func() bool { return len(ops)+len(lens)+len(offs)+ctrlHdr+ChainAlign*maxOp > int(h.MaxCtrl) }
-			if pos-winStart == ws || (full() && pos%ChainAlign == 0) {
-				if err := flush(); err != nil {
-					return err
+			full := func() bool { return ctrlLen+ctrlHdr+ChainAlign*maxOp > int(h.MaxCtrl) }
+			if pos-cur.start == ws || (full() && pos%ChainAlign == 0) {
+				if err := flush(pos); err != nil {
+					return nil, err
 				}
 			}
-			n := min(p.n, ws-(pos-winStart))
+			n := min(p.n, ws-(pos-cur.start))
 			if full() {
 				n = min(n, ChainAlign-pos%ChainAlign)
 			}
 			nb := nw[p.newOff : p.newOff+n]
+			o := wop{n: n, off: p.oldOff}
 			switch {
-			case p.oldOff == -2: // zero run
-				ops = append(ops, opZero)
-				lens = appendUvarint(lens, uint64(n))
+			case p.oldOff == oldZero:
+				o.op = opZero
 				st.ZeroBytes += int64(n)
 			case p.oldOff < 0:
-				ops = append(ops, opLit)
-				lens = appendUvarint(lens, uint64(n))
-				lit = append(lit, nb...)
+				o.op = opLit
+				cur.lit = append(cur.lit, nb...)
+				cur.changed += n
 				st.LitBytes += int64(n)
 			default:
 				ob := old[p.oldOff : p.oldOff+n]
 				if bytes.Equal(ob, nb) {
-					ops = append(ops, opCopy)
+					o.op = opCopy
 					st.CopyBytes += int64(n)
 				} else {
-					ops = append(ops, opAdd)
+					o.op = opAdd
 					diff = appendDiff(diff, nb, ob, int64(pos))
+					cur.changed += n
 					st.AddBytes += int64(n)
 				}
-				lens = appendUvarint(lens, uint64(n))
-				offs = appendVarint(offs, int64(p.oldOff-oldPos))
-				oldPos = p.oldOff + n
 				p.oldOff += n
+			}
+			cur.ops = append(cur.ops, o)
+			ctrlLen += 1 + uvarintLen(uint64(n))
+			if o.op == opCopy || o.op == opAdd {
+				ctrlLen += varintLen(int64(o.off - estOld))
+				estOld = o.off + n
 			}
 			p.newOff += n
 			p.n -= n
 			pos += n
 		}
 	}
-	return flush()
+	if err := flush(pos); err != nil {
+		return nil, err
+	}
+	return wins, nil
+}
+
+func uvarintLen(v uint64) int { return len(binary.AppendUvarint(nil, v)) }
+
+func varintLen(v int64) int { return len(binary.AppendVarint(nil, v)) }
+
+// ctrl encodes w's control section, in its LZ form once chosen; old offsets
+// are relative to oldPos, which it returns advanced past the window's last
+// extent.
+func (w *win) ctrl(oldPos int) ([]byte, int) {
+	if w.lzFrame != nil {
+		return w.ctrlLZ(oldPos)
+	}
+	return w.ctrlOps(oldPos)
+}
+
+func (w *win) ctrlLZ(oldPos int) ([]byte, int) {
+	lens := appendUvarint(nil, uint64(w.end-w.start))
+	offs := appendVarint(nil, int64(len(w.lzExt)))
+	for _, e := range w.lzExt {
+		offs = appendVarint(offs, e.off-int64(oldPos))
+		offs = appendVarint(offs, e.n)
+		oldPos = int(e.off + e.n)
+	}
+	offs = appendVarint(offs, int64(w.lzPrev))
+	return ctrlSection([]byte{opLZ}, lens, offs), oldPos
+}
+
+func (w *win) ctrlOps(oldPos int) ([]byte, int) {
+	var ops, lens, offs []byte
+	for _, o := range w.ops {
+		ops = append(ops, o.op)
+		lens = appendUvarint(lens, uint64(o.n))
+		if o.op == opCopy || o.op == opAdd {
+			offs = appendVarint(offs, int64(o.off-oldPos))
+			oldPos = o.off + o.n
+		}
+	}
+	return ctrlSection(ops, lens, offs), oldPos
+}
+
+// ctrlSection lays out a control section by field: opcodes, lengths,
+// offsets.
+func ctrlSection(ops, lens, offs []byte) []byte {
+	ctrl := appendUvarint(nil, uint64(len(ops)))
+	ctrl = append(ctrl, ops...)
+	ctrl = appendUvarint(ctrl, uint64(len(lens)))
+	return append(append(ctrl, lens...), offs...)
+}
+
+// sections returns w's diff and literal sections as stored.
+func (w *win) sections() (diff, lit []byte) {
+	if w.lzFrame != nil {
+		return nil, append(appendUvarint(nil, uint64(len(w.lzFrame))), w.lzFrame...)
+	}
+	return w.diff, w.lit
+}
+
+// writeWindows writes each window's header, control, diff and literal
+// sections.
+func writeWindows(ctx context.Context, w io.Writer, h *Header, nw []byte, wins []*win) error {
+	chain := newChain()
+	oldPos := 0
+	for _, wn := range wins {
+		var ctrl []byte
+		ctrl, oldPos = wn.ctrl(oldPos)
+		if len(ctrl) > int(h.MaxCtrl) {
+			return fmt.Errorf("delta: window at %d: control section of %d bytes over %d", wn.start, len(ctrl), h.MaxCtrl)
+		}
+		hdr, err := windowHeader(chain, nw[wn.start:wn.end], wn.end == len(nw), len(ctrl))
+		if err != nil {
+			return err
+		}
+		diff, lit := wn.sections()
+		for _, b := range [][]byte{hdr, ctrl, diff, lit} {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }

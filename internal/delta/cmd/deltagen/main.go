@@ -18,6 +18,11 @@ func main() {
 	zwin := flag.Int("zstd-window", 0, "zstd window (default 2 MiB)")
 	copyRun := flag.Int("copy-run", 0, "unchanged run inside a match made a COPY (default 4096, -1 never)")
 	full := flag.Int64("full-size", -1, "full-image zstd size for the fallback check (0: measure, -1: skip)")
+	lzDict := flag.Int("lz-dict", 0, "most old bytes an LZ window uses as its dictionary (default 2 MiB)")
+	lzMargin := flag.Int("lz-margin", 0, "dictionary reach around the extents a window reads (default 256 KiB)")
+	lzLevel := flag.Int("lz-level", 0, "zstd program level for LZ windows (default 19)")
+	noLZ := flag.Bool("no-lz", false, "no LZ windows")
+	builtin := flag.Bool("lz-builtin", false, "code LZ windows with the built-in encoder, not the zstd program")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: deltagen [flags] OLD NEW PATCH")
 		flag.PrintDefaults()
@@ -27,7 +32,19 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full, CopyRun: *copyRun}); err != nil {
+	opts := delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full, CopyRun: *copyRun,
+		NoLZ: *noLZ, LZDict: *lzDict, LZMargin: *lzMargin}
+	switch lz := delta.DefaultLZ().(type) {
+	case *delta.ZstdCommand:
+		if *lzLevel > 0 {
+			lz.Level = *lzLevel
+		}
+		opts.LZ = lz
+	}
+	if *builtin {
+		opts.LZ = delta.BuiltinLZ{}
+	}
+	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), opts); err != nil {
 		fmt.Fprintln(os.Stderr, "deltagen:", err)
 		os.Exit(1)
 	}
@@ -57,8 +74,8 @@ func run(oldPath, newPath, patchPath string, opts delta.GenOptions) error {
 		return err
 	}
 	st, err := delta.Generate(context.Background(), oldF, oi.Size(), newF, ni.Size(), out, opts)
-	fmt.Fprintf(os.Stderr, "deltagen: patch %d bytes (full zstd %d), %d windows; copy %d zero %d add %d literal %d; source read %d; %v\n",
-		st.PatchSize, st.FullSize, st.Windows, st.CopyBytes, st.ZeroBytes, st.AddBytes, st.LitBytes, st.SourceBytes, st.Duration.Round(1e6))
+	fmt.Fprintf(os.Stderr, "deltagen: patch %d bytes (full zstd %d), %d windows; copy %d zero %d add %d literal %d; LZ (%s) %d of %d tried windows, %d bytes; source read %d; %v\n",
+		st.PatchSize, st.FullSize, st.Windows, st.CopyBytes, st.ZeroBytes, st.AddBytes, st.LitBytes, st.LZCoder, st.LZWindows, st.LZTried, st.LZBytes, st.SourceBytes, st.Duration.Round(1e6))
 	if errors.Is(err, delta.ErrDeltaNotSmaller) {
 		out.Close()
 		os.Remove(patchPath)

@@ -1,0 +1,221 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os/exec"
+	"testing"
+)
+
+// lzPair is a pair where new content is old (incompressible) content
+// reordered in short pieces with edits. (bsdiff's matches still code it
+// better than LZ windows do: where LZ wins is measured on the corpus's
+// major pairs, TestCorpusPairs.)
+func lzPair() (old, nw []byte) {
+	r := rand.New(rand.NewPCG(3, 4))
+	old = randBytes(r, 1<<20)
+	for len(nw) < 1<<20 {
+		at := r.IntN(len(old) - 600)
+		piece := bytes.Clone(old[at : at+24+r.IntN(40)])
+		piece[r.IntN(len(piece))] ^= 0x20
+		nw = append(nw, piece...)
+	}
+	return old, nw
+}
+
+func lzCoders(t *testing.T) map[string]LZCoder {
+	c := map[string]LZCoder{"builtin": BuiltinLZ{}}
+	if p, err := exec.LookPath("zstd"); err == nil {
+		c["zstd program"] = &ZstdCommand{Path: p, Level: 19}
+	} else {
+		t.Log("no zstd program on PATH: only the built-in coder is tested")
+	}
+	return c
+}
+
+func TestLZWindowsRoundTrip(t *testing.T) {
+	old, nw := lzPair()
+	for name, c := range lzCoders(t) {
+		t.Run(name, func(t *testing.T) {
+			o := GenOptions{LZ: c, WindowSize: 256 << 10}
+			forced := o
+			forced.lzAlways = true
+			fst := roundTrip(t, old, nw, forced)
+			if fst.LZWindows == 0 {
+				t.Fatalf("forced: %d of %d windows LZ", fst.LZWindows, fst.Windows)
+			}
+			plain := roundTrip(t, old, nw, GenOptions{NoLZ: true, WindowSize: 256 << 10})
+			chosen := roundTrip(t, old, nw, o)
+			t.Logf("patch without LZ %d, forced LZ %d, chosen %d (%d of %d windows LZ)",
+				plain.PatchSize, fst.PatchSize, chosen.PatchSize, chosen.LZWindows, chosen.Windows)
+			if chosen.PatchSize > plain.PatchSize {
+				t.Errorf("with LZ windows %d bytes, larger than without (%d)", chosen.PatchSize, plain.PatchSize)
+			}
+		})
+	}
+}
+
+// Every synthetic pair still round-trips with every window LZ-coded:
+// empty images, zero runs, trimmed-source rules and window cuts included.
+func TestLZWindowsSyntheticPairs(t *testing.T) {
+	for name, p := range syntheticPairs() {
+		switch name {
+		case "random", "sparse edits":
+			continue // slow with LZ on every window, and nothing the others lack
+		case "shifted", "larger", "identical", "deleted":
+			if raceOn {
+				continue // the race detector makes these minutes; the rest cover the same paths
+			}
+		}
+		t.Run(name, func(t *testing.T) {
+			roundTrip(t, p[0], p[1], GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10})
+		})
+	}
+}
+
+// An LZ window's dictionary extents are in the source table: a source
+// that differs inside one is refused before anything is written.
+func TestLZDictionaryInSourceTable(t *testing.T) {
+	old, nw := lzPair()
+	patch, st := genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10})
+	if st.LZWindows == 0 {
+		t.Fatal("no LZ window")
+	}
+	bad := bytes.Clone(old)
+	for i := 0; i < len(bad); i += SourceBlock {
+		bad[i] ^= 1
+	}
+	var dst recorder
+	err := Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(bad), &dst)
+	if !errors.Is(err, ErrSourceMismatch) || dst.Len() != 0 {
+		t.Fatalf("err %v after %d bytes", err, dst.Len())
+	}
+}
+
+// lzPatch returns a patch of two LZ windows and its decoded body.
+func lzPatch(t *testing.T) (old, nw, patch, body []byte, h *Header) {
+	old, nw = lzPair()
+	nw = nw[:512<<10]
+	patch, _ = genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10})
+	h, err := ReadHeader(bytes.NewReader(patch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return old, nw, patch, decodeBody(t, patch), h
+}
+
+func TestLZMalformedRefused(t *testing.T) {
+	old, _, _, body, h := lzPatch(t)
+	tableEnd := sourceTableEnd(t, body)
+	cases := map[string]func(b []byte) []byte{
+		"frame length over the window": func(b []byte) []byte {
+			return rewriteFirstFrameLen(t, b, tableEnd, 4<<20)
+		},
+		"frame bytes flipped": func(b []byte) []byte {
+			at := firstFrameAt(t, b, tableEnd)
+			b[at+100] ^= 0xff
+			return b
+		},
+		"previous output named in the first window": func(b []byte) []byte {
+			return rewriteFirstPrev(t, b, tableEnd, 1)
+		},
+	}
+	for name, mut := range cases {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			buf.Write(h.marshal())
+			writeBody(t, &buf, mut(bytes.Clone(body)), int(h.ZstdWindow))
+			var dst recorder
+			err := Apply(context.Background(), bytes.NewReader(buf.Bytes()), bytes.NewReader(old), &dst)
+			if err == nil {
+				t.Fatal("Apply succeeded")
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrOutputHash) {
+				t.Fatalf("err = %v", err)
+			}
+			if dst.Len() != 0 {
+				t.Fatalf("%d bytes written before %v", dst.Len(), err)
+			}
+		})
+	}
+	// A header that allows no LZ dictionary refuses a window that names one.
+	h2 := *h
+	h2.LZDict = 0
+	var buf bytes.Buffer
+	buf.Write(h2.marshal())
+	writeBody(t, &buf, body, int(h.ZstdWindow))
+	if err := Apply(context.Background(), bytes.NewReader(buf.Bytes()), bytes.NewReader(old), &recorder{}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("LZDict 0: err = %v", err)
+	}
+	// And the header's cap is checked.
+	h2.LZDict = MaxLZDict + 1
+	if _, err := ReadHeader(bytes.NewReader(h2.marshal())); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("LZDict over the cap: err = %v", err)
+	}
+}
+
+// sourceTableEnd parses the source table at the start of body and returns
+// where the first window starts.
+func sourceTableEnd(t *testing.T, body []byte) int {
+	t.Helper()
+	r := bytes.NewReader(body)
+	n, _ := binary.ReadUvarint(r)
+	for c := uint64(0); c < n; c++ {
+		runs, _ := binary.ReadUvarint(r)
+		for i := uint64(0); i < 2*runs; i++ {
+			binary.ReadUvarint(r)
+		}
+		r.Seek(4, 1)
+	}
+	return len(body) - r.Len()
+}
+
+// firstWindowParts returns the offsets of window 0's control section and
+// its length.
+func firstWindowParts(t *testing.T, body []byte, at int) (ctrlAt, ctrlLen int) {
+	t.Helper()
+	r := bytes.NewReader(body[at:])
+	binary.ReadUvarint(r)
+	cl, _ := binary.ReadUvarint(r)
+	ctrlAt = at + (len(body[at:]) - r.Len()) + 32
+	if body[ctrlAt+1] != opLZ {
+		t.Fatalf("window 0 is not an LZ window (op %d)", body[ctrlAt+1])
+	}
+	return ctrlAt, int(cl)
+}
+
+func firstFrameAt(t *testing.T, body []byte, at int) int {
+	ctrlAt, cl := firstWindowParts(t, body, at)
+	_, k := binary.Uvarint(body[ctrlAt+cl:])
+	return ctrlAt + cl + k
+}
+
+// rewriteFirstFrameLen replaces window 0's frame length field.
+func rewriteFirstFrameLen(t *testing.T, body []byte, at int, n uint64) []byte {
+	ctrlAt, cl := firstWindowParts(t, body, at)
+	_, k := binary.Uvarint(body[ctrlAt+cl:])
+	out := append(bytes.Clone(body[:ctrlAt+cl]), binary.AppendUvarint(nil, n)...)
+	return append(out, body[ctrlAt+cl+k:]...)
+}
+
+// rewriteFirstPrev replaces window 0's previous-output length (the last
+// varint of its control section) and the control length with it.
+func rewriteFirstPrev(t *testing.T, body []byte, at int, p int64) []byte {
+	ctrlAt, cl := firstWindowParts(t, body, at)
+	ctrl := body[ctrlAt : ctrlAt+cl]
+	if ctrl[len(ctrl)-1] != 0 {
+		t.Fatalf("window 0 names %d previous bytes", ctrl[len(ctrl)-1])
+	}
+	nc := append(bytes.Clone(ctrl[:len(ctrl)-1]), binary.AppendVarint(nil, p)...)
+	r := bytes.NewReader(body[at:])
+	ol, _ := binary.ReadUvarint(r)
+	hdr := binary.AppendUvarint(nil, ol)
+	hdr = binary.AppendUvarint(hdr, uint64(len(nc)))
+	out := append(bytes.Clone(body[:at]), hdr...)
+	out = append(out, body[ctrlAt-32:ctrlAt]...)
+	out = append(out, nc...)
+	return append(out, body[ctrlAt+cl:]...)
+}
