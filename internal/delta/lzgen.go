@@ -134,7 +134,10 @@ func chooseLZ(ctx context.Context, old, nw []byte, zeroBlock []bool, wins []*win
 	}
 	var cand []*job
 	for i, wn := range wins {
-		if wn.changed > 0 && (wn.changed >= (wn.end-wn.start)/8 || opts.lzAlways) {
+		// len(diff) is already bzip2-coded and lit at most its raw size:
+		// under an eighth of the changed bytes, the operations code at 8:1
+		// or better whatever the body's encoder does, so no estimate.
+		if wn.changed > 0 && (wn.changed >= (wn.end-wn.start)/8 && (len(wn.diff)+len(wn.lit))*8 >= wn.changed || opts.lzAlways) {
 			j := &job{wn: wn}
 			if i > 0 {
 				j.prev = wins[i-1]
