@@ -33,10 +33,12 @@ OTAD_BUNDLE_LINK_NAME ??= "${PN}-${MACHINE}"
 OTAD_BUNDLE_NAME ??= "${OTAD_BUNDLE_LINK_NAME}-${DATETIME}"
 OTAD_BUNDLE_NAME[vardepsexclude] = "DATETIME"
 
-# Only otad-native runs: no cross compiler, no libc.
+# Only otad-native runs (and, for a delta, the zstd program it codes LZ
+# windows with: without it the pure-Go coder makes larger major-release
+# deltas): no cross compiler, no libc.
 INHIBIT_DEFAULT_DEPS = "1"
 PACKAGE_ARCH = "${MACHINE_ARCH}"
-DEPENDS = "otad-native"
+DEPENDS = "otad-native ${@'zstd-native' if d.getVar('OTAD_BUNDLE_DELTA_FROM') else ''}"
 do_bundle[depends] += "${@'${OTAD_BUNDLE_IMAGE}:do_image_complete' if d.getVar('OTAD_BUNDLE_IMAGE') else ''}"
 do_bundle[vardeps] += "OTAD_BUNDLE_COMPATIBLE OTAD_BUNDLE_VERSION OTAD_BUNDLE_SECURITY_VERSION OTAD_BUNDLE_COMPRESS"
 do_bundle[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('OTAD_BUNDLE_KEYS') or '').split())}"
