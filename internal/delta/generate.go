@@ -192,30 +192,9 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 			return st, err
 		}
 	}
-	buf, srcBytes, err := encodePatch(ctx, *h, old, nw, pieces, wins, &opts)
+	buf, srcBytes, err := encodeSmaller(ctx, *h, old, nw, pieces, wins, &opts, &st)
 	if err != nil {
 		return st, err
-	}
-	if st.LZWindows > 0 && !opts.lzAlways {
-		// Each window's choice was made on an estimate of what its
-		// operations cost in the body; compare the whole patch without
-		// LZ windows too and keep the smaller one.
-		frames := make([][]byte, len(wins))
-		for i, wn := range wins {
-			frames[i], wn.lzFrame = wn.lzFrame, nil
-		}
-		plain, plainSrc, err := encodePatch(ctx, *h, old, nw, pieces, wins, &opts)
-		if err != nil {
-			return st, err
-		}
-		if plain.Len() <= buf.Len() {
-			buf, srcBytes = plain, plainSrc
-			st.LZWindows, st.LZBytes = 0, 0
-		} else {
-			for i, wn := range wins {
-				wn.lzFrame = frames[i]
-			}
-		}
 	}
 	st.SourceBytes = srcBytes
 	st.PatchSize = int64(buf.Len())
@@ -236,6 +215,33 @@ func Generate(ctx context.Context, oldImg io.ReaderAt, oldSize int64, newImg io.
 	}
 	st.Duration = time.Since(start)
 	return st, nil
+}
+
+// encodeSmaller encodes the patch with the LZ windows chooseLZ picked and,
+// if there are any, also without them, and returns the smaller: each
+// window's choice was made on an estimate of what its operations cost in
+// the body.
+func encodeSmaller(ctx context.Context, h Header, old, nw []byte, pieces []piece, wins []*win, opts *GenOptions, st *Stats) (*bytes.Buffer, int64, error) {
+	buf, srcBytes, err := encodePatch(ctx, h, old, nw, pieces, wins, opts)
+	if err != nil || st.LZWindows == 0 || opts.lzAlways {
+		return buf, srcBytes, err
+	}
+	frames := make([][]byte, len(wins))
+	for i, wn := range wins {
+		frames[i], wn.lzFrame = wn.lzFrame, nil
+	}
+	plain, plainSrc, err := encodePatch(ctx, h, old, nw, pieces, wins, opts)
+	if err != nil {
+		return nil, 0, err
+	}
+	if plain.Len() <= buf.Len() {
+		st.LZWindows, st.LZBytes = 0, 0
+		return plain, plainSrc, nil
+	}
+	for i, wn := range wins {
+		wn.lzFrame = frames[i]
+	}
+	return buf, srcBytes, nil
 }
 
 // encodePatch lays out the patch: header, then the zstd body holding the
