@@ -417,9 +417,35 @@ func (b *demoBoard) startDaemon(ctx context.Context, trial bool) error {
 	if !trial {
 		return nil
 	}
+	// The daemon may answer on the bus before its health check has begun
+	// (Operation still "idle" with the boot a trial): wait until the trial
+	// is decided, committed or rolled back, not just until the daemon idles.
+	for deadline := time.Now().Add(demoWait); ; {
+		done, err := b.trialDecided(ctx, st)
+		if done || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("trial boot of slot %s neither committed nor rolled back after %v", st.BootSlot, demoWait)
+		}
+		select {
+		case <-b.serve.done:
+			return fmt.Errorf("otad serve exited during the trial boot: %v", b.serve.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if st, err = b.settle(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// trialDecided reports the trial boot's outcome once there is one.
+func (b *demoBoard) trialDecided(ctx context.Context, st dbusapi.Status) (bool, error) {
 	slots, err := b.client.Slots(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, s := range slots {
 		if s.Name != st.BootSlot {
@@ -431,13 +457,13 @@ func (b *demoBoard) startDaemon(ctx context.Context, trial bool) error {
 			if b.rebootRequested() {
 				b.say("   [otad] reboot requested to fall back: reboot-command ran reboot.sh")
 			}
+			return true, nil
 		case !st.TrialBoot:
 			b.say("   [otad] slot %s confirmed and committed", s.Name)
-		default:
-			return fmt.Errorf("trial boot of slot %s neither committed nor rolled back (state %q)", s.Name, state)
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 func demoProp(s dbusapi.SlotStatus, name string) string {
