@@ -76,8 +76,9 @@ func TestLZWindowsSyntheticPairs(t *testing.T) {
 	}
 }
 
-// An LZ window's dictionary extents are in the source table: a source
-// that differs inside one is refused before anything is written.
+// A patch of LZ windows against a differing source is refused before
+// anything is written (TestLZDictionaryBlocksInTable shows the dictionary
+// blocks themselves are in the table).
 func TestLZDictionaryInSourceTable(t *testing.T) {
 	old, nw := lzPair()
 	patch, st := genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10})
@@ -218,4 +219,23 @@ func rewriteFirstPrev(t *testing.T, body []byte, at int, p int64) []byte {
 	out = append(out, body[ctrlAt-32:ctrlAt]...)
 	out = append(out, nc...)
 	return append(out, body[ctrlAt+cl:]...)
+}
+
+// The source table lists the blocks LZ dictionaries read, even those no
+// COPY or ADD touches, so a source differing there is refused up front.
+func TestLZDictionaryBlocksInTable(t *testing.T) {
+	old := make([]byte, 10*SourceBlock)
+	var buf bytes.Buffer
+	got := writeSourceTable(&buf, old, nil, []extent{{off: 3*SourceBlock + 10, n: 5000}})
+	if got != 2*SourceBlock {
+		t.Fatalf("table covers %d bytes, want blocks 3 and 4", got)
+	}
+	r := bytes.NewReader(buf.Bytes())
+	chunks, _ := binary.ReadUvarint(r)
+	runs, _ := binary.ReadUvarint(r)
+	gap, _ := binary.ReadUvarint(r)
+	count, _ := binary.ReadUvarint(r)
+	if chunks != 1 || runs != 1 || gap != 3 || count != 2 {
+		t.Fatalf("table: %d chunks, %d runs, gap %d, count %d; want 1, 1, 3, 2", chunks, runs, gap, count)
+	}
 }
