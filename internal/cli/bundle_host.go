@@ -139,6 +139,7 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	fs.Var(&images, "image", "CLASS=FILE, repeatable")
 	fs.Var(&deltaFrom, "delta-from", "OLD.img (single image) or CLASS=OLD.img: ship a delta from the image\ninstalled on devices; falls back to the full image when not smaller")
 	fs.Var(&keyPaths, "key", "private key file, repeatable (each adds a signature)")
+	unmapped := fs.Bool("delta-unmapped", false, "make deltas for devices whose slots cannot be mapped or read back while written\n(MTD, UBI volumes): LZ dictionaries of at most 8 MiB of the old image only")
 	ext := addSignerFlags(fs)
 	if err := parseFlags(e, fs, args); err != nil {
 		return err
@@ -165,7 +166,11 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srcs, cleanup, err := createSources(ctx, e, images, deltaFrom, enc, filepath.Dir(*out))
+	var gen delta.GenOptions
+	if *unmapped {
+		gen.LZDict, gen.LZNewDict = delta.MaxLZDictCopy, -1
+	}
+	srcs, cleanup, err := createSources(ctx, e, images, deltaFrom, enc, filepath.Dir(*out), gen)
 	defer cleanup()
 	if err != nil {
 		return err
@@ -187,7 +192,7 @@ func bundleCreate(ctx context.Context, e *Env, args []string) error {
 // createSources opens each --image CLASS=FILE as a bundle source, replaced
 // by a delta from its --delta-from image when that is smaller. cleanup
 // closes the files and removes temporary patches; call it also on error.
-func createSources(ctx context.Context, e *Env, images, deltaFrom []string, enc, tmpDir string) (srcs []bundle.Source, cleanup func(), err error) {
+func createSources(ctx context.Context, e *Env, images, deltaFrom []string, enc, tmpDir string, gen delta.GenOptions) (srcs []bundle.Source, cleanup func(), err error) {
 	var undo []func()
 	cleanup = func() {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -222,7 +227,7 @@ func createSources(ctx context.Context, e *Env, images, deltaFrom []string, enc,
 		src := bundle.Source{Class: class, Encoding: enc, Data: f, Size: st.Size()}
 		if old, ok := olds[class]; ok {
 			delete(olds, class)
-			ds, dsCleanup, err := deltaSource(ctx, e, class, old, f, st.Size(), tmpDir)
+			ds, dsCleanup, err := deltaSource(ctx, e, class, old, f, st.Size(), tmpDir, gen)
 			undo = append(undo, dsCleanup)
 			if err != nil {
 				return nil, cleanup, err
@@ -242,7 +247,7 @@ func createSources(ctx context.Context, e *Env, images, deltaFrom []string, enc,
 // deltaSource generates a patch from old to the new image into a temporary
 // file in dir. It returns nil (ship the full image) when the patch would not
 // be smaller than the full image compressed.
-func deltaSource(ctx context.Context, e *Env, class, oldPath string, newImg *os.File, newSize int64, dir string) (*bundle.Source, func(), error) {
+func deltaSource(ctx context.Context, e *Env, class, oldPath string, newImg *os.File, newSize int64, dir string, gen delta.GenOptions) (*bundle.Source, func(), error) {
 	cleanup := func() {}
 	old, err := os.Open(oldPath)
 	if err != nil {
@@ -258,7 +263,7 @@ func deltaSource(ctx context.Context, e *Env, class, oldPath string, newImg *os.
 		return nil, cleanup, err
 	}
 	cleanup = func() { patch.Close(); os.Remove(patch.Name()) }
-	st, err := delta.Generate(ctx, old, ost.Size(), newImg, newSize, patch, delta.GenOptions{})
+	st, err := delta.Generate(ctx, old, ost.Size(), newImg, newSize, patch, gen)
 	if errors.Is(err, delta.ErrDeltaNotSmaller) {
 		fmt.Fprintf(e.Stdout, "%s: delta (%d bytes) not smaller than the full image (%d bytes compressed): shipping the full image\n", class, st.PatchSize, st.FullSize)
 		return nil, cleanup, nil

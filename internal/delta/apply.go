@@ -31,6 +31,14 @@ type Applier struct {
 	SourceChecked bool
 	// Stats, when not nil, receives the counts of the last Apply.
 	Stats *ApplyStats
+	// Target reads back the slot dst writes, from its start: patches
+	// flagged FlagReadsNew name bytes earlier windows wrote in their LZ
+	// dictionaries. Nil: dst itself if it is an io.ReaderAt, else such
+	// patches are refused before anything is written. Sync, if set, makes
+	// everything dst was given readable through Target; Apply calls it
+	// before reading back.
+	Target io.ReaderAt
+	Sync   func() error
 }
 
 // ApplyStats counts what one Apply read and hashed.
@@ -41,6 +49,8 @@ type ApplyStats struct {
 	CopyBytes    int64 // output copied from the source
 	ZeroBytes    int64
 	LZBytes      int64 // output decoded from LZ frames
+	LZReadBack   int64 // new-image bytes LZ dictionaries read back from the target
+	LZMapped     bool  // LZ dictionaries were mapped from the slots, not copied
 }
 
 // Apply reconstructs the new image from patch (read once, sequentially) and
@@ -110,15 +120,19 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 	}
 	defer s.close()
 	w := &windowApplier{
-		h:    h,
-		s:    s,
-		src:  src,
-		out:  make([]byte, h.WindowSize),
-		ctrl: make([]byte, h.MaxCtrl),
-		sh:   newChain(),
+		h:      h,
+		s:      s,
+		src:    src,
+		target: a.Target,
+		sync:   a.Sync,
+		out:    make([]byte, h.WindowSize),
+		ctrl:   make([]byte, h.MaxCtrl),
+		sh:     newChain(),
 	}
 	defer w.lz.close()
-	w.lz.keep = h.LZDict > 0
+	if err := w.prepareLZ(dst); err != nil {
+		return err
+	}
 	// The window buffer is free until the first window: source reads use it.
 	tableSrc := src
 	if a.SourceChecked {
@@ -141,11 +155,12 @@ func (a *Applier) Apply(ctx context.Context, patch io.Reader, src io.ReaderAt, d
 		if err != nil {
 			return err
 		}
-		w.lz.remember(out, int(h.WindowSize))
+		w.lz.remember(out)
 		if _, err := dst.Write(out); err != nil {
 			return fmt.Errorf("delta: write window %d: %w", n, err)
 		}
 		written += int64(len(out))
+		w.newOff = written
 		w.st.Windows++
 	}
 	if h.NewSize == 0 && w.sh.sum() != h.NewSHA256 { // no window checked it
@@ -307,8 +322,42 @@ type windowApplier struct {
 	sparse sparseDiff
 	oldPos int64 // end of the last old extent read; offsets are relative to it
 	lz     lzState
-	ext    []extent // the current LZ operation's dictionary extents (walk)
-	lzPrev int      // and how much of the previous output ends it
+	ext    []extent // the current LZ operation's old extents (walk)
+	newExt []extent // its new-image extents
+	lzPrev int      // and how much of the previous output starts it
+	target io.ReaderAt
+	sync   func() error
+	newOff int64 // where in the new image the current window starts
+}
+
+// prepareLZ sets up LZ dictionaries before anything is written: a patch
+// that reads the new image back needs a target to read it from, and
+// dictionaries too large to copy need slots that can be mapped.
+func (w *windowApplier) prepareLZ(dst io.Writer) error {
+	h := w.h
+	if h.LZDict == 0 {
+		return nil
+	}
+	if h.Flags&FlagReadsNew != 0 && w.target == nil {
+		r, ok := dst.(io.ReaderAt)
+		if !ok {
+			return fmt.Errorf("delta: this patch reads back the slot it writes, and none was given to read")
+		}
+		w.target = r
+	}
+	_, srcMap := fdOf(w.src)
+	mapped := srcMap
+	if h.Flags&FlagReadsNew != 0 {
+		_, tgtMap := fdOf(w.target)
+		mapped = mapped && tgtMap
+	}
+	v, err := newDictView(int(h.WindowSize), int(h.LZDict), mapped)
+	if err != nil {
+		return err
+	}
+	w.lz.view, w.lz.keep = v, true
+	w.st.LZMapped = v.mapped
+	return nil
 }
 
 // extent is a span of the old image.

@@ -35,7 +35,7 @@ func genPatch(t testing.TB, old, nw []byte, opts GenOptions) ([]byte, Stats) {
 func roundTrip(t testing.TB, old, nw []byte, opts GenOptions) Stats {
 	t.Helper()
 	patch, st := genPatch(t, old, nw, opts)
-	var out bytes.Buffer
+	var out recorder
 	if err := Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &out); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -166,7 +166,21 @@ func TestFallbackWhenNotSmaller(t *testing.T) {
 }
 
 // recorder is a dst that remembers what was written.
+// recorder is a slot in memory: written sequentially, read back with
+// ReadAt (what patches that read the new image back need).
 type recorder struct{ bytes.Buffer }
+
+func (r *recorder) ReadAt(p []byte, off int64) (int, error) {
+	b := r.Bytes()
+	if off < 0 || off > int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
 
 func TestMismatchedSourceRefusedBeforeWriting(t *testing.T) {
 	p := syntheticPairs()["sparse edits"]
@@ -332,7 +346,7 @@ func firstWindow(t *testing.T) (old []byte, h *Header, body []byte, winAt, ctrlA
 	nw[200<<10] ^= 1 // one edit late: the first windows are single COPYs
 	patch, _ := genPatch(t, old, nw, GenOptions{WindowSize: 64 << 10})
 	h, _ = ReadHeader(bytes.NewReader(patch))
-	if h.Version != formatVersion || string(patch[:8]) != "OTADDLT4" {
+	if h.Version != formatVersion || string(patch[:8]) != "OTADDLT5" {
 		t.Fatalf("version %d, magic %q", h.Version, patch[:8])
 	}
 	body = decodeBody(t, patch)

@@ -7,13 +7,15 @@
 // Header.WindowSize bytes of the new image from a few operations:
 // COPY (an extent of the old image), ZERO, LIT (new bytes), ADD (new =
 // old + diff over an approximate match, as bsdiff does) and LZ (a zstd frame
-// decoded with old extents and the previous window's output as its raw
-// dictionary, what major releases need: new code and data that bsdiff's
-// matches cover badly). The format is laid
+// decoded with a raw dictionary of the previous window's output, extents of
+// the old image and extents of the new image that earlier windows wrote:
+// what major releases need, new code and data that bsdiff's matches cover
+// badly and that often recurs within the new release). The format is laid
 // out for the device: the patch is read once from start to end, the old image
-// is read with ReadAt (pread on the active slot), the new image is written
-// strictly sequentially, and Apply needs memory bounded by the header's
-// declared limits (which are themselves capped), never by the image size.
+// is read with ReadAt (pread on the active slot) or mapped, the new image is
+// written strictly sequentially and read back only where earlier windows
+// wrote it, and Apply needs memory bounded by the header's declared limits
+// (which are themselves capped), never by the image size.
 //
 // Invariants of Apply:
 //   - Nothing is written to dst before the whole source table (a CRC-32C of
@@ -40,7 +42,16 @@
 //     sections at most 3.6 MB of block state, allocated once and reused by
 //     every window; an LZ frame is decoded in one call into the window
 //     buffer, which it may not grow), whatever the image size or the patch
-//     content.
+//     content. LZ dictionaries are read-only mappings of the two slots
+//     placed side by side in one reserved range (page cache the kernel can
+//     drop and re-read, not Apply's own memory); where a slot cannot be
+//     mapped they are copied, and a header LZDict over MaxLZDictCopy is then
+//     refused before anything is written. A fault reading a mapped slot is
+//     an error, not a crash.
+//   - New-image extents lie wholly before the window being made: bytes that
+//     passed the hash chain and were handed to dst, read back after
+//     Applier.Sync. A patch that reads back (FlagReadsNew) is refused up
+//     front when there is no target to read.
 //
 // Apply is not atomic and keeps no state: after a power cut the caller starts
 // again from the beginning (the inactive slot is not armed until Apply has

@@ -8,13 +8,19 @@ import (
 )
 
 // Magic starts every patch; the last byte is the format version.
-const Magic = "OTADDLT4"
+const Magic = "OTADDLT5"
 
 // formatVersion is the only version Apply accepts. Versions 1 and 2
 // (per-window SHA-256 of the window's own output; source extents checked with
 // SHA-256) were development formats, never shipped, and are refused; version
-// 3 had no LZ operation (patches made by otad 0.4 must be regenerated).
-const formatVersion = 4
+// 3 had no LZ operation, version 4 had LZ dictionaries of old extents only
+// (patches made by otad 0.4 and 0.5 must be regenerated).
+const formatVersion = 5
+
+// FlagReadsNew in Header.Flags: some LZ dictionary names extents of the new
+// image that earlier windows wrote, so Apply must be able to read the slot
+// it writes (Applier.Target); it refuses the patch up front otherwise.
+const FlagReadsNew = 1
 
 // ChainAlign is the alignment of every window end but the last: the SHA-256
 // block size, so that the window's check value is the hash's chaining value
@@ -30,13 +36,17 @@ const (
 	MaxWindowSize = 4 << 20
 	MaxCtrlSize   = 1 << 20
 	MaxZstdWindow = 8 << 20
-	// MaxLZDict caps the old bytes one LZ operation may name as its
-	// dictionary; Apply holds them in one buffer of the header's LZDict.
-	MaxLZDict = 4 << 20
+	// MaxLZDict caps the slot bytes (old and new extents) one LZ operation
+	// may name as its dictionary. Apply maps them read-only from the two
+	// slots, so they cost page cache, not memory of its own; where it cannot
+	// map them it copies them, and then refuses a header LZDict over
+	// MaxLZDictCopy.
+	MaxLZDict     = 32 << 20
+	MaxLZDictCopy = 8 << 20
 	// MaxLZWindow caps the window size an LZ frame may declare. Apply
 	// decodes a frame in one call into the window's own buffer, so this
 	// bounds what the decoder accepts, not what it allocates.
-	MaxLZWindow = 16 << 20
+	MaxLZWindow = 64 << 20
 	// SourceBlock is the granularity of the source table and of the
 	// generator's "never read an all-zero block" rule.
 	SourceBlock = 4096
@@ -48,10 +58,14 @@ const (
 	opZero = 1 // len: out = zeros
 	opLit  = 2 // len: out = next len bytes of the window's literal section
 	opAdd  = 3 // len, old offset delta: out = old[off:off+len] + next len diff bytes
-	// opLZ: len, extent count k, k × (old offset delta, extent len):
-	// out = the next zstd frame of the window's literal section, decoded
-	// with the concatenated old extents as its raw dictionary (what
-	// `zstd --patch-from` makes). The frame is preceded by its length.
+	// opLZ: len, old extent count k, k × (old offset delta, extent len),
+	// new extent count j, j × (new offset delta, extent len), previous
+	// output length p: out = the next zstd frame of the window's literal
+	// section (preceded by its length), decoded with a raw dictionary (what
+	// `zstd --patch-from` makes) of the last p bytes of the previous
+	// window's output, then the old extents, then the new extents (bytes
+	// of the new image before this window, read back from the slot). Every
+	// extent starts and ends on a SourceBlock boundary, so Apply can map it.
 	opLZ = 4
 )
 
@@ -88,6 +102,7 @@ func (e *SourceMismatchError) Is(target error) bool { return target == ErrSource
 // Header is the fixed start of a patch.
 type Header struct {
 	Version    uint16 // formatVersion
+	Flags      uint16 // FlagReadsNew
 	WindowSize uint32 // max output bytes per window
 	MaxCtrl    uint32 // max control bytes per window
 	ZstdWindow uint32 // zstd window size the body was compressed with
@@ -104,6 +119,7 @@ func (h *Header) marshal() []byte {
 	copy(b, Magic[:7])
 	b[7] = '0' + byte(v)
 	binary.LittleEndian.PutUint16(b[8:], v)
+	binary.LittleEndian.PutUint16(b[10:], h.Flags)
 	binary.LittleEndian.PutUint32(b[12:], SourceBlock)
 	binary.LittleEndian.PutUint32(b[16:], h.WindowSize)
 	binary.LittleEndian.PutUint32(b[20:], h.MaxCtrl)
@@ -132,7 +148,8 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	if v != formatVersion {
 		return nil, fmt.Errorf("%w: format version %d (this otad applies version %d; regenerate the patch)", ErrMalformed, v, formatVersion)
 	}
-	if flags := binary.LittleEndian.Uint16(b[10:]); flags != 0 {
+	flags := binary.LittleEndian.Uint16(b[10:])
+	if flags&^FlagReadsNew != 0 {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, flags)
 	}
 	if bs := binary.LittleEndian.Uint32(b[12:]); bs != SourceBlock {
@@ -140,6 +157,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	}
 	h := &Header{
 		Version:    v,
+		Flags:      flags,
 		WindowSize: binary.LittleEndian.Uint32(b[16:]),
 		MaxCtrl:    binary.LittleEndian.Uint32(b[20:]),
 		ZstdWindow: binary.LittleEndian.Uint32(b[24:]),

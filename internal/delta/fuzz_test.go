@@ -61,6 +61,13 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Add(buf3.Bytes(), false)
 	f.Add(decodeBodyF(f, buf3.Bytes()), true)
+	// A fourth whose LZ dictionaries read back the written image.
+	rOld, rNew := repeatPair()
+	var buf4 bytes.Buffer
+	if _, err := Generate(context.Background(), bytes.NewReader(rOld), int64(len(rOld)), bytes.NewReader(rNew), int64(len(rNew)), &buf4, GenOptions{WindowSize: 256 << 10, FullSize: -1, LZ: BuiltinLZ{}, lzAlways: true}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf4.Bytes(), false)
 	f.Add(buf2.Bytes(), false)
 	f.Add(decodeBodyF(f, buf2.Bytes()), true)
 	f.Add(patch, false)
@@ -68,7 +75,8 @@ func FuzzApply(f *testing.F) {
 	f.Add(decodeBodyF(f, patch), true)
 	f.Add([]byte{}, true)
 	h, _ := ReadHeader(bytes.NewReader(patch))
-	h.LZDict = 64 << 10 // fuzzed bodies may hold LZ windows
+	h.LZDict = 64 << 10    // fuzzed bodies may hold LZ windows
+	h.Flags = FlagReadsNew // that read back the written image
 	enc, err := zstd.NewWriter(nil, zstd.WithWindowSize(1<<16), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		f.Fatal(err)
@@ -78,10 +86,12 @@ func FuzzApply(f *testing.F) {
 		if bodyOnly { // valid header, fuzzed (then compressed) body
 			p = enc.EncodeAll(data, h.marshal())
 		}
-		lw := &limitWriter{n: len(nw)}
-		err := Apply(context.Background(), bytes.NewReader(p), bytes.NewReader(old), lw)
-		if err == nil && bodyOnly && lw.n != 0 {
-			t.Fatalf("Apply succeeded but wrote %d of %d bytes", len(nw)-lw.n, len(nw))
+		lw := &limitWriter{n: max(len(nw), len(rNew))}
+		var back recorder // what was written, for patches that read it back
+		a := &Applier{Target: &back}
+		err := a.Apply(context.Background(), bytes.NewReader(p), bytes.NewReader(old), io.MultiWriter(lw, &back))
+		if err == nil && bodyOnly && lw.n != max(len(nw), len(rNew))-len(nw) {
+			t.Fatalf("Apply succeeded but wrote %d of %d bytes", back.Len(), len(nw))
 		}
 		VerifySource(context.Background(), bytes.NewReader(p), bytes.NewReader(old))
 	})

@@ -46,9 +46,16 @@ type GenOptions struct {
 	LZ   LZCoder
 	NoLZ bool
 	// LZDict is the most old bytes an LZ window names as its dictionary
-	// (default and max MaxLZDict): the device holds this much, once, plus
-	// a window of the previous output.
+	// (default 16 MiB; with LZNewDict at most MaxLZDict). The device maps
+	// them from the active slot; a device that cannot map its slots copies
+	// them and then takes at most MaxLZDictCopy.
 	LZDict int
+	// LZNewDict is the most bytes of the new image before a window that its
+	// dictionary names (default 4 MiB, -1 none): content that first
+	// appears in the new release and recurs, which the device reads back
+	// from the slot it writes. Slots that cannot be read back while being
+	// written need -1.
+	LZNewDict int
 	// LZMargin is how far a dictionary reaches beyond the old extents the
 	// window's operations read (default 256 KiB): the rest of the old file
 	// those extents belong to, most often.
@@ -115,7 +122,10 @@ func (o *GenOptions) defaults() error {
 		o.SegmentSize = 32 << 20
 	}
 	if o.LZDict == 0 {
-		o.LZDict = MaxLZDict
+		o.LZDict = 16 << 20
+	}
+	if o.LZNewDict == 0 {
+		o.LZNewDict = 4 << 20
 	}
 	if o.LZMargin == 0 {
 		o.LZMargin = 256 << 10
@@ -126,8 +136,8 @@ func (o *GenOptions) defaults() error {
 	if o.LZ == nil && !o.NoLZ {
 		o.LZ = DefaultLZ()
 	}
-	if o.LZDict < 0 || o.LZDict > MaxLZDict || o.LZMargin < 0 {
-		return fmt.Errorf("delta: LZ dictionary %d (max %d), margin %d", o.LZDict, MaxLZDict, o.LZMargin)
+	if o.LZDict < 0 || o.LZDict+max(o.LZNewDict, 0) > MaxLZDict || o.LZMargin < 0 {
+		return fmt.Errorf("delta: LZ dictionary %d + %d (max %d), margin %d", o.LZDict, max(o.LZNewDict, 0), MaxLZDict, o.LZMargin)
 	}
 	if o.WindowSize < SourceBlock || o.WindowSize > MaxWindowSize || o.WindowSize%ChainAlign != 0 {
 		return fmt.Errorf("delta: window size %d out of range or not a multiple of %d", o.WindowSize, ChainAlign)
@@ -255,6 +265,12 @@ func encodePatch(ctx context.Context, h Header, old, nw []byte, pieces []piece, 
 			var d int64
 			for _, e := range wn.lzExt {
 				d += e.n
+			}
+			for _, e := range wn.lzNew {
+				d += e.n
+			}
+			if len(wn.lzNew) > 0 {
+				h.Flags |= FlagReadsNew
 			}
 			h.LZDict = max(h.LZDict, uint32(d), 1)
 		}
@@ -421,11 +437,12 @@ type wop struct {
 type win struct {
 	start, end int
 	ops        []wop
-	diff, lit  []byte // the diff section (encoded) and literal bytes
-	changed    int    // ADD and LIT bytes: what an LZ form could code better
-	lzExt      []extent
-	lzPrev     int    // bytes of the previous window's output ending the dictionary
-	lzFrame    []byte // nil: the window keeps its operations
+	diff, lit  []byte   // the diff section (encoded) and literal bytes
+	changed    int      // ADD and LIT bytes: what an LZ form could code better
+	lzExt      []extent // old extents of the LZ dictionary
+	lzNew      []extent // new-image extents of the LZ dictionary (before the window)
+	lzPrev     int      // bytes of the previous window's output starting the dictionary
+	lzFrame    []byte   // nil: the window keeps its operations
 }
 
 // planWindows cuts the pieces into windows of operations. A window may end
@@ -525,6 +542,13 @@ func (w *win) ctrlLZ(oldPos int) ([]byte, int) {
 		offs = appendVarint(offs, e.off-int64(oldPos))
 		offs = appendVarint(offs, e.n)
 		oldPos = int(e.off + e.n)
+	}
+	offs = appendVarint(offs, int64(len(w.lzNew)))
+	newPos := int64(0)
+	for _, e := range w.lzNew {
+		offs = appendVarint(offs, e.off-newPos)
+		offs = appendVarint(offs, e.n)
+		newPos = e.off + e.n
 	}
 	offs = appendVarint(offs, int64(w.lzPrev))
 	return ctrlSection([]byte{opLZ}, lens, offs), oldPos

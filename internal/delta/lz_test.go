@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -237,5 +239,108 @@ func TestLZDictionaryBlocksInTable(t *testing.T) {
 	count, _ := binary.ReadUvarint(r)
 	if chunks != 1 || runs != 1 || gap != 3 || count != 2 {
 		t.Fatalf("table: %d chunks, %d runs, gap %d, count %d; want 1, 1, 3, 2", chunks, runs, gap, count)
+	}
+}
+
+// repeatPair is a pair whose new image repeats, near its end, content that
+// first appears earlier in the new image and nowhere in the old one: what
+// only a dictionary reading the new image back can match.
+func repeatPair() (old, nw []byte) {
+	r := rand.New(rand.NewPCG(5, 6))
+	old = randBytes(r, 512<<10)
+	fresh := randBytes(r, 256<<10)
+	nw = append(nw, fresh...)
+	nw = append(nw, old[:512<<10]...)
+	again := bytes.Clone(fresh)
+	for i := 0; i < len(again); i += 4096 {
+		again[i] ^= 0x55
+	}
+	return old, append(nw, again...)
+}
+
+// The dictionary is mapped from the two slots (files here) and reads back
+// what earlier windows wrote; the same patch applies where nothing can be
+// mapped (a slot in memory), and a patch that reads back is refused up
+// front where there is nothing to read back from.
+func TestLZDictionaryReadsBackTheWrittenSlot(t *testing.T) {
+	old, nw := repeatPair()
+	patch, st := genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10})
+	h, err := ReadHeader(bytes.NewReader(patch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Flags&FlagReadsNew == 0 || st.LZWindows == 0 {
+		t.Fatalf("flags %#x, %d LZ windows: the repeated content was not matched from the new image", h.Flags, st.LZWindows)
+	}
+	dir := t.TempDir()
+	oldF := filepath.Join(dir, "a")
+	if err := os.WriteFile(oldF, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.Open(oldF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt, err := os.OpenFile(filepath.Join(dir, "b"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	var as ApplyStats
+	syncs := 0
+	a := &Applier{Target: tgt, Sync: func() error { syncs++; return tgt.Sync() }, Stats: &as}
+	if err := a.Apply(context.Background(), bytes.NewReader(patch), src, tgt); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "b"))
+	if err != nil || !bytes.Equal(got, nw) {
+		t.Fatalf("mapped apply made a different image (%v)", err)
+	}
+	if as.LZReadBack == 0 || syncs == 0 || (os.Getpagesize() == SourceBlock && !as.LZMapped) {
+		t.Fatalf("read back %d bytes after %d syncs, mapped %v", as.LZReadBack, syncs, as.LZMapped)
+	}
+	var mem recorder
+	var cs ApplyStats
+	if err := (&Applier{Stats: &cs}).Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &mem); err != nil || !bytes.Equal(mem.Bytes(), nw) {
+		t.Fatalf("copied dictionaries: %v", err)
+	}
+	if cs.LZMapped || cs.LZReadBack != as.LZReadBack {
+		t.Fatalf("in memory: mapped %v, read back %d (files: %d)", cs.LZMapped, cs.LZReadBack, as.LZReadBack)
+	}
+	var plain bytes.Buffer
+	err = Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &plain)
+	if err == nil || plain.Len() != 0 {
+		t.Fatalf("no target to read back: err %v after %d bytes", err, plain.Len())
+	}
+}
+
+// A new-image extent must lie in what earlier windows wrote: one that
+// reaches into the window being made is malformed, before anything of that
+// window is written.
+func TestLZNewExtentPastWrittenRefused(t *testing.T) {
+	w := &windowApplier{h: &Header{OldSize: 1 << 20, LZDict: 1 << 20, Flags: FlagReadsNew, WindowSize: 1 << 16}, newOff: 8192}
+	w.lz.view = &dictView{}
+	for _, tc := range []struct {
+		name string
+		off  int64
+		n    int64
+	}{{"past the written part", 4096, 8192}, {"not on a block", 100, 4096}, {"partial block", 0, 100}} {
+		offs := binary.AppendVarint(nil, 0) // no old extents
+		offs = binary.AppendVarint(offs, 1)
+		offs = binary.AppendVarint(offs, tc.off)
+		offs = binary.AppendVarint(offs, tc.n)
+		offs = binary.AppendVarint(offs, 0)
+		if _, err := w.lzExtents(0, &offs, 4096); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	ok := binary.AppendVarint(nil, 0)
+	ok = binary.AppendVarint(ok, 1)
+	ok = binary.AppendVarint(ok, 4096)
+	ok = binary.AppendVarint(ok, 4096)
+	ok = binary.AppendVarint(ok, 0)
+	if _, err := w.lzExtents(0, &ok, 4096); err != nil || len(w.newExt) != 1 {
+		t.Fatalf("a written block refused: %v", err)
 	}
 }

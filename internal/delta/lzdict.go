@@ -27,19 +27,58 @@ func kmerHash(b []byte) uint64 {
 	return (a ^ (c>>29 | c<<35)) * 0x165667B19E3779F9
 }
 
-func newKmerIndex(old []byte, zeroBlock []bool) *kmerIndex {
+// newKmerIndex indexes img, skipping the blocks zeroBlock marks (may be
+// nil). With first, a k-mer seen again keeps its first offset: the index of
+// the new image is asked where content first appeared, before the window
+// looking for it.
+func newKmerIndex(img []byte, zeroBlock []bool, first bool) *kmerIndex {
 	bits := uint(16)
-	for (1<<bits)*2 < len(old)/kmerStep && bits < 26 {
+	for (1<<bits)*2 < len(img)/kmerStep && bits < 26 {
 		bits++
 	}
 	x := &kmerIndex{tab: make([]uint32, 1<<bits), bits: bits}
-	for off := 0; off+kmerLen <= len(old); off += kmerStep {
-		if zeroBlock[off/SourceBlock] {
+	for off := 0; off+kmerLen <= len(img); off += kmerStep {
+		if zeroBlock != nil && zeroBlock[off/SourceBlock] {
 			continue
 		}
-		x.tab[kmerHash(old[off:])>>(64-bits)] = uint32(off/kmerStep + 1)
+		slot := &x.tab[kmerHash(img[off:])>>(64-bits)]
+		if first && *slot != 0 {
+			continue
+		}
+		*slot = uint32(off/kmerStep + 1)
 	}
 	return x
+}
+
+// newExtents picks the chunks of the new image before offset before that
+// most of b's 16-byte strings were first seen in, up to maxBytes, in image
+// order.
+func newExtents(b []byte, before int, idx *kmerIndex, maxBytes int) []extent {
+	v := idx.votes(b)
+	var chunks []int
+	for c, n := range v {
+		if n >= 64 && (c+1)*voteChunk <= before {
+			chunks = append(chunks, c)
+		}
+	}
+	sort.Slice(chunks, func(i, j int) bool {
+		if v[chunks[i]] != v[chunks[j]] {
+			return v[chunks[i]] > v[chunks[j]]
+		}
+		return chunks[i] < chunks[j]
+	})
+	chunks = chunks[:min(len(chunks), maxBytes/voteChunk)]
+	sort.Ints(chunks)
+	var ext []extent
+	for _, c := range chunks {
+		off := int64(c) * voteChunk
+		if k := len(ext) - 1; k >= 0 && ext[k].off+ext[k].n == off {
+			ext[k].n += voteChunk
+			continue
+		}
+		ext = append(ext, extent{off, voteChunk})
+	}
+	return ext
 }
 
 // votes counts, per voteChunk of the old image, the positions of b whose
@@ -60,8 +99,8 @@ func (x *kmerIndex) votes(b []byte) map[int]int {
 // than the extents bsdiff matched, 2.10 against 2.31 MB), then the blocks
 // the window's operations read, then margin around those. Never an all-zero
 // block of the old image (Apply does not read those: a trimmed slot may
-// return anything there). Extents come back in old-image order,
-// SourceBlock aligned (the last may end at the image's end).
+// return anything there). Extents come back in old-image order, whole
+// SourceBlocks.
 func dictExtents(wn *win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerIndex, maxDict, margin int) []extent {
 	budget := maxDict / SourceBlock
 	picked := map[int]bool{}
@@ -122,7 +161,9 @@ func dictExtents(wn *win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerInde
 	}
 	blocks := make([]int, 0, len(picked))
 	for b := range picked {
-		if b*SourceBlock < oldLen {
+		// Whole blocks only: Apply maps extents, and a partial last block
+		// of the old image could not be followed by the next extent.
+		if (b+1)*SourceBlock <= oldLen {
 			blocks = append(blocks, b)
 		}
 	}
@@ -130,7 +171,7 @@ func dictExtents(wn *win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerInde
 	var ext []extent
 	for _, b := range blocks {
 		off := int64(b) * SourceBlock
-		n := min(int64(SourceBlock), int64(oldLen)-off)
+		n := int64(SourceBlock)
 		if k := len(ext) - 1; k >= 0 && ext[k].off+ext[k].n == off {
 			ext[k].n += n
 			continue

@@ -170,10 +170,14 @@ func chooseLZ(ctx context.Context, old, nw []byte, zeroBlock []bool, wins []*win
 		return nil
 	}
 	st.LZTried = len(keep)
-	idx := newKmerIndex(old, zeroBlock)
+	idx := newKmerIndex(old, zeroBlock, false)
+	var newIdx *kmerIndex
+	if opts.LZNewDict > 0 {
+		newIdx = newKmerIndex(nw, nil, true)
+	}
 	err = parallel(ctx, opts.LZWorkers, len(keep), func(i int, _ *zstd.Encoder) error {
 		j := keep[i]
-		return tryLZ(ctx, old, nw, zeroBlock, idx, j.wn, j.prev, j.opsSize, opts)
+		return tryLZ(ctx, old, nw, zeroBlock, idx, newIdx, j.wn, j.prev, j.opsSize, opts)
 	})
 	if err != nil {
 		return err
@@ -257,24 +261,33 @@ func opsEstimate(wn, prev *win, est *zstd.Encoder) int {
 }
 
 // tryLZ codes wn as an LZ frame and keeps it if it is smaller than the
-// operations' estimated cost.
-func tryLZ(ctx context.Context, old, nw []byte, zeroBlock []bool, idx *kmerIndex, wn, prev *win, opsSize int, opts *GenOptions) error {
+// operations' estimated cost. The dictionary is laid out as Apply builds
+// it: the previous window's output, then old extents, then new-image
+// extents.
+func tryLZ(ctx context.Context, old, nw []byte, zeroBlock []bool, idx, newIdx *kmerIndex, wn, prev *win, opsSize int, opts *GenOptions) error {
 	ext := dictExtents(wn, nw, len(old), zeroBlock, idx, opts.LZDict, opts.LZMargin)
+	lzPrev, before := 0, wn.start
 	var dict []byte
+	if prev != nil {
+		lzPrev, before = prev.end-prev.start, prev.start
+		dict = append(dict, nw[prev.start:prev.end]...)
+	}
 	for _, e := range ext {
 		dict = append(dict, old[e.off:e.off+e.n]...)
 	}
-	lzPrev := 0
-	if prev != nil {
-		lzPrev = prev.end - prev.start
-		dict = append(dict, nw[prev.start:prev.end]...)
+	var newExt []extent
+	if newIdx != nil {
+		newExt = newExtents(nw[wn.start:wn.end], before, newIdx, opts.LZNewDict)
+		for _, e := range newExt {
+			dict = append(dict, nw[e.off:e.off+e.n]...)
+		}
 	}
 	frame, err := opts.LZ.EncodeLZ(ctx, nw[wn.start:wn.end], dict)
 	if err != nil {
 		return err
 	}
-	if lzSize := len(frame) + 8 + 20*len(ext); lzSize < opsSize || opts.lzAlways {
-		wn.lzFrame, wn.lzExt, wn.lzPrev = frame, ext, lzPrev
+	if lzSize := len(frame) + 8 + 20*(len(ext)+len(newExt)); lzSize < opsSize || opts.lzAlways {
+		wn.lzFrame, wn.lzExt, wn.lzNew, wn.lzPrev = frame, ext, newExt, lzPrev
 	}
 	return nil
 }

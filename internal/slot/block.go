@@ -177,6 +177,9 @@ func (t *fdTarget) hashMedium(ctx context.Context, size int64) ([]byte, error) {
 	return Hash(ctx, t, size)
 }
 
+// Fd lets a reader map the slot read-only (delta's LZ dictionaries).
+func (t *fdTarget) Fd() uintptr { return t.f.Fd() }
+
 // ReadAt reads within the slot; the slot ends at Size even if the file is
 // longer.
 func (t *fdTarget) ReadAt(p []byte, off int64) (int, error) {

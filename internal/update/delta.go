@@ -18,7 +18,7 @@ import (
 // install rewrites from the start.
 // sum is the manifest's image SHA-256, 32 bytes and not all zero (install
 // checked it before touching anything).
-func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *journal.Record, sum []byte) error {
+func (e *Engine) writeDelta(ctx context.Context, b *opened, t slot.Target, w slot.Writer, rec *journal.Record, sum []byte) error {
 	src, err := e.cfg.OpenReadOnly(e.cfg.Slots[rec.Active])
 	if err != nil {
 		return err
@@ -27,11 +27,15 @@ func (e *Engine) writeDelta(ctx context.Context, b *opened, w slot.Writer, rec *
 	cw := &countingWriter{w: w, progress: func(n int64) { e.progress(n, b.img.Size, "writing slot "+rec.Target+" (delta)") }}
 	// The source was checked before anything was touched (checkDeltaSource
 	// on the same bundle), so Apply does not read it a second time.
-	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size(), SourceChecked: b.sourceChecked}
+	// The slots themselves (not section readers over them) go to Apply so
+	// that block and file slots can be mapped for LZ dictionaries; the
+	// target is read back only where earlier windows wrote it, after Sync.
+	a := &delta.Applier{NewSize: b.img.Size, MaxOldSize: src.Size(), SourceChecked: b.sourceChecked,
+		Target: t, Sync: w.Sync}
 	// Apply's check of the image it builds is what lets the slot settle the
 	// read-back by comparing on write.
 	copy(a.NewSHA256[:], sum)
-	if err := a.Apply(ctx, b.br, io.NewSectionReader(src, 0, src.Size()), cw); err != nil {
+	if err := a.Apply(ctx, b.br, src, cw); err != nil {
 		return err
 	}
 	if cw.n != b.img.Size {

@@ -490,7 +490,7 @@ func (e *Engine) writeImage(ctx context.Context, b *opened, t slot.Target, rec *
 	}
 	defer w.Close()
 	if img.Encoding == bundle.EncodingDelta {
-		return e.writeDelta(ctx, b, w, rec, sum)
+		return e.writeDelta(ctx, b, t, w, rec, sum)
 	}
 	syncEvery := int(max(1, e.cfg.SyncBytes/img.ChunkSize))
 	lastSync := start.Chunks

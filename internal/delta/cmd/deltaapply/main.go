@@ -59,8 +59,8 @@ func main() {
 		os.Exit(1)
 	}
 	if *stats {
-		fmt.Fprintf(os.Stderr, "stats: %d windows; source %d bytes checked (CRC-32C); output %d bytes hashed (SHA-256, of which COPY %d, ZERO %d)\n",
-			st.Windows, st.SourceBytes, st.HashedOutput, st.CopyBytes, st.ZeroBytes)
+		fmt.Fprintf(os.Stderr, "stats: %d windows; source %d bytes checked (CRC-32C); output %d bytes hashed (SHA-256, of which COPY %d, ZERO %d, LZ %d); LZ read back %d, dictionaries mapped %v\n",
+			st.Windows, st.SourceBytes, st.HashedOutput, st.CopyBytes, st.ZeroBytes, st.LZBytes, st.LZReadBack, st.LZMapped)
 	}
 	if *report {
 		fmt.Fprintln(os.Stderr, memLine())
@@ -78,6 +78,8 @@ func run(patchPath, oldPath, newPath string, st *delta.ApplyStats) error {
 		return err
 	}
 	defer src.Close()
+	// Read and write: a patch may read back what it wrote (Applier.Target
+	// defaults to dst).
 	dst, err := os.Create(newPath)
 	if err != nil {
 		return err
