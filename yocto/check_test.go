@@ -36,6 +36,7 @@ var checks = []check{
 	{"gomod-list", checkGoModList},
 	{"recipe-hygiene", checkRecipeHygiene},
 	{"check-layer-static", checkLayerStatic},
+	{"world-skip", checkWorldSkip},
 }
 
 func TestLayerPassesChecks(t *testing.T) {
@@ -93,6 +94,8 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"check-layer-static", readme, "Send patches as pull requests", "Send changes as pull requests", "patches"},
 		{"check-layer-static", "", "", "recipes-otad/otad/files/fix.patch", "Upstream-Status"},
 		{"check-layer-static", "conf/layer.conf", `LAYERSERIES_COMPAT_otad = "scarthgap walnascar whinlatter wrynose"`, `LAYERSERIES_COMPAT_otad = "scarthgap"`, "wrynose"},
+		{"world-skip", "recipes-otad/packagegroups/packagegroup-otad.bb", "inherit packagegroup otad-go", "inherit packagegroup", "packagegroup-otad.bb"},
+		{"world-skip", class, "inherit otad-board otad-go deploy nopackages", "inherit otad-board deploy nopackages", "otad-bundle.bbclass"},
 		{"check-layer-static", conf, `CONFFILES:${PN} =`, `INSANE_SKIP:${PN} += "installed-vars"` + "\nCONFFILES:${PN} =", "INSANE_SKIP"},
 	}
 	byName := map[string]check{}
@@ -658,6 +661,63 @@ func checkLayerStatic(t *testing.T, dir string) []string {
 	for _, rel := range []string{"scarthgap", "wrynose"} {
 		if compat == nil || !strings.Contains(" "+compat[1]+" ", " "+rel+" ") {
 			out = append(out, "conf/layer.conf: LAYERSERIES_COMPAT_otad lacks "+rel)
+		}
+	}
+	return out
+}
+
+// checkWorldSkip: before wrynose the otad recipe is skipped unless a mixin
+// layer brings a Go as new as go.mod's (otad-go.bbclass). A recipe that
+// still depends on otad or otad-native is then not skipped but unbuildable,
+// and `bitbake world` fails ("Nothing RPROVIDES 'otad'" through
+// meta-world-pkgdata): yocto-check-layer's test_world and
+// test_world_inherit_class failed so on scarthgap with packagegroup-otad.
+// Every recipe or class naming otad in a DEPENDS or RDEPENDS must inherit
+// otad-go itself or through a class that does.
+func checkWorldSkip(t *testing.T, dir string) []string {
+	var out []string
+	files := bbFiles(t, dir)
+	inheritRe := regexp.MustCompile(`(?m)^inherit\s+(.+)$`)
+	inherits := func(src string) []string {
+		var cs []string
+		for _, m := range inheritRe.FindAllStringSubmatch(src, -1) {
+			cs = append(cs, strings.Fields(m[1])...)
+		}
+		return cs
+	}
+	skipping := map[string]bool{"otad-go": true}
+	for _, name := range sortedKeys(files) {
+		if strings.HasPrefix(name, "classes/") && strings.HasSuffix(name, ".bbclass") {
+			for _, c := range inherits(files[name]) {
+				if c == "otad-go" {
+					skipping[strings.TrimSuffix(strings.TrimPrefix(name, "classes/"), ".bbclass")] = true
+				}
+			}
+		}
+	}
+	if _, ok := files["classes/otad-go.bbclass"]; !ok {
+		out = append(out, "classes/otad-go.bbclass missing")
+	}
+	depRe := regexp.MustCompile(`(?m)^R?DEPENDS\S*\s*[+.:?]*=+\s*"([^"]*)"`)
+	for _, name := range sortedKeys(files) {
+		src := files[name]
+		needs := name == "recipes-otad/otad/otad_git.bb"
+		for _, m := range depRe.FindAllStringSubmatch(src, -1) {
+			for _, dep := range strings.Fields(m[1]) {
+				if dep == "otad" || dep == "otad-native" {
+					needs = true
+				}
+			}
+		}
+		if !needs {
+			continue
+		}
+		ok := false
+		for _, c := range inherits(src) {
+			ok = ok || skipping[c]
+		}
+		if !ok {
+			out = append(out, name+": needs otad but does not inherit otad-go, so world breaks where otad is skipped (Go too old)")
 		}
 	}
 	return out

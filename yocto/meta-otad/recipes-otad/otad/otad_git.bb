@@ -74,16 +74,8 @@ export GOFLAGS = "-mod=readonly"
 # download a toolchain.
 export GOTOOLCHAIN = "local"
 
-# The release's Go (GOVERSION) must be at least go.mod's. scarthgap (1.22),
-# walnascar (1.24) and whinlatter (1.25) need a newer Go from a mixin layer
-# (meta-lts-mixins, branch <release>/go); wrynose ships 1.26.
-OTAD_GO_MIN = "1.26"
-python () {
-    have = (d.getVar('GOVERSION') or '').rstrip('%')
-    need = d.getVar('OTAD_GO_MIN')
-    if have and bb.utils.vercmp_string_op(have, need, '<'):
-        raise bb.parse.SkipRecipe("otad needs Go >= %s (go.mod), this build provides %s: add a layer with a newer Go (meta-lts-mixins <release>/go), see meta-otad/README.md" % (need, have))
-}
+# Skipped, with the reason, unless this build's Go is at least go.mod's.
+inherit otad-go
 
 GO_LINKSHARED = ""
 export CGO_ENABLED = "0"
