@@ -130,10 +130,11 @@ func TestRoundTripRawDiff(t *testing.T) {
 	raw := roundTrip(t, p[0], p[1], GenOptions{DiffCoding: DiffRaw})
 	bzOnly := roundTrip(t, p[0], p[1], GenOptions{DiffCoding: DiffBzip2})
 	bz := roundTrip(t, p[0], p[1], GenOptions{})
-	if raw.AddBytes == 0 || raw.AddBytes != bz.AddBytes {
-		t.Fatalf("add bytes raw %d bzip2 %d", raw.AddBytes, bz.AddBytes)
+	zs := roundTrip(t, p[0], p[1], GenOptions{DiffCoding: DiffSparseZstd})
+	if raw.AddBytes == 0 || raw.AddBytes != bz.AddBytes || zs.AddBytes != bz.AddBytes {
+		t.Fatalf("add bytes raw %d bzip2 %d sparse zstd %d", raw.AddBytes, bz.AddBytes, zs.AddBytes)
 	}
-	t.Logf("patch with raw diff %d bytes, bzip2 %d, sparse bzip2 %d", raw.PatchSize, bzOnly.PatchSize, bz.PatchSize)
+	t.Logf("patch with raw diff %d bytes, bzip2 %d, sparse (bzip2 or zstd per window) %d, sparse zstd %d", raw.PatchSize, bzOnly.PatchSize, bz.PatchSize, zs.PatchSize)
 }
 
 func TestPatchIsSmallForSmallChanges(t *testing.T) {

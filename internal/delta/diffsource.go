@@ -13,6 +13,7 @@ const (
 	diffRaw         = 0 // the diff bytes themselves
 	diffBzip2       = 1 // uvarint length, then a bzip2 stream of the diff bytes
 	diffBzip2Sparse = 2 // uvarint length, then a bzip2 stream of sparse tokens
+	diffSparse      = 3 // sparse tokens in the body itself (coded by its zstd)
 )
 
 // diffSource supplies a window's diff bytes to its ADD operations.
@@ -31,6 +32,11 @@ func (w *windowApplier) openDiff() (diffSource, error) {
 	if enc == diffRaw {
 		w.raw = rawDiff{s}
 		return &w.raw, nil
+	}
+	if enc == diffSparse {
+		// The tokens say how long they are: exactly the window's ADD bytes.
+		w.sparse = sparseDiff{r: s.r}
+		return &w.sparse, nil
 	}
 	if enc != diffBzip2 && enc != diffBzip2Sparse {
 		return nil, fmt.Errorf("%w: diff encoding %d", ErrMalformed, enc)
@@ -54,7 +60,7 @@ func (w *windowApplier) openDiff() (diffSource, error) {
 	if enc == diffBzip2 {
 		return &w.bz, nil
 	}
-	w.sparse = sparseDiff{bz: &w.bz}
+	w.sparse = sparseDiff{r: w.bz.r, bz: &w.bz}
 	return &w.sparse, nil
 }
 
@@ -94,12 +100,13 @@ func (d *bz2Diff) finish() error {
 // sparseDiff decodes tokens "uvarint zeros, uvarint n, n bytes": runs of
 // zero diff bytes are skipped instead of being decompressed and added.
 type sparseDiff struct {
-	bz        *bz2Diff
-	zeros, nz uint64 // pending zero bytes, then pending literal diff bytes
+	r         *bufio.Reader // the tokens: bzip2 output, or the body
+	bz        *bz2Diff      // nil: tokens in the body
+	zeros, nz uint64        // pending zero bytes, then pending literal diff bytes
 }
 
 func (d *sparseDiff) add(b []byte, pos int64) error {
-	r := d.bz.r
+	r := d.r
 	for i := 0; i < len(b); {
 		if d.zeros == 0 && d.nz == 0 {
 			z, n, err := nextToken(r)
@@ -149,6 +156,9 @@ func nextToken(r *bufio.Reader) (zeros, n uint64, err error) {
 func (d *sparseDiff) finish() error {
 	if d.zeros != 0 || d.nz != 0 {
 		return fmt.Errorf("%w: diff tokens run past the window", ErrMalformed)
+	}
+	if d.bz == nil {
+		return nil
 	}
 	return d.bz.finish()
 }

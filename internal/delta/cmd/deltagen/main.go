@@ -23,6 +23,7 @@ func main() {
 	lzLevel := flag.Int("lz-level", 0, "zstd program level for LZ windows (default 19)")
 	lzNew := flag.Int("lz-new", 0, "most new-image bytes before a window its dictionary reads back (default 4 MiB, -1 none)")
 	lzMax := flag.Int("lz-max", 0, "most windows LZ-coded (default 32 per 256 MiB, at least 16)")
+	sparseZstd := flag.Bool("diff-zstd", false, "leave sparse diff tokens to the body's zstd instead of bzip2")
 	noLZ := flag.Bool("no-lz", false, "no LZ windows")
 	builtin := flag.Bool("lz-builtin", false, "code LZ windows with the built-in encoder, not the zstd program")
 	flag.Usage = func() {
@@ -42,6 +43,9 @@ func main() {
 			lz.Level = *lzLevel
 		}
 		opts.LZ = lz
+	}
+	if *sparseZstd {
+		opts.DiffCoding = delta.DiffSparseZstd
 	}
 	if *builtin {
 		opts.LZ = delta.BuiltinLZ{}
