@@ -344,3 +344,22 @@ func TestLZNewExtentPastWrittenRefused(t *testing.T) {
 		t.Fatalf("a written block refused: %v", err)
 	}
 }
+
+// What bundle create --delta-unmapped asks for: no read-back, dictionaries
+// a device that cannot map its slots may copy. Such a patch applies with
+// neither a target nor mappable slots.
+func TestLZUnmappedOptions(t *testing.T) {
+	old, nw := repeatPair()
+	patch, st := genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: 256 << 10, LZDict: MaxLZDictCopy, LZNewDict: -1})
+	h, err := ReadHeader(bytes.NewReader(patch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LZWindows == 0 || h.Flags != 0 || h.LZDict > MaxLZDictCopy {
+		t.Fatalf("%d LZ windows, flags %#x, LZDict %d", st.LZWindows, h.Flags, h.LZDict)
+	}
+	var out bytes.Buffer // not an io.ReaderAt: nothing to read back
+	if err := Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &out); err != nil || !bytes.Equal(out.Bytes(), nw) {
+		t.Fatalf("apply without read-back: %v", err)
+	}
+}
