@@ -341,7 +341,7 @@ func (w *windowApplier) prepareLZ(dst io.Writer) error {
 	if h.Flags&FlagReadsNew != 0 && w.target == nil {
 		r, ok := dst.(io.ReaderAt)
 		if !ok {
-			return fmt.Errorf("delta: this patch reads back the slot it writes, and none was given to read")
+			return errors.New("delta: patch reads back its target; none given")
 		}
 		w.target = r
 	}
@@ -518,7 +518,7 @@ func (w *windowApplier) walk(n int, oldPos int64, ctrl, out []byte, fn func(op b
 			oldPos = off + int64(l)
 		case opLZ:
 			var err error
-			if oldPos, err = w.lzExtents(oldPos, &offs, int64(l)); err != nil {
+			if oldPos, err = w.lzExtents(oldPos, &offs); err != nil {
 				return bad(err.Error())
 			}
 		case opZero, opLit:

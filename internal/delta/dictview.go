@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -48,24 +47,19 @@ func newDictView(prevCap, dictCap int, mapped bool) (*dictView, error) {
 	v := &dictView{prevCap: prevCap, mapped: mapped}
 	if !mapped {
 		if dictCap > MaxLZDictCopy {
-			return nil, fmt.Errorf("delta: LZ dictionaries of %d bytes need slots that can be mapped (block devices or files, %d-byte pages); this one can copy at most %d", dictCap, SourceBlock, MaxLZDictCopy)
+			return nil, fmt.Errorf("delta: %d-byte LZ dictionaries need mappable slots", dictCap)
 		}
 		v.mem = make([]byte, prevCap+dictCap)
 		return v, nil
 	}
-	// Reserve the whole range without memory behind it, then make its start
-	// ordinary memory for the previous output.
-	mem, err := unix.Mmap(-1, 0, prevCap+dictCap, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	// One anonymous range with no memory committed behind it: the start
+	// becomes memory as the previous output is copied in, the rest is
+	// replaced by mappings of the slots.
+	p, err := unix.MmapPtr(-1, 0, nil, uintptr(prevCap+dictCap), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return nil, fmt.Errorf("delta: reserve LZ dictionary: %w", err)
+		return nil, fmt.Errorf("delta: mmap: %w", err)
 	}
-	v.mem = mem
-	if prevCap > 0 {
-		if _, err := unix.MmapPtr(-1, 0, unsafe.Pointer(&mem[0]), uintptr(prevCap), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED); err != nil {
-			v.close()
-			return nil, fmt.Errorf("delta: map LZ dictionary: %w", err)
-		}
-	}
+	v.mem = unsafe.Slice((*byte)(p), prevCap+dictCap)
 	return v, nil
 }
 
@@ -82,7 +76,7 @@ func (v *dictView) put(at int, r io.ReaderAt, off int64, n int) error {
 	dst := v.mem[v.prevCap+at : v.prevCap+at+n]
 	if fd, ok := fdOf(r); ok && v.mapped {
 		if _, err := unix.MmapPtr(fd, off, unsafe.Pointer(&dst[0]), uintptr(n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
-			return fmt.Errorf("delta: map LZ dictionary extent: %w", err)
+			return fmt.Errorf("delta: mmap: %w", err)
 		}
 		return nil
 	}
@@ -96,21 +90,9 @@ func (v *dictView) dict(prev, ext int) []byte {
 }
 
 func (v *dictView) close() {
-	if v.mapped && v.mem != nil {
-		unix.Munmap(v.mem) // also removes the fixed mappings inside it
+	if v.mapped && len(v.mem) > 0 {
+		// Also removes the fixed mappings inside the range.
+		unix.MunmapPtr(unsafe.Pointer(&v.mem[0]), uintptr(len(v.mem)))
 	}
 	v.mem = nil
-}
-
-// guardFaults runs fn with memory faults turned into an error: a mapped
-// slot that fails to read (I/O error, a device shorter than it claimed)
-// raises SIGBUS, which must fail the install, not end the daemon.
-func guardFaults(fn func() error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("delta: reading a mapped slot failed: %v", r)
-		}
-	}()
-	return fn()
 }

@@ -167,17 +167,13 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	}
 	copy(h.OldSHA256[:], b[48:80])
 	copy(h.NewSHA256[:], b[80:112])
-	switch {
-	case h.WindowSize < ChainAlign || h.WindowSize > MaxWindowSize || h.WindowSize%ChainAlign != 0:
-		return nil, fmt.Errorf("%w: window size %d", ErrMalformed, h.WindowSize)
-	case h.MaxCtrl < 1 || h.MaxCtrl > MaxCtrlSize:
-		return nil, fmt.Errorf("%w: control size %d", ErrMalformed, h.MaxCtrl)
-	case h.ZstdWindow < 1<<10 || h.ZstdWindow > MaxZstdWindow:
-		return nil, fmt.Errorf("%w: zstd window %d", ErrMalformed, h.ZstdWindow)
-	case h.LZDict > MaxLZDict:
-		return nil, fmt.Errorf("%w: LZ dictionary size %d", ErrMalformed, h.LZDict)
-	case h.OldSize < 0 || h.NewSize < 0 || h.OldSize > 1<<50 || h.NewSize > 1<<50:
-		return nil, fmt.Errorf("%w: image sizes %d/%d", ErrMalformed, h.OldSize, h.NewSize)
+	if h.WindowSize < ChainAlign || h.WindowSize > MaxWindowSize || h.WindowSize%ChainAlign != 0 ||
+		h.MaxCtrl < 1 || h.MaxCtrl > MaxCtrlSize ||
+		h.ZstdWindow < 1<<10 || h.ZstdWindow > MaxZstdWindow ||
+		h.LZDict > MaxLZDict ||
+		h.OldSize < 0 || h.NewSize < 0 || h.OldSize > 1<<50 || h.NewSize > 1<<50 {
+		return nil, fmt.Errorf("%w: header out of range (window %d, control %d, zstd window %d, LZ dictionary %d, image sizes %d/%d)",
+			ErrMalformed, h.WindowSize, h.MaxCtrl, h.ZstdWindow, h.LZDict, h.OldSize, h.NewSize)
 	}
 	return h, nil
 }

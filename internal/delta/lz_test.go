@@ -331,7 +331,7 @@ func TestLZNewExtentPastWrittenRefused(t *testing.T) {
 		offs = binary.AppendVarint(offs, tc.off)
 		offs = binary.AppendVarint(offs, tc.n)
 		offs = binary.AppendVarint(offs, 0)
-		if _, err := w.lzExtents(0, &offs, 4096); err == nil {
+		if _, err := w.lzExtents(0, &offs); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
 	}
@@ -340,7 +340,7 @@ func TestLZNewExtentPastWrittenRefused(t *testing.T) {
 	ok = binary.AppendVarint(ok, 4096)
 	ok = binary.AppendVarint(ok, 4096)
 	ok = binary.AppendVarint(ok, 0)
-	if _, err := w.lzExtents(0, &ok, 4096); err != nil || len(w.newExt) != 1 {
+	if _, err := w.lzExtents(0, &ok); err != nil || len(w.newExt) != 1 {
 		t.Fatalf("a written block refused: %v", err)
 	}
 }

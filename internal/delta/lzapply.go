@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -34,86 +35,73 @@ func (lz *lzState) remember(out []byte) {
 // header at most 18.
 func lzFrameMax(n int) int { return n + n/1024 + 64 }
 
+var (
+	errLZNoDict     = errors.New("LZ operation without LZDict")
+	errLZNotFlagged = errors.New("LZ new extents without ReadsNew")
+	errLZPrev       = errors.New("bad LZ previous-output length")
+	// A bad count or varint, an extent outside its image, not on blocks,
+	// out of order, or over LZDict: walk adds the window.
+	errLZExtent = errors.New("bad LZ extent")
+)
+
 // lzExtents parses an LZ operation's dictionary from offs: old extents
-// (relative old offsets, as COPY and ADD use), each checked against the
-// source and their total against the header's LZDict, left in w.ext; then
-// how many bytes of the previous window's output end the dictionary, left
-// in w.lzPrev. It returns the old position after the last extent.
-func (w *windowApplier) lzExtents(oldPos int64, offs *[]byte, outLen int64) (int64, error) {
+// (relative old offsets, as COPY and ADD use), left in w.ext; new-image
+// extents, in order and wholly before the window, left in w.newExt; their
+// total checked against the header's LZDict; then how many bytes of the
+// previous window's output start the dictionary, left in w.lzPrev. It
+// returns the old position after the last old extent.
+func (w *windowApplier) lzExtents(oldPos int64, offs *[]byte) (int64, error) {
 	if w.lz.view == nil {
-		return 0, errors.New("LZ operation in a patch without LZ dictionaries")
+		return 0, errLZNoDict
 	}
-	k, m := binary.Varint(*offs)
-	if m <= 0 || k < 0 || k > int64(w.h.LZDict) || k > int64(len(*offs)-m)/2 {
-		return 0, errors.New("bad LZ extent count")
-	}
-	*offs = (*offs)[m:]
-	w.ext = w.ext[:0]
 	var total int64
-	for i := int64(0); i < k; i++ {
-		d, m1 := binary.Varint(*offs)
-		if m1 <= 0 {
-			return 0, errors.New("bad LZ extent")
-		}
-		l, m2 := binary.Varint((*offs)[m1:])
-		if m2 <= 0 {
-			return 0, errors.New("bad LZ extent")
-		}
-		*offs = (*offs)[m1+m2:]
-		off := oldPos + d
-		if l <= 0 || d < -w.h.OldSize || d > w.h.OldSize || off < 0 || l > w.h.OldSize || off > w.h.OldSize-l {
-			return 0, errors.New("LZ extent outside source")
-		}
-		if off%SourceBlock != 0 || l%SourceBlock != 0 {
-			return 0, errors.New("LZ extent not on source blocks")
-		}
-		if total += l; total > int64(w.h.LZDict) {
-			return 0, fmt.Errorf("LZ dictionary over the header's %d bytes", w.h.LZDict)
-		}
-		w.ext = append(w.ext, extent{off, l})
-		oldPos = off + l
+	var err error
+	if w.ext, oldPos, err = w.extents(offs, w.ext, oldPos, w.h.OldSize, -w.h.OldSize, &total); err != nil {
+		return 0, err
 	}
-	j, m := binary.Varint(*offs)
-	if m <= 0 || j < 0 || j > int64(w.h.LZDict) || j > int64(len(*offs)-m)/2 {
-		return 0, errors.New("bad LZ new extent count")
+	if w.newExt, _, err = w.extents(offs, w.newExt, 0, w.newOff, 0, &total); err != nil {
+		return 0, err
 	}
-	*offs = (*offs)[m:]
-	if j > 0 && w.h.Flags&FlagReadsNew == 0 {
-		return 0, errors.New("LZ new extents in a patch not flagged to read them")
-	}
-	w.newExt = w.newExt[:0]
-	var newPos int64
-	for i := int64(0); i < j; i++ {
-		d, m1 := binary.Varint(*offs)
-		if m1 <= 0 {
-			return 0, errors.New("bad LZ new extent")
-		}
-		l, m2 := binary.Varint((*offs)[m1:])
-		if m2 <= 0 {
-			return 0, errors.New("bad LZ new extent")
-		}
-		*offs = (*offs)[m1+m2:]
-		off := newPos + d
-		// Only what earlier windows wrote, whole blocks, in order.
-		if l <= 0 || d < 0 || d > w.newOff || off > w.newOff-l || off%SourceBlock != 0 || l%SourceBlock != 0 {
-			return 0, errors.New("LZ new extent outside the written image")
-		}
-		if total += l; total > int64(w.h.LZDict) {
-			return 0, fmt.Errorf("LZ dictionary over the header's %d bytes", w.h.LZDict)
-		}
-		w.newExt = append(w.newExt, extent{off, l})
-		newPos = off + l
+	if len(w.newExt) > 0 && w.h.Flags&FlagReadsNew == 0 {
+		return 0, errLZNotFlagged
 	}
 	p, m := binary.Varint(*offs)
 	if m <= 0 || p < 0 || p > int64(w.lz.prevLen()) {
-		return 0, errors.New("bad LZ previous-output length")
+		return 0, errLZPrev
 	}
 	*offs = (*offs)[m:]
 	w.lzPrev = int(p)
-	if outLen > int64(w.h.WindowSize) {
-		return 0, errors.New("bad LZ length")
-	}
 	return oldPos, nil
+}
+
+// extents parses a count and that many (offset delta, length) pairs: whole
+// SourceBlocks inside [0, limit), each at pos+delta with pos the previous
+// one's end and delta at least minDelta, their lengths added to *total.
+func (w *windowApplier) extents(offs *[]byte, dst []extent, pos, limit, minDelta int64, total *int64) ([]extent, int64, error) {
+	k, m := binary.Varint(*offs)
+	if m <= 0 || k < 0 || k > int64(len(*offs)-m)/2 {
+		return nil, 0, errLZExtent
+	}
+	*offs = (*offs)[m:]
+	dst = dst[:0]
+	for ; k > 0; k-- {
+		d, m1 := binary.Varint(*offs)
+		l, m2 := binary.Varint((*offs)[max(m1, 0):])
+		if m1 <= 0 || m2 <= 0 {
+			return nil, 0, errLZExtent
+		}
+		*offs = (*offs)[m1+m2:]
+		off := pos + d
+		if l <= 0 || d < minDelta || d > limit || off < 0 || off > limit-l || (off|l)%SourceBlock != 0 {
+			return nil, 0, errLZExtent
+		}
+		if *total += l; *total > int64(w.h.LZDict) {
+			return nil, 0, errLZExtent
+		}
+		dst = append(dst, extent{off, l})
+		pos = off + l
+	}
+	return dst, pos, nil
 }
 
 // decode reads the dictionary extents w.walk left in w.ext from the
@@ -132,33 +120,10 @@ func (lz *lzState) decode(n int, w *windowApplier, b []byte) error {
 		lz.dec = d
 		lz.frame = make([]byte, lzFrameMax(int(w.h.WindowSize)))
 	}
-	at := 0
-	for _, e := range w.ext {
-		if err := lz.view.put(at, w.src, e.off, int(e.n)); err != nil {
-			return err
-		}
-		at += int(e.n)
+	at, err := lz.place(w)
+	if err != nil {
+		return fmt.Errorf("delta: window %d: LZ dictionary: %w", n, err)
 	}
-	if len(w.newExt) > 0 {
-		// What earlier windows handed dst must be readable through the
-		// target before it is read back.
-		if last := w.newExt[len(w.newExt)-1]; last.off+last.n > lz.flush {
-			if w.sync != nil {
-				if err := w.sync(); err != nil {
-					return fmt.Errorf("delta: window %d: sync before read-back: %w", n, err)
-				}
-			}
-			lz.flush = w.newOff
-		}
-		for _, e := range w.newExt {
-			if err := lz.view.put(at, w.target, e.off, int(e.n)); err != nil {
-				return fmt.Errorf("delta: window %d: read back: %w", n, err)
-			}
-			at += int(e.n)
-			w.st.LZReadBack += e.n
-		}
-	}
-	dict := lz.view.dict(w.lzPrev, at)
 	fl, err := w.s.uvarint("LZ frame length")
 	if err != nil {
 		return err
@@ -170,31 +135,61 @@ func (lz *lzState) decode(n int, w *windowApplier, b []byte) error {
 	if err := w.s.full(frame, "LZ frame"); err != nil {
 		return err
 	}
-	var got []byte
-	err = guardFaults(func() error {
-		// A raw dictionary with id 0 is what frames without a dictionary id
-		// (zstd --patch-from) are decoded with.
-		if err := lz.dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(0, dict)); err != nil {
-			return fmt.Errorf("delta: zstd: %w", err)
-		}
-		var err error
-		got, err = lz.dec.DecodeAll(frame, b[:0:len(b)])
-		if err != nil {
-			// The frame decoded from the slots' bytes: a wrong source shows
-			// here as often as a corrupt patch, and the hash chain would
-			// catch either; both are reported as a malformed window.
-			return fmt.Errorf("%w: window %d: LZ frame: %v", ErrMalformed, n, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if len(got) != len(b) || (len(b) > 0 && &got[0] != &b[0]) {
-		return fmt.Errorf("%w: window %d: LZ frame makes %d of %d bytes", ErrMalformed, n, len(got), len(b))
+	// The frame decodes from the slots' bytes: a wrong source shows here as
+	// often as a corrupt patch, and the hash chain would catch either; both
+	// are reported as a malformed window.
+	if err := lz.decodeFrame(frame, lz.view.dict(w.lzPrev, at), b); err != nil {
+		return fmt.Errorf("%w: window %d: LZ frame: %v", ErrMalformed, n, err)
 	}
 	w.st.LZBytes += int64(len(b))
 	return nil
+}
+
+// place puts the operation's extents in the dictionary view, old then new,
+// and returns their total. What earlier windows handed dst must be readable
+// through the target before it is read back, hence the Sync.
+func (lz *lzState) place(w *windowApplier) (int, error) {
+	at := 0
+	for i, e := range append(w.ext, w.newExt...) {
+		r := w.src
+		if i >= len(w.ext) {
+			r = w.target
+			w.st.LZReadBack += e.n
+			if e.off+e.n > lz.flush && w.sync != nil {
+				if err := w.sync(); err != nil {
+					return 0, err
+				}
+			}
+			lz.flush = max(lz.flush, w.newOff)
+		}
+		if err := lz.view.put(at, r, e.off, int(e.n)); err != nil {
+			return 0, err
+		}
+		at += int(e.n)
+	}
+	return at, nil
+}
+
+// decodeFrame decodes frame with dict into exactly b. A memory fault
+// reading a mapped slot (an I/O error, a device shorter than it claimed)
+// raises SIGBUS, which must fail the install, not end the daemon.
+func (lz *lzState) decodeFrame(frame, dict, b []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mapped slot: %v", r)
+		}
+	}()
+	// A raw dictionary with id 0 is what frames without a dictionary id
+	// (zstd --patch-from) are decoded with.
+	if err := lz.dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(0, dict)); err != nil {
+		return err
+	}
+	got, err := lz.dec.DecodeAll(frame, b[:0:len(b)])
+	if err == nil && (len(got) != len(b) || (len(b) > 0 && &got[0] != &b[0])) {
+		err = fmt.Errorf("makes %d of %d bytes", len(got), len(b))
+	}
+	return err
 }
 
 func (lz *lzState) prevLen() int {
