@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -361,5 +362,58 @@ func TestLZUnmappedOptions(t *testing.T) {
 	var out bytes.Buffer // not an io.ReaderAt: nothing to read back
 	if err := Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &out); err != nil || !bytes.Equal(out.Bytes(), nw) {
 		t.Fatalf("apply without read-back: %v", err)
+	}
+}
+
+// syncSlot is a slot whose written bytes are readable only after Sync, as
+// with a writer that buffers (slot's fdWriter keeps a chunk in memory).
+type syncSlot struct{ visible, pending []byte }
+
+func (s *syncSlot) Write(p []byte) (int, error) {
+	s.pending = append(s.pending, p...)
+	return len(p), nil
+}
+func (s *syncSlot) Sync() error {
+	s.visible, s.pending = append(s.visible, s.pending...), nil
+	return nil
+}
+func (s *syncSlot) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(s.visible)) {
+		return 0, io.ErrUnexpectedEOF
+	}
+	return copy(p, s.visible[off:]), nil
+}
+
+// Apply reads back only what a Sync made readable: with a buffering writer
+// every window whose dictionary reaches past the last Sync syncs first.
+func TestLZReadBackSyncsBufferedWrites(t *testing.T) {
+	// Windows of 128 KiB: F1 F2 F1' F3 F2' F4 F3' F5 F4' ..., each F' an
+	// edited copy of the fresh F two windows back, so the windows that read
+	// back alternate with ones that do not, and a later one reaches past
+	// what an earlier read-back synced.
+	r := rand.New(rand.NewPCG(7, 8))
+	old := randBytes(r, 256<<10)
+	const w = 128 << 10
+	fresh := [][]byte{randBytes(r, w), randBytes(r, w)}
+	nw := append(bytes.Clone(fresh[0]), fresh[1]...)
+	for i := 0; i < 6; i++ {
+		again := bytes.Clone(fresh[i])
+		for j := 0; j < w; j += 4096 {
+			again[j] ^= 0x5a
+		}
+		f := randBytes(r, w)
+		fresh = append(fresh, f)
+		nw = append(append(nw, again...), f...)
+	}
+	patch, _ := genPatch(t, old, nw, GenOptions{LZ: BuiltinLZ{}, lzAlways: true, WindowSize: w})
+	var s syncSlot
+	var st ApplyStats
+	a := &Applier{Target: &s, Sync: s.Sync, Stats: &st}
+	if err := a.Apply(context.Background(), bytes.NewReader(patch), bytes.NewReader(old), &s); err != nil {
+		t.Fatalf("apply: %v (read back %d bytes)", err, st.LZReadBack)
+	}
+	s.Sync()
+	if !bytes.Equal(s.visible, nw) || st.LZReadBack == 0 {
+		t.Fatalf("output differs or nothing read back (%d bytes)", st.LZReadBack)
 	}
 }

@@ -155,12 +155,15 @@ func (lz *lzState) place(w *windowApplier) (int, error) {
 		if i >= len(w.ext) {
 			r = w.target
 			w.st.LZReadBack += e.n
-			if e.off+e.n > lz.flush && w.sync != nil {
-				if err := w.sync(); err != nil {
-					return 0, err
+			// Only a Sync makes more of what dst was given readable.
+			if e.off+e.n > lz.flush {
+				if w.sync != nil {
+					if err := w.sync(); err != nil {
+						return 0, err
+					}
 				}
+				lz.flush = w.newOff
 			}
-			lz.flush = max(lz.flush, w.newOff)
 		}
 		if err := lz.view.put(at, r, e.off, int(e.n)); err != nil {
 			return 0, err
