@@ -25,7 +25,7 @@ type matcher struct {
 	old, nw   []byte
 	opts      *GenOptions
 	zeroBlock []bool // old blocks that are all zero: never read from the source
-	sa        []int32
+	sx        *saIndex
 	saBase    int // old offset of the indexed span
 	saLen     int
 }
@@ -75,11 +75,11 @@ func (m *matcher) plan(ctx context.Context) ([]piece, error) {
 			emit(piece{a, o, b - a})
 			return nil
 		}
-		sa, base, span, err := m.index(a + lastOffset)
+		sx, base, span, err := m.index(a + lastOffset)
 		if err != nil {
 			return err
 		}
-		bsdiffRegion(sa, m.old[base:base+span], base, m.nw[a:b], a, lastOffset, emit)
+		bsdiffRegion(sx, m.old[base:base+span], base, m.nw[a:b], a, lastOffset, emit)
 		return nil
 	}
 	idx := m.blockIndex()
@@ -204,32 +204,32 @@ func (m *matcher) exactMatches(idx map[uint64]int, a, b int, fn func(piece) erro
 
 // index returns a suffix array over the old image, or over a segment of it
 // around old offset near when the old image is too large to index whole.
-func (m *matcher) index(near int) ([]int32, int, int, error) {
+func (m *matcher) index(near int) (*saIndex, int, int, error) {
 	if len(m.old) <= m.opts.MaxSuffixArray {
-		if m.sa == nil && len(m.old) > 0 {
-			sa, err := suffixArray(m.old)
+		if m.sx == nil && len(m.old) > 0 {
+			sx, err := newSAIndex(m.old, saKeyLen(len(m.old)))
 			if err != nil {
 				return nil, 0, 0, err
 			}
-			m.sa, m.saLen = sa, len(m.old)
+			m.sx, m.saLen = sx, len(m.old)
 		}
-		return m.sa, 0, m.saLen, nil
+		return m.sx, 0, m.saLen, nil
 	}
 	seg := m.opts.SegmentSize
 	// Reuse the current segment while near stays in its middle half.
-	if m.sa != nil && near >= m.saBase+seg/4 && near < m.saBase+seg*3/4 {
-		return m.sa, m.saBase, m.saLen, nil
+	if m.sx != nil && near >= m.saBase+seg/4 && near < m.saBase+seg*3/4 {
+		return m.sx, m.saBase, m.saLen, nil
 	}
 	base := near - seg/2
 	base -= base % (seg / 4)
 	base = max(0, min(base, len(m.old)-seg))
-	m.sa = nil // let the old one go before building the next
-	sa, err := suffixArray(m.old[base : base+seg])
+	m.sx = nil // let the old one go before building the next
+	sx, err := newSAIndex(m.old[base:base+seg], saKeyLen(seg))
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	m.sa, m.saBase, m.saLen = sa, base, seg
-	return sa, base, seg, nil
+	m.sx, m.saBase, m.saLen = sx, base, seg
+	return sx, base, seg, nil
 }
 
 // avoidZeroBlocks rewrites pieces so that no operation reads an all-zero
