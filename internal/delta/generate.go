@@ -67,6 +67,14 @@ type GenOptions struct {
 	// started 256 MiB of new image, at least 16): the zstd program takes
 	// 1–2 CPU-seconds a window.
 	LZMaxWindows int
+	// LZGroup is how many LZ windows, neighbours in the image, share one
+	// dictionary (default 1: every window has its own, which starts with
+	// the previous window's output). The coder loads a dictionary once per
+	// group, and loading is most of its cost, but a window in a group sees
+	// neither the previous window nor the group's earlier windows: on the
+	// BusyBox pair, groups of 2 took 26 % less generation CPU for a 0.2 %
+	// larger patch, groups of 8 63 % less for 14 % larger.
+	LZGroup int
 
 	lzAlways bool // tests: every window with new bytes becomes an LZ window
 }
@@ -132,6 +140,9 @@ func (o *GenOptions) defaults() error {
 	}
 	if o.LZMargin == 0 {
 		o.LZMargin = 256 << 10
+	}
+	if o.LZGroup <= 0 {
+		o.LZGroup = 1
 	}
 	if o.LZWorkers <= 0 {
 		o.LZWorkers = runtime.GOMAXPROCS(0)

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // lzPair is a pair where new content is old (incompressible) content
@@ -415,5 +417,80 @@ func TestLZReadBackSyncsBufferedWrites(t *testing.T) {
 	s.Sync()
 	if !bytes.Equal(s.visible, nw) || st.LZReadBack == 0 {
 		t.Fatalf("output differs or nothing read back (%d bytes)", st.LZReadBack)
+	}
+}
+
+// One call codes several windows with one dictionary, and every frame
+// decodes with that dictionary as Apply decodes it (raw content, id 0),
+// also when the dictionary starts like a structured zstd dictionary, which
+// the program's -D would read as one.
+func TestLZCoderGroups(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	base := randBytes(r, 256<<10)
+	srcs := [][]byte{
+		append(bytes.Clone(base[1000:60000]), randBytes(r, 5000)...),
+		bytes.Clone(base[100000:180000]),
+		append(randBytes(r, 3000), base[200000:250000]...),
+	}
+	for name, c := range lzCoders(t) {
+		for _, magic := range []bool{false, true} {
+			dict := bytes.Clone(base)
+			if magic {
+				copy(dict, zstdDictMagic)
+			}
+			frames, err := c.EncodeLZ(context.Background(), dict, srcs)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if len(frames) != len(srcs) {
+				t.Fatalf("%s: %d frames for %d windows", name, len(frames), len(srcs))
+			}
+			var lz lzState
+			for i, f := range frames {
+				if len(f) > len(srcs[i])/4 {
+					t.Errorf("%s, magic %v: frame %d is %d bytes for %d: the dictionary was not used", name, magic, i, len(f), len(srcs[i]))
+				}
+				if lz.dec == nil {
+					d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer d.Close()
+					lz.dec = d
+				}
+				got := make([]byte, len(srcs[i]))
+				if err := lz.decodeFrame(f, dict, got); err != nil || !bytes.Equal(got, srcs[i]) {
+					t.Fatalf("%s, magic %v: frame %d does not decode to its window (%v)", name, magic, i, err)
+				}
+			}
+		}
+	}
+}
+
+// Windows sharing a dictionary round-trip: no previous output in their
+// dictionaries, new extents only before the group's first window.
+func TestLZGroupRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	old := randBytes(r, 512<<10)
+	unit := randBytes(r, 96<<10) // new content that recurs in the new image
+	var nw []byte
+	for len(nw) < 1<<20 {
+		at := r.IntN(len(old) - 70000)
+		nw = append(nw, old[at:at+40000+r.IntN(30000)]...)
+		nw = append(nw, unit[:32<<10+r.IntN(64<<10)]...)
+	}
+	for name, c := range lzCoders(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, g := range []int{1, 3} {
+				if g == 1 && raceOn {
+					continue // the race detector makes this slow; other tests cover single windows
+				}
+				st := roundTrip(t, old, nw, GenOptions{LZ: c, lzAlways: true, LZGroup: g, WindowSize: 256 << 10})
+				if st.LZWindows != st.Windows {
+					t.Errorf("group %d: %d of %d windows LZ", g, st.LZWindows, st.Windows)
+				}
+				t.Logf("group %d: patch %d bytes", g, st.PatchSize)
+			}
+		})
 	}
 }

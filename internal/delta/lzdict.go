@@ -51,10 +51,13 @@ func newKmerIndex(img []byte, zeroBlock []bool, first bool) *kmerIndex {
 }
 
 // newExtents picks the chunks of the new image before offset before that
-// most of b's 16-byte strings were first seen in, up to maxBytes, in image
+// most of bs's 16-byte strings were first seen in, up to maxBytes, in image
 // order.
-func newExtents(b []byte, before int, idx *kmerIndex, maxBytes int) []extent {
-	v := idx.votes(b)
+func newExtents(bs [][]byte, before int, idx *kmerIndex, maxBytes int) []extent {
+	v := map[int]int{}
+	for _, b := range bs {
+		idx.votes(b, v)
+	}
 	var chunks []int
 	for c, n := range v {
 		if n >= 64 && (c+1)*voteChunk <= before {
@@ -81,27 +84,25 @@ func newExtents(b []byte, before int, idx *kmerIndex, maxBytes int) []extent {
 	return ext
 }
 
-// votes counts, per voteChunk of the old image, the positions of b whose
-// 16 bytes hash like an indexed old k-mer there.
-func (x *kmerIndex) votes(b []byte) map[int]int {
-	v := map[int]int{}
+// votes adds to v, per voteChunk of the indexed image, the positions of b
+// whose 16 bytes hash like an indexed k-mer there.
+func (x *kmerIndex) votes(b []byte, v map[int]int) {
 	for p := 0; p+kmerLen <= len(b); p++ {
 		if e := x.tab[kmerHash(b[p:])>>(64-x.bits)]; e != 0 {
 			v[int(e-1)*kmerStep/voteChunk]++
 		}
 	}
-	return v
 }
 
-// dictExtents picks the old bytes an LZ window uses as its dictionary, up
-// to maxDict: first the old chunks most of the window's 16-byte strings
+// dictExtents picks the old bytes LZ windows ws use as their dictionary, up
+// to maxDict: first the old chunks most of the windows' 16-byte strings
 // were found in (idx, may be nil; on the BusyBox pair this ranks better
 // than the extents bsdiff matched, 2.10 against 2.31 MB), then the blocks
 // the window's operations read, then margin around those. Never an all-zero
 // block of the old image (Apply does not read those: a trimmed slot may
 // return anything there). Extents come back in old-image order, whole
 // SourceBlocks.
-func dictExtents(wn *win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerIndex, maxDict, margin int) []extent {
+func dictExtents(ws []*win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerIndex, maxDict, margin int) []extent {
 	budget := maxDict / SourceBlock
 	picked := map[int]bool{}
 	add := func(b int) bool {
@@ -115,13 +116,18 @@ func dictExtents(wn *win, nw []byte, oldLen int, zeroBlock []bool, idx *kmerInde
 	}
 	type span struct{ a, b int } // blocks [a, b)
 	var spans []span
-	for _, o := range wn.ops {
-		if o.op == opCopy || o.op == opAdd {
-			spans = append(spans, span{o.off / SourceBlock, (o.off+o.n-1)/SourceBlock + 1})
+	for _, wn := range ws {
+		for _, o := range wn.ops {
+			if o.op == opCopy || o.op == opAdd {
+				spans = append(spans, span{o.off / SourceBlock, (o.off+o.n-1)/SourceBlock + 1})
+			}
 		}
 	}
 	if idx != nil {
-		v := idx.votes(nw[wn.start:wn.end])
+		v := map[int]int{}
+		for _, wn := range ws {
+			idx.votes(nw[wn.start:wn.end], v)
+		}
 		chunks := make([]int, 0, len(v))
 		for c, n := range v {
 			if n >= 64 { // a handful of hits is noise

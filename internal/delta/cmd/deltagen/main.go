@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/otadev/otad/internal/delta"
 )
@@ -23,9 +24,11 @@ func main() {
 	lzLevel := flag.Int("lz-level", 0, "zstd program level for LZ windows (default 19)")
 	lzNew := flag.Int("lz-new", 0, "most new-image bytes before a window its dictionary reads back (default 4 MiB, -1 none)")
 	lzMax := flag.Int("lz-max", 0, "most windows LZ-coded (default 32 per 256 MiB, at least 16)")
+	lzGroup := flag.Int("lz-group", 0, "LZ windows sharing one dictionary (default 1: one each, after the previous window)")
 	sparseZstd := flag.Bool("diff-zstd", false, "leave sparse diff tokens to the body's zstd instead of bzip2")
 	noLZ := flag.Bool("no-lz", false, "no LZ windows")
 	builtin := flag.Bool("lz-builtin", false, "code LZ windows with the built-in encoder, not the zstd program")
+	cpuProf := flag.String("cpuprofile", "", "write a CPU profile of the generation to `FILE`")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: deltagen [flags] OLD NEW PATCH")
 		flag.PrintDefaults()
@@ -36,7 +39,7 @@ func main() {
 		os.Exit(2)
 	}
 	opts := delta.GenOptions{WindowSize: *window, ZstdWindow: *zwin, FullSize: *full, CopyRun: *copyRun,
-		NoLZ: *noLZ, LZDict: *lzDict, LZMargin: *lzMargin, LZMaxWindows: *lzMax, LZNewDict: *lzNew}
+		NoLZ: *noLZ, LZDict: *lzDict, LZMargin: *lzMargin, LZMaxWindows: *lzMax, LZNewDict: *lzNew, LZGroup: *lzGroup}
 	switch lz := delta.DefaultLZ().(type) {
 	case *delta.ZstdCommand:
 		if *lzLevel > 0 {
@@ -50,7 +53,20 @@ func main() {
 	if *builtin {
 		opts.LZ = delta.BuiltinLZ{}
 	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "deltagen:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "deltagen:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(flag.Arg(0), flag.Arg(1), flag.Arg(2), opts); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "deltagen:", err)
 		os.Exit(1)
 	}
