@@ -46,7 +46,11 @@ type GenOptions struct {
 	LZ   LZCoder
 	NoLZ bool
 	// LZDict is the most old bytes an LZ window names as its dictionary
-	// (default 16 MiB; with LZNewDict at most MaxLZDict). The device maps
+	// (default 8 MiB; with LZNewDict at most MaxLZDict). The coder's time
+	// grows with the dictionary, its gain soon stops: on the major root
+	// file system pair 8 MiB coded 0.05 % smaller than 16 MiB for 19 %
+	// less generation CPU, 4 MiB 0.02 % larger than 16 for 35 % less, but
+	// 1.9 % larger on the BusyBox pair. The device maps
 	// them from the active slot; a device that cannot map its slots copies
 	// them and then takes at most MaxLZDictCopy.
 	LZDict int
@@ -133,7 +137,7 @@ func (o *GenOptions) defaults() error {
 		o.SegmentSize = 32 << 20
 	}
 	if o.LZDict == 0 {
-		o.LZDict = 16 << 20
+		o.LZDict = 8 << 20
 	}
 	if o.LZNewDict == 0 {
 		o.LZNewDict = 4 << 20

@@ -19,7 +19,7 @@ func main() {
 	zwin := flag.Int("zstd-window", 0, "zstd window (default 2 MiB)")
 	copyRun := flag.Int("copy-run", 0, "unchanged run inside a match made a COPY (default 4096, -1 never)")
 	full := flag.Int64("full-size", -1, "full-image zstd size for the fallback check (0: measure, -1: skip)")
-	lzDict := flag.Int("lz-dict", 0, "most old-image bytes an LZ window uses as its dictionary (default 16 MiB)")
+	lzDict := flag.Int("lz-dict", 0, "most old-image bytes an LZ window uses as its dictionary (default 8 MiB)")
 	lzMargin := flag.Int("lz-margin", 0, "dictionary reach around the extents a window reads (default 256 KiB)")
 	lzLevel := flag.Int("lz-level", 0, "zstd program level for LZ windows (default 19)")
 	lzNew := flag.Int("lz-new", 0, "most new-image bytes before a window its dictionary reads back (default 4 MiB, -1 none)")
