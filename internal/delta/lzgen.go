@@ -200,7 +200,7 @@ func chooseLZ(ctx context.Context, old, nw []byte, zeroBlock []bool, wins []*win
 	sort.SliceStable(keep, func(a, b int) bool { return keep[a].opsSize > keep[b].opsSize })
 	limit := opts.LZMaxWindows
 	if limit == 0 {
-		limit = max(16, 32*int((int64(len(nw))+(256<<20)-1)/(256<<20)))
+		limit = max(16, 64*int((int64(len(nw))+(256<<20)-1)/(256<<20)))
 	}
 	if len(keep) > limit && !opts.lzAlways {
 		keep = keep[:limit]

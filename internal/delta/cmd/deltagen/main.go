@@ -23,7 +23,7 @@ func main() {
 	lzMargin := flag.Int("lz-margin", 0, "dictionary reach around the extents a window reads (default 256 KiB)")
 	lzLevel := flag.Int("lz-level", 0, "zstd program level for LZ windows (default 19)")
 	lzNew := flag.Int("lz-new", 0, "most new-image bytes before a window its dictionary reads back (default 4 MiB, -1 none)")
-	lzMax := flag.Int("lz-max", 0, "most windows LZ-coded (default 32 per 256 MiB, at least 16)")
+	lzMax := flag.Int("lz-max", 0, "most windows LZ-coded (default 64 per 256 MiB, at least 16)")
 	lzGroup := flag.Int("lz-group", 0, "LZ windows sharing one dictionary (default 1: one each, after the previous window)")
 	sparseZstd := flag.Bool("diff-zstd", false, "leave sparse diff tokens to the body's zstd instead of bzip2")
 	noLZ := flag.Bool("no-lz", false, "no LZ windows")
