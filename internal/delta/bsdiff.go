@@ -111,10 +111,10 @@ type saIndex struct {
 }
 
 // saKeyLen is the key length for an index of n bytes: three bytes (64 MiB
-// of bounds, about 16 suffixes a key in 256 MiB) once that is small next
-// to the 4 bytes a suffix the array itself takes.
+// of bounds, about 16 suffixes a key in 256 MiB) once that is at most a
+// quarter of the array itself (4 bytes a suffix), two below.
 func saKeyLen(n int) int {
-	if n >= 16<<20 {
+	if n >= 64<<20 {
 		return 3
 	}
 	return 2
