@@ -494,3 +494,42 @@ func TestLZGroupRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// countingLZ is a coder that is not the built-in one (so marginal windows
+// get the pre-trial) and counts what it is asked to code.
+type countingLZ struct{ n int }
+
+func (c *countingLZ) String() string { return "counting" }
+func (c *countingLZ) EncodeLZ(ctx context.Context, dict []byte, srcs [][]byte) ([][]byte, error) {
+	c.n += len(srcs)
+	return BuiltinLZ{}.EncodeLZ(ctx, dict, srcs)
+}
+
+// A marginal window goes to the coder only when the built-in encoder's
+// frame is under preTrialMax times its operations' estimate; other windows
+// always do, and with the built-in coder nothing is pre-tried.
+func TestLZPreTrial(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	dict := randBytes(r, 256<<10)
+	inDict := bytes.Clone(dict[1000:65000]) // codes to a few hundred bytes
+	fresh := randBytes(r, 64000)            // codes to about its size
+	ws := []*win{{start: 0}, {start: 1}, {start: 2}, {start: 3}}
+	srcs := [][]byte{inDict, fresh, fresh, inDict}
+	est := []int{5000, 5000, 5000, 5000}
+	marginal := []bool{true, true, false, false}
+	c := &countingLZ{}
+	got, gotSrcs, gotEst := preTrial(context.Background(), dict, ws, srcs, est, marginal, &GenOptions{LZ: c})
+	if len(got) != 3 || got[0] != ws[0] || got[1] != ws[2] || got[2] != ws[3] || len(gotSrcs) != 3 || len(gotEst) != 3 {
+		t.Fatalf("kept windows %v, want 0, 2 and 3", got)
+	}
+	if !bytes.Equal(gotSrcs[1], fresh) || gotEst[1] != 5000 {
+		t.Fatal("sources or estimates out of step with the windows kept")
+	}
+	got, _, _ = preTrial(context.Background(), dict, ws, srcs, est, marginal, &GenOptions{LZ: BuiltinLZ{}})
+	if len(got) != 4 {
+		t.Fatalf("built-in coder: %d windows kept, want all 4", len(got))
+	}
+	if c.n != 0 {
+		t.Fatal("the pre-trial called the coder")
+	}
+}
