@@ -163,20 +163,20 @@ func (x *saIndex) search(old, nw []byte) (pos, n int) {
 		}
 	}
 	for en-st >= 2 {
-		x := st + (en-st)/2
-		o := old[sa[x]:]
+		mid := st + (en-st)/2
+		o := old[sa[mid]:]
 		if bytes.Compare(o[:min(len(o), len(nw))], nw) < 0 {
-			st = x
+			st = mid
 		} else {
-			en = x
+			en = mid
 		}
 	}
-	x1 := matchLen(old[sa[st]:], nw)
-	y := matchLen(old[sa[en]:], nw)
-	if x1 > y {
-		return int(sa[st]), x1
+	a := matchLen(old[sa[st]:], nw)
+	b := matchLen(old[sa[en]:], nw)
+	if a > b {
+		return int(sa[st]), a
 	}
-	return int(sa[en]), y
+	return int(sa[en]), b
 }
 
 // piece is one span of the new image: an approximate match of old at oldOff

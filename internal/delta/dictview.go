@@ -29,7 +29,7 @@ type dictView struct {
 // fdOf returns the descriptor behind r when r can be mapped: an *os.File
 // or a slot that exposes its file's descriptor.
 func fdOf(r io.ReaderAt) (int, bool) {
-	if f, ok := r.(interface{ Fd() uintptr }); ok && r != nil {
+	if f, ok := r.(interface{ Fd() uintptr }); ok {
 		return int(f.Fd()), true
 	}
 	return -1, false

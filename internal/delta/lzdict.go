@@ -98,7 +98,7 @@ func (x *kmerIndex) votes(b []byte, v map[int]int) {
 // to maxDict: first the old chunks most of the windows' 16-byte strings
 // were found in (idx, may be nil; on the BusyBox pair this ranks better
 // than the extents bsdiff matched, 2.10 against 2.31 MB), then the blocks
-// the window's operations read, then margin around those. Never an all-zero
+// the windows' operations read, then margin around those. Never an all-zero
 // block of the old image (Apply does not read those: a trimmed slot may
 // return anything there). Extents come back in old-image order, whole
 // SourceBlocks.
